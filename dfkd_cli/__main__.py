@@ -1,0 +1,3 @@
+from dfkd_cli.cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""`dfkd <command> [hydra overrides]`: picks the command, hands the rest to Hydra."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from dfkd_cli import __version__, distill, teacher
+from dfkd_cli.config import register_configs, validate
+from dfkd_cli.errors import UserError
+from dfkd_cli.tables import write_metrics
+
+log = logging.getLogger("dfkd")
+
+# command -> (primary config name, what it runs, one-line help)
+COMMANDS: dict[str, tuple[str, Callable, str]] = {
+    "train-teacher": ("train_teacher", teacher.run,
+                      "train a teacher on a dataset into the teacher store"),
+    "distill": ("distill", distill.run,
+                "distil a teacher into a small student with a synthetic-data strategy"),
+}
+
+USAGE = f"""usage: dfkd <command> [hydra overrides...] [--cfg job] [-m] [--help]
+
+dfkd {__version__}: data-free knowledge distillation of regression networks
+(Zhou & Chiam 2023, arXiv 2301.04338).
+
+commands:
+""" + "".join(f"  {name:<15}{text}\n" for name, (_, _, text) in COMMANDS.items()) + """
+examples:
+  dfkd train-teacher dataset=cpusmall seed=1 data_dir=path/to/datasets
+  dfkd distill dataset=cpusmall seed=1 strategy=bounded
+  dfkd distill -m strategy=random,bounded seed=1,2,3
+  dfkd distill --help          config groups and options of a command
+"""
+
+
+def _is_multirun() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _task(run: Callable) -> Callable[[DictConfig], object]:
+    """Wrap a command so user errors print one line and exit 2 before any work. In a multirun a
+    failing job records its status and error in its own metrics row and the sweep goes on."""
+
+    def task(cfg: DictConfig) -> object:
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            validate(cfg)
+            return run(cfg, run_dir)
+        except Exception as exc:
+            if not _is_multirun():
+                if isinstance(exc, UserError):
+                    print(f"dfkd: error: {exc}", file=sys.stderr)
+                    sys.exit(2)
+                raise
+            log.error("job failed: %s\n%s", exc, traceback.format_exc())
+            write_metrics(run_dir, {"command": cfg.command, "dataset": cfg.dataset.name,
+                                    "seed": cfg.seed, "status": "failed",
+                                    "error": f"{type(exc).__name__}: {exc}"})
+            return None
+
+    return task
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    if argv[0] == "--version":
+        print(f"dfkd {__version__}")
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"dfkd: error: unknown command {command!r}; valid commands: "
+              f"{', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    config_name, run, _ = COMMANDS[command]
+    register_configs()
+    sys.argv = [f"dfkd {command}", *rest]
+    hydra.main(version_base="1.3", config_path="pkg://dfkd_cli.configs",
+               config_name=config_name)(_task(run))()

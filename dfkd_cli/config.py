@@ -1,0 +1,176 @@
+"""Typed schemas for every config, registered in Hydra's ConfigStore.
+
+Each YAML file under configs/ starts from one of these schemas (its defaults list names
+`/schema/<group>/<name>`), so an unknown key or a value of the wrong type fails when Hydra
+composes the config, before any work. Range checks that a type cannot express live in
+`validate`, which every command calls first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from dfkd_cli.errors import UserError
+from dfkd_cli.strategies import STRATEGIES
+
+ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
+SELECTIONS = ("last", "val")
+ALPHA_SCHEDULES = ("decreasing", "increasing", "constant")
+DATASET_SOURCES = ("builtin", "csv", "benchmark")
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+
+
+@dataclass
+class DatasetConfig:
+    """Where the rows come from and how they are split (the paper: 5000 train, rest 10/90)."""
+
+    name: str = MISSING
+    source: str = "benchmark"  # builtin | csv | benchmark
+    path: Optional[str] = None  # csv only
+    target: Optional[str] = None  # target column; None = last column
+    drop: List[str] = field(default_factory=list)
+    n_rows: int = 8000  # builtin only
+    noise: float = 1.0  # builtin only
+    n_train: int = 5000
+    val_fraction: float = 0.1
+
+
+@dataclass
+class MLPConfig:
+    """A fully connected network: input -> hidden... -> 1, one activation throughout."""
+
+    hidden: List[int] = field(default_factory=lambda: [50])
+    activation: str = "tanh"
+
+
+@dataclass
+class TeacherConfig(MLPConfig):
+    """The teacher: its architecture (the store key) or a file the user names.
+
+    format=dfkd loads a checkpoint written by `dfkd train-teacher` (from the store unless `path`
+    is given); format=torchscript loads a TorchScript module from `path` with `input_dim`.
+    """
+
+    hidden: List[int] = field(default_factory=lambda: [500])
+    format: str = "dfkd"  # dfkd | torchscript
+    path: Optional[str] = None
+    input_dim: Optional[int] = None
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "rmsprop"  # rmsprop | adam | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    momentum: float = 0.0  # sgd and rmsprop
+
+
+@dataclass
+class AlphaConfig:
+    """alpha(t), the weight of the synthetic term in the student loss (paper Eq. 6)."""
+
+    schedule: str = "decreasing"  # decreasing: 1-(t+1)/E | increasing: (t+1)/E | constant
+    value: float = 1.0  # constant only
+
+
+@dataclass
+class RunConfig:
+    """Keys every command shares; these names are part of dfkd's interface."""
+
+    command: str = MISSING
+    seed: int = 1
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    data_dir: str = "data"
+    teacher_store: str = "outputs/teachers"
+    progress: bool = True  # tqdm bars, shown only when stderr is a terminal
+    log_every: int = 10  # epochs between history rows
+    dataset: DatasetConfig = MISSING
+    teacher: TeacherConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+
+
+@dataclass
+class TrainTeacherConfig(RunConfig):
+    command: str = "train-teacher"
+    epochs: int = 500
+    batch_size: int = 16
+    patience: int = 50  # early stopping on validation loss
+    lr_factor: float = 0.5  # ReduceLROnPlateau
+    overwrite: bool = False
+
+
+@dataclass
+class DistillConfig(RunConfig):
+    command: str = "distill"
+    epochs: int = 2000  # E
+    steps_per_epoch: int = 10  # n_s
+    batch_size: int = 50  # m
+    selection: str = "last"  # last (data-free) | val (the paper's best epoch on real validation rows)
+    student: MLPConfig = MISSING
+    strategy: Any = MISSING
+    alpha: AlphaConfig = MISSING
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore (called before Hydra composes)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_teacher_schema", node=TrainTeacherConfig)
+    cs.store(name="distill_schema", node=DistillConfig)
+    cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
+    cs.store(group="schema/mlp", name="mlp", node=MLPConfig)
+    cs.store(group="schema/teacher", name="teacher", node=TeacherConfig)
+    cs.store(group="schema/optimizer", name="optimizer", node=OptimizerConfig)
+    cs.store(group="schema/alpha", name="alpha", node=AlphaConfig)
+    for name, strategy in STRATEGIES.items():
+        cs.store(group="schema/strategy", name=name, node=strategy.Config)
+
+
+def _check(ok: bool, key: str, valid: str, value: Any) -> None:
+    if not ok:
+        raise UserError(f"{key}={value!r} is not valid: expected {valid}")
+
+
+def _check_mlp(prefix: str, mlp: Any) -> None:
+    _check(len(mlp.hidden) >= 1 and all(h >= 1 for h in mlp.hidden), f"{prefix}.hidden",
+           "a non-empty list of sizes >= 1", list(mlp.hidden))
+    _check(mlp.activation in ACTIVATIONS, f"{prefix}.activation", f"one of {ACTIVATIONS}",
+           mlp.activation)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range checks that types cannot express; raises UserError naming the key."""
+    _check(cfg.epochs >= 1, "epochs", "an integer >= 1", cfg.epochs)
+    _check(cfg.batch_size >= 1, "batch_size", "an integer >= 1", cfg.batch_size)
+    _check(cfg.log_every >= 1, "log_every", "an integer >= 1", cfg.log_every)
+    _check(cfg.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {OPTIMIZERS}",
+           cfg.optimizer.name)
+    _check(cfg.optimizer.lr > 0, "optimizer.lr", "a number > 0", cfg.optimizer.lr)
+    _check(cfg.optimizer.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0",
+           cfg.optimizer.weight_decay)
+    ds = cfg.dataset
+    _check(ds.source in DATASET_SOURCES, "dataset.source", f"one of {DATASET_SOURCES}", ds.source)
+    _check(ds.n_train >= 2, "dataset.n_train", "an integer >= 2", ds.n_train)
+    _check(0 < ds.val_fraction < 1, "dataset.val_fraction", "a number in (0, 1)", ds.val_fraction)
+    _check(cfg.teacher.format in ("dfkd", "torchscript"), "teacher.format",
+           "one of ('dfkd', 'torchscript')", cfg.teacher.format)
+    _check_mlp("teacher", cfg.teacher)
+    if cfg.command == "train-teacher":
+        _check(cfg.patience >= 1, "patience", "an integer >= 1", cfg.patience)
+        _check(0 < cfg.lr_factor < 1, "lr_factor", "a number in (0, 1)", cfg.lr_factor)
+        return
+    _check(cfg.steps_per_epoch >= 1, "steps_per_epoch", "an integer >= 1", cfg.steps_per_epoch)
+    _check(cfg.selection in SELECTIONS, "selection", f"one of {SELECTIONS}", cfg.selection)
+    _check_mlp("student", cfg.student)
+    _check(cfg.alpha.schedule in ALPHA_SCHEDULES, "alpha.schedule", f"one of {ALPHA_SCHEDULES}",
+           cfg.alpha.schedule)
+    _check(0 <= cfg.alpha.value <= 1, "alpha.value", "a number in [0, 1]", cfg.alpha.value)
+    _check(cfg.strategy.name in STRATEGIES, "strategy.name", f"one of {tuple(STRATEGIES)}",
+           cfg.strategy.name)
+    for key, ok, valid in STRATEGIES[cfg.strategy.name].checks(cfg.strategy):
+        _check(ok, f"strategy.{key}", valid, cfg.strategy[key])

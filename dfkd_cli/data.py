@@ -1,0 +1,154 @@
+"""Datasets: the built-in default, CSV files and the paper's named benchmarks; split + scalers.
+
+Split as Zhou & Chiam (Sec. 4.1): `n_train` rows (5000) for training, the rest split
+`val_fraction` (10%) validation / the remainder test, drawn by the run's seed. X and y are
+standardised with the mean and sd of the training rows only, so N(0, I) is the natural prior.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dfkd_cli.errors import UserError
+
+log = logging.getLogger(__name__)
+
+BENCHMARKS = ("compactiv", "cpusmall", "pole", "puma32h", "mv")
+FRIEDMAN_SEED = 20230111  # the built-in dataset is the same table on every machine
+MAX_TRAIN_FRACTION = 0.7  # a dataset with fewer than n_train / 0.7 rows trains on 70% of them
+
+
+@dataclass
+class Table:
+    """Raw rows: features X (n, d), target y (n,), and the feature names."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    features: list[str]
+
+
+@dataclass
+class Split:
+    """Standardised train / validation / test tensors and the scalers that made them."""
+
+    name: str
+    features: list[str]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    x_mean: torch.Tensor
+    x_std: torch.Tensor
+    y_mean: float
+    y_std: float
+
+    @property
+    def input_dim(self) -> int:
+        return self.x_train.shape[1]
+
+    def to(self, device: torch.device) -> "Split":
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                 for k, v in self.__dict__.items()}
+        return Split(**moved)
+
+
+def friedman1(n_rows: int, noise: float, seed: int = FRIEDMAN_SEED) -> Table:
+    """Friedman #1 (Friedman 1991): 10 features U[0, 1], 5 of them informative.
+
+    y = 10 sin(pi x1 x2) + 20 (x3 - 0.5)^2 + 10 x4 + 5 x5 + noise * N(0, 1)
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(size=(n_rows, 10))
+    y = (10 * np.sin(np.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2 + 10 * x[:, 3]
+         + 5 * x[:, 4] + noise * rng.standard_normal(n_rows))
+    return Table("friedman", x, y, [f"x{i + 1}" for i in range(10)])
+
+
+def read_csv(path: Path, name: str, target: str | None, drop: list[str]) -> Table:
+    """A CSV or CSV.gz with a header row; `target` names the target column (default: last)."""
+    if not path.is_file():
+        raise UserError(f"dataset file {path} not found")
+    try:
+        frame = pd.read_csv(path)
+    except Exception as exc:  # pandas raises many types for unreadable files
+        raise UserError(f"dataset file {path} could not be read as CSV: {exc}") from exc
+    missing = [c for c in drop if c not in frame.columns]
+    if missing:
+        raise UserError(f"dataset.drop names columns not in {path}: {missing}; "
+                        f"columns are {list(frame.columns)}")
+    frame = frame.drop(columns=list(drop))
+    target = target or frame.columns[-1]
+    if target not in frame.columns:
+        raise UserError(f"dataset.target={target!r} is not a column of {path}; "
+                        f"columns are {list(frame.columns)}")
+    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise UserError(f"dataset file {path} has non-numeric columns {non_numeric}; "
+                        "drop them with dataset.drop=[...] or encode them as numbers")
+    values = frame.to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise UserError(f"dataset file {path} has missing or infinite values in "
+                        f"{int((~np.isfinite(values)).any(axis=1).sum())} rows")
+    y = frame[target].to_numpy(dtype=np.float64)
+    x_frame = frame.drop(columns=[target])
+    return Table(name, x_frame.to_numpy(dtype=np.float64), y, list(x_frame.columns))
+
+
+def load_table(ds, data_dir: str) -> Table:
+    """The rows that a `dataset` config names."""
+    if ds.source == "builtin":
+        return friedman1(ds.n_rows, ds.noise)
+    if ds.source == "csv":
+        if not ds.path:
+            raise UserError("dataset=csv needs dataset.path=<file.csv or file.csv.gz>")
+        return read_csv(Path(ds.path), ds.name, ds.target, list(ds.drop))
+    path = Path(data_dir) / f"{ds.name}.csv.gz"
+    if not path.is_file():
+        raise UserError(
+            f"dataset {ds.name!r}: {path} not found. Put {ds.name}.csv.gz (a CSV with a header, "
+            f"target last) in a folder and point data_dir=<folder> (or DFKD_DATA_DIR) at it")
+    return read_csv(path, ds.name, ds.target, list(ds.drop))
+
+
+def split(table: Table, n_train: int, val_fraction: float, seed: int) -> Split:
+    """Shuffle by `seed`, take the training rows, split the rest validation / test, standardise."""
+    n = len(table.y)
+    n_train_used = min(n_train, int(MAX_TRAIN_FRACTION * n))
+    if n_train_used < n_train:
+        log.info("dataset %s has %d rows: training on %d rows instead of %d",
+                 table.name, n, n_train_used, n_train)
+    n_val = max(1, int(round(val_fraction * (n - n_train_used))))
+    if n - n_train_used - n_val < 1:
+        raise UserError(f"dataset {table.name!r} has {n} rows: too few for a train / validation "
+                        "/ test split")
+    order = np.random.default_rng(seed).permutation(n)
+    parts = np.split(order, [n_train_used, n_train_used + n_val])
+    x_train, y_train = table.x[parts[0]], table.y[parts[0]]
+    x_mean, x_std = x_train.mean(axis=0), x_train.std(axis=0)
+    x_std[x_std == 0] = 1.0
+    y_mean, y_std = float(y_train.mean()), float(y_train.std() or 1.0)
+
+    def tensors(rows):
+        x = torch.tensor((table.x[rows] - x_mean) / x_std, dtype=torch.float32)
+        y = torch.tensor((table.y[rows] - y_mean) / y_std, dtype=torch.float32).unsqueeze(1)
+        return x, y
+
+    (xtr, ytr), (xva, yva), (xte, yte) = (tensors(p) for p in parts)
+    return Split(table.name, table.features, xtr, ytr, xva, yva, xte, yte,
+                 torch.tensor(x_mean, dtype=torch.float32),
+                 torch.tensor(x_std, dtype=torch.float32), y_mean, y_std)
+
+
+def load_split(cfg) -> Split:
+    """The split a run config describes (dataset, data_dir, seed)."""
+    table = load_table(cfg.dataset, cfg.data_dir)
+    return split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, cfg.seed)
