@@ -1,0 +1,153 @@
+"""The installed `dfkd` command end to end in a subprocess, and its errors on bad input."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, SHARED_DATA, dfkd
+from dfkd_cli.models import load_checkpoint
+
+METRIC_COLUMNS = ["dataset", "seed", "strategy", "alpha", "selection", "teacher_rmse",
+                  "student_rmse", "fidelity_rmse", "wall_s", "device", "status"]
+
+
+def run_dir_of(root: Path, command: str) -> Path:
+    dirs = sorted((root / "outputs" / command).glob("*/*"), key=lambda p: p.stat().st_mtime)
+    return dirs[-1]
+
+
+def test_help_lists_commands(tmp_path):
+    out = dfkd("--help", cwd=tmp_path).stdout
+    assert "train-teacher" in out and "distill" in out
+    module = subprocess.run([sys.executable, "-m", "dfkd_cli", "--help"], capture_output=True,
+                            text=True, cwd=tmp_path, check=True).stdout
+    assert module == out
+
+
+def test_command_help_shows_groups(tmp_path):
+    out = dfkd("distill", "--help", cwd=tmp_path).stdout
+    for group in ("dataset:", "strategy:", "optimizer:", "alpha:", "student:", "teacher:"):
+        assert group in out
+    assert "bounded" in out and "random" in out
+
+
+def test_cfg_job_prints_config_and_runs_nothing(tmp_path):
+    out = dfkd("distill", "strategy=random", "--cfg", "job", cwd=tmp_path).stdout
+    assert "name: random" in out and "epochs: 2000" in out
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_train_teacher_writes_store_and_metrics(workdir):
+    path = workdir / "outputs/teachers/friedman/mlp64-tanh/seed1/teacher.pt"
+    payload = load_checkpoint(path)
+    assert payload["arch"]["input_dim"] == 10 and payload["seed"] == 1
+    assert payload["input_spec"]["low"].shape == (10,)
+    assert set(payload["scaler"]) == {"x_mean", "x_std", "y_mean", "y_std"}
+    metrics = pd.read_csv(run_dir_of(workdir, "train-teacher") / "metrics.csv")
+    assert metrics.loc[0, "status"] == "ok" and 0 < metrics.loc[0, "teacher_rmse"] < 1
+
+
+@pytest.mark.parametrize("strategy,selection", [("random", "last"), ("bounded", "val")])
+def test_distill_end_to_end(workdir, strategy, selection):
+    proc = dfkd("distill", f"strategy={strategy}", f"selection={selection}", *QUICK_DISTILL,
+                cwd=workdir)
+    run_dir = run_dir_of(workdir, "distill")
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert set(METRIC_COLUMNS) <= set(metrics.columns)
+    row = metrics.iloc[0]
+    assert (row.strategy, row.selection, row.status, row.device) == (strategy, selection, "ok",
+                                                                     "cpu")
+    assert 0 < row.student_rmse < 2 and 0 < row.fidelity_rmse < 2
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history.epoch) == [1, 3, 5]
+    assert {"loss", "loss_g", "loss_p", "alpha", "gap_mean"} <= set(history.columns)
+    if selection == "val":
+        assert "val_rmse" in history.columns
+    student = load_checkpoint(run_dir / "student.pt")
+    assert student["arch"]["hidden"] == [50]
+    assert "student_rmse" in proc.stdout  # the table is printed
+
+
+def test_multirun_two_jobs(workdir):
+    dfkd("distill", "-m", "strategy=random,bounded", *QUICK_DISTILL, cwd=workdir)
+    sweep = sorted((workdir / "outputs" / "distill-multirun").glob("*/*"))[-1]
+    rows = pd.concat(pd.read_csv(p) for p in sorted(sweep.glob("*/metrics.csv")))
+    assert sorted(rows.strategy) == ["bounded", "random"] and set(rows.status) == {"ok"}
+
+
+def test_user_config_dir_adds_an_option(workdir, tmp_path):
+    (tmp_path / "strategy").mkdir()
+    (tmp_path / "strategy" / "bounded_k4.yaml").write_text(
+        "defaults:\n  - bounded\n  - _self_\nsteps: 4\n")
+    out = dfkd("distill", "--config-dir", str(tmp_path), "strategy=bounded_k4", "--cfg", "job",
+               cwd=workdir).stdout
+    assert "steps: 4" in out and "name: bounded" in out
+
+
+def error_of(*args: str, cwd: Path, env: dict | None = None) -> str:
+    proc = dfkd(*args, cwd=cwd, env=env, check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr
+    return proc.stderr
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["strategy=nope"], r"Could not find 'strategy/nope'.*Available options in 'strategy'.*bounded"),
+    (["dataset=nope"], r"Could not find 'dataset/nope'.*Available options in 'dataset'.*cpusmall"),
+    (["epochz=3"], r"Key 'epochz' not in 'DistillConfig'"),
+    (["epochs=abc"], r"Value 'abc' .* could not be converted to Integer.*full_key: epochs"),
+    (["epochs=0"], r"epochs=0 is not valid: expected an integer >= 1"),
+])
+def test_bad_config_fails_before_work(tmp_path, args, expected):
+    stderr = error_of("distill", *args, cwd=tmp_path)
+    assert re.search(expected, stderr, re.S), stderr
+    assert not list(tmp_path.glob("outputs/**/metrics.csv"))
+
+
+def test_unknown_command(tmp_path):
+    assert "valid commands: train-teacher, distill" in error_of("distil", cwd=tmp_path)
+
+
+def test_missing_data_file(tmp_path):
+    stderr = error_of("train-teacher", "dataset=cpusmall", f"data_dir={tmp_path}", cwd=tmp_path)
+    assert f"{tmp_path}/cpusmall.csv.gz not found" in stderr and "data_dir" in stderr
+    assert stderr.count("\n") == 1
+
+
+def test_missing_teacher_prints_the_command_that_makes_it(tmp_path):
+    stderr = error_of("distill", "seed=7", cwd=tmp_path)
+    assert "no teacher checkpoint at outputs/teachers/friedman/mlp500-tanh/seed7" in stderr
+    assert "dfkd train-teacher dataset=friedman seed=7" in stderr
+
+
+def test_teacher_input_dimension_must_match(workdir, tmp_path):
+    csv = tmp_path / "three.csv"
+    csv.write_text("a,b,c,y\n" + "".join(f"{i},{i % 5},{i % 7},{i % 3}\n" for i in range(400)))
+    teacher = workdir / "outputs/teachers/friedman/mlp64-tanh/seed1/teacher.pt"
+    stderr = error_of("distill", "dataset=csv", f"dataset.path={csv}", f"teacher.path={teacher}",
+                      cwd=tmp_path)
+    assert "takes 10 inputs but dataset 'csv' has 3 features" in stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_gpu(workdir):
+    stderr = error_of("distill", "device=cuda", *QUICK_DISTILL, cwd=workdir)
+    assert "device=cuda but no CUDA GPU is available" in stderr
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/datasets")
+def test_benchmark_through_data_dir_env(tmp_path):
+    dfkd("train-teacher", "dataset=cpusmall", *QUICK_TEACHER, cwd=tmp_path,
+         env={"DFKD_DATA_DIR": str(SHARED_DATA)})
+    assert (tmp_path / "outputs/teachers/cpusmall/mlp64-tanh/seed1/teacher.pt").is_file()
+
+
+def test_installed_command_is_the_one_under_test():
+    assert Path(DFKD).exists()

@@ -1,0 +1,91 @@
+"""Composing configs: every option of every group composes; typos and wrong types fail early."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from conftest import REPO, make_config
+from dfkd_cli.config import validate
+from dfkd_cli.errors import UserError
+
+GROUPS = {"distill": ["dataset", "teacher", "student", "strategy", "optimizer", "alpha"],
+          "train_teacher": ["dataset", "teacher", "optimizer"]}
+REQUIRED = {"dataset/csv": ["dataset.path=x.csv"],
+            "teacher/torchscript": ["teacher.path=t.pt", "teacher.input_dim=3"]}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (REPO / "configs" / group).glob("*.yaml"))
+
+
+CASES = [(cmd, g, o) for cmd, groups in GROUPS.items() for g in groups for o in options(g)]
+
+
+@pytest.mark.parametrize("command,group,option", CASES)
+def test_every_option_composes_and_validates(command, group, option):
+    cfg = make_config(command, [f"{group}={option}", *REQUIRED.get(f"{group}/{option}", [])])
+    node = cfg[group]
+    assert node is not None
+    if group == "strategy":
+        assert node.name == option
+    validate(cfg)
+
+
+def test_defaults_are_the_papers():
+    cfg = make_config("distill")
+    assert (cfg.epochs, cfg.steps_per_epoch, cfg.batch_size) == (2000, 10, 50)
+    assert cfg.optimizer.name == "rmsprop" and cfg.optimizer.lr == 1e-3
+    assert cfg.optimizer.weight_decay == 1e-5
+    assert list(cfg.teacher.hidden) == [500] and cfg.teacher.activation == "tanh"
+    assert list(cfg.student.hidden) == [50] and cfg.alpha.schedule == "decreasing"
+    assert (cfg.strategy.name, cfg.strategy.steps, cfg.strategy.lr) == ("bounded", 2, 0.1)
+    assert cfg.selection == "last"
+    teacher = make_config("train_teacher")
+    assert (teacher.epochs, teacher.batch_size, teacher.patience) == (500, 16, 50)
+
+
+def test_data_dir_reads_environment(monkeypatch):
+    monkeypatch.setenv("DFKD_DATA_DIR", "/somewhere/else")
+    assert make_config("distill").data_dir == "/somewhere/else"
+
+
+@pytest.mark.parametrize("override", ["epochs=many", "strategy.steps=two", "seed=1.5"])
+def test_wrong_type_fails_at_compose(override):
+    with pytest.raises((ConfigCompositionException, ValidationError)):
+        make_config("distill", [override])
+
+
+@pytest.mark.parametrize("override", ["strategy.stepz=3", "student.width=3", "epochz=3"])
+def test_unknown_key_fails_at_compose(override):
+    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+        make_config("distill", [override])
+
+
+def test_strategy_keys_of_another_strategy_are_refused():
+    with pytest.raises(ConfigCompositionException):
+        make_config("distill", ["strategy=random", "strategy.steps=3"])
+
+
+@pytest.mark.parametrize("override,key", [
+    ("epochs=0", "epochs"), ("batch_size=0", "batch_size"), ("optimizer.lr=-1", "optimizer.lr"),
+    ("alpha=constant", None), ("alpha.value=1.5", "alpha.value"), ("selection=best", "selection"),
+    ("student.hidden=[]", "student.hidden"), ("student.activation=swish", "student.activation"),
+    ("strategy.lr=0", "strategy.lr"), ("strategy.steps=-1", "strategy.steps"),
+])
+def test_out_of_range_values_name_the_key(override, key):
+    cfg = make_config("distill", [override])
+    if key is None:  # a valid value: no error
+        validate(cfg)
+        return
+    with pytest.raises(UserError, match=rf"^{key}=.* is not valid: expected"):
+        validate(cfg)
+
+
+def test_every_config_folder_ships_in_the_wheel():
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for folder in (REPO / "configs").iterdir():
+        if folder.is_dir() and not folder.name.startswith("__"):
+            assert f'"dfkd_cli.configs.{folder.name}" = "configs/{folder.name}"' in pyproject
+            assert f'"dfkd_cli.configs.{folder.name}" = ["*.yaml"]' in pyproject

@@ -1,0 +1,75 @@
+"""The student loop's pieces: alpha schedules, the mixed loss, selection on validation rows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_config
+from dfkd_cli import distill, models
+from dfkd_cli.teacher import Teacher
+
+
+@pytest.mark.parametrize("schedule,expected", [
+    ("decreasing", [0.75, 0.5, 0.25, 0.0]), ("increasing", [0.25, 0.5, 0.75, 1.0]),
+])
+def test_alpha_schedules(schedule, expected):
+    cfg = make_config("distill", [f"alpha={schedule}"]).alpha
+    assert [distill.alpha_at(cfg, t, 4) for t in range(4)] == expected
+
+
+def test_constant_alpha():
+    cfg = make_config("distill", ["alpha=constant", "alpha.value=0.3"]).alpha
+    assert {distill.alpha_at(cfg, t, 7) for t in range(7)} == {0.3}
+    assert distill.alpha_label(cfg) == "constant0.3"
+
+
+class Counting:
+    """A strategy stand-in that counts how often each kind of batch is drawn."""
+
+    start = None
+
+    def __init__(self):
+        self.synthetic = self.prior_draws = 0
+
+    def update(self, teacher, student):
+        return {}
+
+    def sample(self, teacher, student, n):
+        self.synthetic += 1
+        return torch.randn(n, 3)
+
+    def prior(self, n):
+        self.prior_draws += 1
+        return torch.randn(n, 3)
+
+
+@pytest.mark.parametrize("alpha,value,synthetic,prior", [
+    ("constant", 1.0, 12, 0), ("constant", 0.0, 0, 12), ("decreasing", 1.0, 9, 12),
+])
+def test_a_term_with_zero_weight_is_not_drawn(alpha, value, synthetic, prior):
+    """Decreasing over 4 epochs: alpha = .75, .5, .25, 0 -> the last epoch draws no x_g."""
+    cfg = make_config("distill", ["epochs=4", "steps_per_epoch=3", f"alpha={alpha}",
+                                  f"alpha.value={value}", "log_every=1"])
+    teacher = Teacher(models.mlp(3, [8], "tanh").requires_grad_(False), 3, None, "t")
+    strategy = Counting()
+    history, selected = distill.train_student(cfg, teacher, models.mlp(3, [4], "tanh"),
+                                              strategy, None)
+    assert (strategy.synthetic, strategy.prior_draws) == (synthetic, prior)
+    assert [row["epoch"] for row in history] == [0, 1, 2, 3] and selected == 3
+
+
+def test_selection_val_restores_the_best_epoch():
+    torch.manual_seed(0)
+    student = models.mlp(2, [3], "tanh")
+    keeper = distill.BestKeeper(student)
+    snapshots = []
+    for epoch, loss in enumerate([0.5, 0.2, 0.9]):
+        with torch.no_grad():
+            for p in student.parameters():
+                p.add_(1.0)
+        snapshots.append([p.clone() for p in student.parameters()])
+        keeper.offer(torch.tensor(loss), epoch)
+    assert keeper.restore(student) == 1
+    for kept, current in zip(snapshots[1], student.parameters()):
+        torch.testing.assert_close(kept, current)
