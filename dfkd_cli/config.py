@@ -112,6 +112,7 @@ class DistillConfig(RunConfig):
     steps_per_epoch: int = 10  # n_s
     batch_size: int = 50  # m
     selection: str = "last"  # last (data-free) | val (the paper's best epoch on real validation rows)
+    seeds: Optional[List[int]] = None  # a population: K runs in one batched program
     student: MLPConfig = MISSING
     strategy: Any = MISSING
     alpha: AlphaConfig = MISSING

@@ -6,7 +6,10 @@ x_p ~ N(0, I), both of batch size m, and minimises
     L_S = alpha(t) * mean((T(x_g) - S(x_g))^2) + (1 - alpha(t)) * mean((T(x_p) - S(x_p))^2).
 
 A term whose weight is 0 is not computed (its samples are not drawn). The loop is a tensor
-program: no host syncs inside an epoch; losses and diagnostics are read every `log_every` epochs.
+program over a population of K members (`seeds=[...]`; K = 1 for `seed=`): member k has its own
+teacher, split, student, strategy state and random stream, and ends exactly as a separate run
+with seed k would. No host syncs inside an epoch; losses and diagnostics are read every
+`log_every` epochs.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
-from torch import nn
 
 from dfkd_cli import evaluation, models, runtime, tables
 from dfkd_cli import teacher as teachers
-from dfkd_cli.data import load_split
+from dfkd_cli.data import Split, load_table, split
+from dfkd_cli.errors import UserError
 from dfkd_cli.optim import make_optimizer
+from dfkd_cli.rng import Streams
 from dfkd_cli.strategies import STRATEGIES, batch_diagnostics
 
 log = logging.getLogger(__name__)
@@ -44,47 +49,57 @@ def alpha_label(cfg) -> str:
     return f"constant{cfg.value:g}" if cfg.schedule == "constant" else cfg.schedule
 
 
-def squared_gap(teacher: nn.Module, student: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(T(x) - S(x))^2 per sample, summed over outputs; gradients flow to the student only."""
+def member_seeds(cfg) -> list[int]:
+    """The population: `seeds=[...]` when given, else the single `seed`."""
+    seeds = [int(s) for s in cfg.seeds] if cfg.seeds else [int(cfg.seed)]
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds={seeds} repeats a seed; each member needs its own")
+    return seeds
+
+
+def squared_gap(teacher, student, x: torch.Tensor) -> torch.Tensor:
+    """Per-member mean over the batch of (T(x) - S(x))^2 (summed over outputs): shape (K,).
+    Gradients flow to the student only."""
     with torch.no_grad():
         target = teacher(x)
-    return (target - student(x)).pow(2).sum(dim=1)
+    return (target - student(x)).pow(2).sum(dim=2).mean(dim=1)
 
 
 class BestKeeper:
-    """Keeps the student weights of the epoch with the lowest validation RMSE (selection=val),
-    with tensor ops only, so checking every epoch costs no host sync."""
+    """Per member, the student weights of the epoch with the lowest validation RMSE
+    (selection=val), kept with tensor ops only, so checking every epoch costs no host sync."""
 
-    def __init__(self, student: nn.Module):
-        self.params = list(student.state_dict().values())
+    def __init__(self, student: models.StackedMLP):
+        self.params = list(student.parameters())
         self.best = [p.detach().clone() for p in self.params]
-        self.best_loss = torch.tensor(float("inf"), device=self.params[0].device)
-        self.best_epoch = torch.tensor(-1, device=self.params[0].device)
+        members, device = student.members, self.params[0].device
+        self.best_loss = torch.full((members,), float("inf"), device=device)
+        self.best_epoch = torch.full((members,), -1, device=device)
 
     @torch.no_grad()
     def offer(self, loss: torch.Tensor, epoch: int) -> None:
         better = loss < self.best_loss
         self.best_loss = torch.where(better, loss, self.best_loss)
-        self.best_epoch = torch.where(better, torch.full_like(self.best_epoch, epoch),
-                                      self.best_epoch)
+        self.best_epoch = torch.where(better, epoch, self.best_epoch)
         for kept, current in zip(self.best, self.params):
-            kept.copy_(torch.where(better, current, kept))
+            kept.copy_(torch.where(better.view(-1, 1, 1), current, kept))
 
     @torch.no_grad()
-    def restore(self, student: nn.Module) -> int:
+    def restore(self) -> list[int]:
         for kept, current in zip(self.best, self.params):
             current.copy_(kept)
-        return int(self.best_epoch)
+        return self.best_epoch.tolist()
 
 
-def train_student(cfg, teacher: teachers.Teacher, student: nn.Module, strategy,
-                  val: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[list[dict], int]:
-    """E epochs x n_s steps of L_S; returns the history rows and the selected epoch."""
-    T, S, m = teacher.module, student, cfg.batch_size
+def train_student(cfg, teacher: teachers.Teacher, student: models.StackedMLP, strategy,
+                  val: tuple[torch.Tensor, torch.Tensor] | None
+                  ) -> tuple[list[list[dict[str, Any]]], list[int]]:
+    """E epochs x n_s steps of L_S; returns each member's history rows and selected epoch."""
+    T, S, m, members = teacher.module, student, cfg.batch_size, student.members
     opt = make_optimizer(cfg.optimizer, S.parameters())
     keeper = BestKeeper(S) if cfg.selection == "val" else None
-    zero = torch.zeros((), device=next(S.parameters()).device)
-    history: list[dict[str, Any]] = []
+    zero = torch.zeros(members, device=S.weights[0].device)
+    history: list[list[dict[str, Any]]] = [[] for _ in range(members)]
     sums = {"loss": zero.clone(), "loss_g": zero.clone(), "loss_p": zero.clone()}
     steps_logged = 0
     for epoch in runtime.progress(range(cfg.epochs), cfg.progress, desc=cfg.strategy.name):
@@ -95,12 +110,12 @@ def train_student(cfg, teacher: teachers.Teacher, student: nn.Module, strategy,
             loss_g = loss_p = zero
             if alpha > 0:
                 x_g = strategy.sample(T, S, m)
-                loss_g = squared_gap(T, S, x_g).mean()
+                loss_g = squared_gap(T, S, x_g)
             if alpha < 1:
-                loss_p = squared_gap(T, S, strategy.prior(m)).mean()
+                loss_p = squared_gap(T, S, strategy.prior(m))
             loss = alpha * loss_g + (1 - alpha) * loss_p
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.sum().backward()  # members are independent: the sum keeps their gradients apart
             opt.step()
             for key, value in (("loss", loss), ("loss_g", loss_g), ("loss_p", loss_p)):
                 sums[key] += value.detach()
@@ -108,62 +123,78 @@ def train_student(cfg, teacher: teachers.Teacher, student: nn.Module, strategy,
         val_rmse = None
         if keeper is not None:
             with torch.no_grad():
-                val_rmse = (S(val[0]) - val[1]).pow(2).mean().sqrt()
+                val_rmse = (S(val[0]) - val[1]).pow(2).mean(dim=(1, 2)).sqrt()
             keeper.offer(val_rmse, epoch)
         if (epoch + 1) % cfg.log_every == 0 or epoch == cfg.epochs - 1:
-            row = {"epoch": epoch, "alpha": alpha,
-                   **{k: float(v) / steps_logged for k, v in sums.items()},
-                   **{k: float(v) for k, v in diagnostics.items()}}
+            stats = {k: v / steps_logged for k, v in sums.items()} | diagnostics
             if x_g is not None:
-                row.update(batch_diagnostics(T, S, x_g, strategy.start, teacher.box))
+                stats |= batch_diagnostics(T, S, x_g, strategy.start, teacher.box)
             if val_rmse is not None:
-                row["val_rmse"] = float(val_rmse)
-            history.append(row)
+                stats["val_rmse"] = val_rmse
+            columns = {k: v.tolist() for k, v in stats.items()}  # one host sync per log row
+            for k in range(members):
+                history[k].append({"epoch": epoch, "alpha": alpha,
+                                   **{name: values[k] for name, values in columns.items()}})
             sums = {k: zero.clone() for k in sums}
             steps_logged = 0
-    selected = keeper.restore(S) if keeper is not None else cfg.epochs - 1
+    selected = keeper.restore() if keeper is not None else [cfg.epochs - 1] * members
     return history, selected
 
 
-def run(cfg, run_dir: Path) -> Any:
-    """`dfkd distill`: load the teacher, distil a student, evaluate, write the tables."""
+def stacked(splits: list[Split], part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, n, d) inputs and (K, n, 1) targets of one part (val / test) of each member's split."""
+    return (torch.stack([getattr(s, f"x_{part}") for s in splits]),
+            torch.stack([getattr(s, f"y_{part}") for s in splits]))
+
+
+def run(cfg, run_dir: Path) -> pd.DataFrame:
+    """`dfkd distill`: load the teachers, distil the students, evaluate, write the tables."""
     device = runtime.resolve_device(cfg.device)
-    split = load_split(cfg).to(device)
-    teacher = teachers.load(cfg, split, device)
-    runtime.seed_everything(cfg.seed)
-    student = models.mlp(teacher.input_dim, list(cfg.student.hidden),
-                         cfg.student.activation).to(device)
-    strategy = STRATEGIES[cfg.strategy.name](cfg.strategy, teacher.input_dim, teacher.box, device)
+    seeds = member_seeds(cfg)
+    table = load_table(cfg.dataset, cfg.data_dir)
+    splits = [split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s).to(device)
+              for s in seeds]
+    teacher = teachers.load(cfg, seeds, splits[0].input_dim, device)
+    runtime.seed_everything(seeds[0])
+    rng = Streams(seeds, device)
+    student = models.StackedMLP(len(seeds), teacher.input_dim, list(cfg.student.hidden),
+                                cfg.student.activation).to(device).init_(rng)
+    strategy = STRATEGIES[cfg.strategy.name](cfg.strategy, teacher.input_dim, teacher.box, rng)
     started = time.perf_counter()
-    history, selected = train_student(cfg, teacher, student, strategy,
-                                      (split.x_val, split.y_val))
+    history, selected = train_student(cfg, teacher, student, strategy, stacked(splits, "val"))
     wall = time.perf_counter() - started
-    student.eval()
-    t_pred = evaluation.predict(teacher.module, split.x_test)
-    s_pred = evaluation.predict(student, split.x_test)
-    row = {"command": "distill", "dataset": split.name, "seed": cfg.seed,
-           "strategy": cfg.strategy.name, "alpha": alpha_label(cfg.alpha),
-           "selection": cfg.selection,
-           "teacher_hidden": models.arch_name(list(cfg.teacher.hidden), cfg.teacher.activation),
-           "student_hidden": models.arch_name(list(cfg.student.hidden), cfg.student.activation),
-           "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
-           "batch_size": cfg.batch_size, "selected_epoch": selected,
-           "teacher_rmse": evaluation.rmse(t_pred, split.y_test),
-           "student_rmse": evaluation.rmse(s_pred, split.y_test),
-           "fidelity_rmse": evaluation.rmse(s_pred, t_pred),
-           "teacher_r2": evaluation.r2(t_pred, split.y_test),
-           "student_r2": evaluation.r2(s_pred, split.y_test),
-           "student_rmse_original": evaluation.rmse(s_pred, split.y_test) * split.y_std,
-           "wall_s": wall, "device": str(device), "status": "ok",
-           "teacher_path": teacher.source}
-    models.save_checkpoint(
-        Path(run_dir) / "student.pt", student,
-        arch={"input_dim": teacher.input_dim, "hidden": list(cfg.student.hidden),
-              "activation": cfg.student.activation, "output_dim": 1},
-        scaler={"x_mean": split.x_mean.cpu(), "x_std": split.x_std.cpu(),
-                "y_mean": split.y_mean, "y_std": split.y_std},
-        dataset=split.name, seed=cfg.seed, metrics=row)
-    tables.write_history(run_dir, history)
-    frame = tables.write_metrics(run_dir, row)
+    x_test, y_test = stacked(splits, "test")
+    t_pred = evaluation.predict(teacher.module, x_test)
+    s_pred = evaluation.predict(student, x_test)
+    rows = []
+    for k, (seed, part) in enumerate(zip(seeds, splits)):
+        member_dir = Path(run_dir) / f"seed{seed}" if cfg.seeds else Path(run_dir)
+        row = {"command": "distill", "dataset": part.name, "seed": seed,
+               "strategy": cfg.strategy.name, "alpha": alpha_label(cfg.alpha),
+               "selection": cfg.selection,
+               "teacher_hidden": models.arch_name(list(cfg.teacher.hidden),
+                                                  cfg.teacher.activation),
+               "student_hidden": models.arch_name(list(cfg.student.hidden),
+                                                  cfg.student.activation),
+               "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
+               "batch_size": cfg.batch_size, "selected_epoch": selected[k],
+               "teacher_rmse": evaluation.rmse(t_pred[k], y_test[k]),
+               "student_rmse": evaluation.rmse(s_pred[k], y_test[k]),
+               "fidelity_rmse": evaluation.rmse(s_pred[k], t_pred[k]),
+               "teacher_r2": evaluation.r2(t_pred[k], y_test[k]),
+               "student_r2": evaluation.r2(s_pred[k], y_test[k]),
+               "student_rmse_original": evaluation.rmse(s_pred[k], y_test[k]) * part.y_std,
+               "wall_s": wall, "members": len(seeds), "device": str(device), "status": "ok",
+               "teacher_path": teacher.sources[k]}
+        models.save_checkpoint(
+            member_dir / "student.pt", student.member_state_dict(k),
+            arch={"input_dim": teacher.input_dim, "hidden": list(cfg.student.hidden),
+                  "activation": cfg.student.activation, "output_dim": 1},
+            scaler={"x_mean": part.x_mean.cpu(), "x_std": part.x_std.cpu(),
+                    "y_mean": part.y_mean, "y_std": part.y_std},
+            dataset=part.name, seed=seed, metrics=row)
+        tables.write_history(member_dir, history[k])
+        rows.append(tables.write_metrics(member_dir, row))
+    frame = pd.concat(rows, ignore_index=True)
     print(tables.show(frame, SUMMARY))
     return frame

@@ -1,4 +1,4 @@
-"""The MLP family, and checkpoints that hold weights and plain metadata only.
+"""The MLP family (single and stacked), and checkpoints that hold weights and plain metadata only.
 
 A checkpoint is a dict of tensors, numbers, strings and lists, written atomically with
 torch.save and read back with `torch.load(weights_only=True)`, so loading never runs code.
@@ -15,6 +15,7 @@ from torch import nn
 
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import atomic_path
+from dfkd_cli.rng import Streams
 
 FORMAT = "dfkd-checkpoint"
 VERSION = 1
@@ -34,15 +35,79 @@ def mlp(input_dim: int, hidden: list[int], activation: str, output_dim: int = 1)
     return nn.Sequential(*layers)
 
 
+class StackedMLP(nn.Module):
+    """K independent MLPs of one architecture in one batched program: (K, n, d) -> (K, n, out).
+
+    Layer i holds weights (K, in, out) and biases (K, 1, out) and runs as one baddbmm, so the
+    cost of a step hardly grows with K. Member k is initialised from its own random stream like
+    nn.Linear (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases).
+    """
+
+    def __init__(self, members: int, input_dim: int, hidden: list[int], activation: str,
+                 output_dim: int = 1):
+        super().__init__()
+        widths = [input_dim, *hidden, output_dim]
+        self.activation = activation
+        self.act = _ACTIVATIONS[activation]()
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(members, a, b)) for a, b in zip(widths, widths[1:]))
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.empty(members, 1, b)) for b in widths[1:])
+
+    @property
+    def members(self) -> int:
+        return self.weights[0].shape[0]
+
+    @torch.no_grad()
+    def init_(self, rng: Streams) -> "StackedMLP":
+        for w, b in zip(self.weights, self.biases):
+            bound = w.shape[1] ** -0.5
+            w.copy_(rng.rand(*w.shape[1:]) * 2 * bound - bound)
+            b.copy_(rng.rand(*b.shape[1:]) * 2 * bound - bound)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = self.act(x)
+        return x
+
+    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k as the state dict of the equivalent `mlp(...)` (nn.Sequential)."""
+        state = {}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            state[f"{2 * i}.weight"] = w[k].detach().t().contiguous()
+            state[f"{2 * i}.bias"] = b[k, 0].detach().clone()
+        return state
+
+    @classmethod
+    def from_state_dicts(cls, states: list[dict[str, torch.Tensor]], activation: str
+                         ) -> "StackedMLP":
+        """Stack K nn.Sequential MLP state dicts of one architecture into one StackedMLP."""
+        layers = sorted({int(k.split(".")[0]) for k in states[0]})
+        first = [states[0][f"{i}.weight"] for i in layers]  # (out, in) each
+        widths = [first[0].shape[1]] + [w.shape[0] for w in first]
+        model = cls(len(states), widths[0], widths[1:-1], activation, widths[-1])
+        with torch.no_grad():
+            for i, (w, b) in zip(layers, zip(model.weights, model.biases)):
+                w.copy_(torch.stack([s[f"{i}.weight"].t() for s in states]))
+                b.copy_(torch.stack([s[f"{i}.bias"] for s in states]).unsqueeze(1))
+        return model
+
+
 def arch_name(hidden: list[int], activation: str) -> str:
     """A short name for an architecture, e.g. 'mlp500-tanh' (used as the teacher store key)."""
     return "mlp" + "x".join(str(h) for h in hidden) + f"-{activation}"
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, arch: dict[str, Any], **meta: Any) -> None:
-    """Write weights + architecture + plain metadata (scalers, input spec, metrics) atomically."""
+def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], arch: dict[str, Any],
+                    **meta: Any) -> None:
+    """Write weights (an `mlp` state dict) + architecture + plain metadata (scalers, input spec,
+    metrics) atomically."""
     payload = {"format": FORMAT, "version": VERSION, "arch": arch,
-               "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+               "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
                **meta}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

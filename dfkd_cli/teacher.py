@@ -28,55 +28,83 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Teacher:
-    """A frozen teacher ready for distillation, with what is known about its input space."""
+    """Frozen teachers for a population (one per member, or one shared), with their input box."""
 
-    module: nn.Module
+    module: nn.Module  # (K, n, d) -> (K, n, out)
     input_dim: int
-    box: Box | None  # per-feature min / max of the training rows, standardised
-    source: str
+    box: Box | None  # per-member, per-feature min / max of the training rows, standardised
+    sources: list[str]
 
 
-def store_path(cfg) -> Path:
+class Shared(nn.Module):
+    """One network applied to every member of a population: (K, n, d) -> (K, n, out)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        members, n, d = x.shape
+        return self.net(x.reshape(members * n, d)).reshape(members, n, -1)
+
+
+def store_path(cfg, seed: int) -> Path:
     """Where the teacher for (dataset, architecture, seed) lives in the teacher store."""
     arch = models.arch_name(list(cfg.teacher.hidden), cfg.teacher.activation)
-    return Path(cfg.teacher_store) / cfg.dataset.name / arch / f"seed{cfg.seed}" / "teacher.pt"
+    return Path(cfg.teacher_store) / cfg.dataset.name / arch / f"seed{seed}" / "teacher.pt"
 
 
-def _train_command(cfg) -> str:
-    overrides = [f"dataset={cfg.dataset.name}", f"seed={cfg.seed}"]
+def _train_command(cfg, seed: int) -> str:
+    overrides = [f"dataset={cfg.dataset.name}", f"seed={seed}"]
     if cfg.dataset.source != "builtin":
         overrides.append(f"data_dir={cfg.data_dir}")
     return "dfkd train-teacher " + " ".join(overrides)
 
 
-def load(cfg, split: Split, device: torch.device) -> Teacher:
-    """The configured teacher: from the store, a named checkpoint, or a TorchScript file."""
+def _read(cfg, path: Path, seed: int | None) -> dict[str, Any]:
+    if not path.is_file():
+        hint = "" if seed is None else f"; train it first with: {_train_command(cfg, seed)}"
+        raise UserError(f"no teacher checkpoint at {path}{hint}")
+    return models.load_checkpoint(path)
+
+
+def load(cfg, seeds: list[int], input_dim: int, device: torch.device) -> Teacher:
+    """The configured teacher for members `seeds`: one store teacher per seed, or the single
+    checkpoint / TorchScript file the user named, shared by every member."""
     spec = cfg.teacher
+    members = len(seeds)
     if spec.format == "torchscript":
         if not spec.path or spec.input_dim is None:
             raise UserError("teacher.format=torchscript needs teacher.path=<file> and "
                             "teacher.input_dim=<d>")
         if not Path(spec.path).is_file():
             raise UserError(f"teacher.path={spec.path} not found")
-        module, input_dim, box, source = torch.jit.load(spec.path, map_location="cpu"), \
-            spec.input_dim, None, spec.path
+        module, dim, box = Shared(torch.jit.load(spec.path, map_location="cpu")), spec.input_dim, None
+        sources = [spec.path] * members
     else:
-        path = Path(spec.path) if spec.path else store_path(cfg)
-        if not path.is_file():
-            hint = "" if spec.path else f"; train it first with: {_train_command(cfg)}"
-            raise UserError(f"no teacher checkpoint at {path}{hint}")
-        payload = models.load_checkpoint(path)
-        module = models.model_from_checkpoint(payload)
-        input_dim = payload["arch"]["input_dim"]
-        low, high = payload["input_spec"]["low"], payload["input_spec"]["high"]
-        box, source = (low.to(device), high.to(device)), str(path)
-    if input_dim != split.input_dim:
-        raise UserError(f"teacher {source} takes {input_dim} inputs but dataset "
-                        f"{split.name!r} has {split.input_dim} features")
+        if spec.path:
+            payloads = [_read(cfg, Path(spec.path), None)] * members
+            sources = [spec.path] * members
+        else:
+            paths = [store_path(cfg, seed) for seed in seeds]
+            payloads = [_read(cfg, path, seed) for path, seed in zip(paths, seeds)]
+            sources = [str(p) for p in paths]
+        archs = {(p["arch"]["input_dim"], tuple(p["arch"]["hidden"]), p["arch"]["activation"])
+                 for p in payloads}
+        if len(archs) > 1:
+            raise UserError(f"teachers {sources} differ in architecture: {sorted(archs)}")
+        dim = payloads[0]["arch"]["input_dim"]
+        module = models.StackedMLP.from_state_dicts([p["state_dict"] for p in payloads],
+                                                    payloads[0]["arch"]["activation"])
+        box = (torch.stack([p["input_spec"]["low"] for p in payloads]).to(device),
+               torch.stack([p["input_spec"]["high"] for p in payloads]).to(device))
+    if dim != input_dim:
+        raise UserError(f"teacher {sources[0]} takes {dim} inputs but dataset "
+                        f"{cfg.dataset.name!r} has {input_dim} features")
     module = module.to(device).eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    return Teacher(module, input_dim, box, source)
+    return Teacher(module, dim, box, sources)
 
 
 def fit(cfg, split: Split, device: torch.device) -> tuple[nn.Module, list[dict[str, Any]], int]:
@@ -119,7 +147,7 @@ def run(cfg, run_dir: Path) -> Any:
     """`dfkd train-teacher`: train the teacher for (dataset, seed) into the teacher store."""
     device = runtime.resolve_device(cfg.device)
     split = load_split(cfg).to(device)
-    path = store_path(cfg)
+    path = store_path(cfg, cfg.seed)
     if path.exists() and not cfg.overwrite:
         log.info("teacher %s exists; keeping it (overwrite=true retrains)", path)
         payload = models.load_checkpoint(path)
@@ -139,7 +167,7 @@ def run(cfg, run_dir: Path) -> Any:
            "teacher_path": str(path)}
     x_train = split.x_train
     models.save_checkpoint(
-        path, model,
+        path, model.state_dict(),
         arch={"input_dim": split.input_dim, "hidden": list(cfg.teacher.hidden),
               "activation": cfg.teacher.activation, "output_dim": 1},
         input_spec={"features": list(split.features), "low": x_train.min(0).values.cpu(),

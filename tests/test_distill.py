@@ -7,6 +7,7 @@ import torch
 
 from conftest import make_config
 from dfkd_cli import distill, models
+from dfkd_cli.rng import Streams
 from dfkd_cli.teacher import Teacher
 
 
@@ -37,11 +38,11 @@ class Counting:
 
     def sample(self, teacher, student, n):
         self.synthetic += 1
-        return torch.randn(n, 3)
+        return torch.randn(1, n, 3)
 
     def prior(self, n):
         self.prior_draws += 1
-        return torch.randn(n, 3)
+        return torch.randn(1, n, 3)
 
 
 @pytest.mark.parametrize("alpha,value,synthetic,prior", [
@@ -51,25 +52,41 @@ def test_a_term_with_zero_weight_is_not_drawn(alpha, value, synthetic, prior):
     """Decreasing over 4 epochs: alpha = .75, .5, .25, 0 -> the last epoch draws no x_g."""
     cfg = make_config("distill", ["epochs=4", "steps_per_epoch=3", f"alpha={alpha}",
                                   f"alpha.value={value}", "log_every=1"])
-    teacher = Teacher(models.mlp(3, [8], "tanh").requires_grad_(False), 3, None, "t")
+    rng = Streams([0], torch.device("cpu"))
+    teacher = Teacher(models.StackedMLP(1, 3, [8], "tanh").init_(rng).requires_grad_(False), 3,
+                      None, ["t"])
     strategy = Counting()
-    history, selected = distill.train_student(cfg, teacher, models.mlp(3, [4], "tanh"),
-                                              strategy, None)
+    history, selected = distill.train_student(
+        cfg, teacher, models.StackedMLP(1, 3, [4], "tanh").init_(rng), strategy, None)
     assert (strategy.synthetic, strategy.prior_draws) == (synthetic, prior)
-    assert [row["epoch"] for row in history] == [0, 1, 2, 3] and selected == 3
+    assert [row["epoch"] for row in history[0]] == [0, 1, 2, 3] and selected == [3]
 
 
-def test_selection_val_restores_the_best_epoch():
-    torch.manual_seed(0)
-    student = models.mlp(2, [3], "tanh")
+def test_selection_val_restores_each_members_best_epoch():
+    student = models.StackedMLP(2, 2, [3], "tanh").init_(Streams([0, 1], torch.device("cpu")))
     keeper = distill.BestKeeper(student)
     snapshots = []
-    for epoch, loss in enumerate([0.5, 0.2, 0.9]):
+    losses = [[0.5, 0.4], [0.2, 0.6], [0.9, 0.1]]  # member 0 best at epoch 1, member 1 at 2
+    for epoch, loss in enumerate(losses):
         with torch.no_grad():
             for p in student.parameters():
                 p.add_(1.0)
         snapshots.append([p.clone() for p in student.parameters()])
         keeper.offer(torch.tensor(loss), epoch)
-    assert keeper.restore(student) == 1
-    for kept, current in zip(snapshots[1], student.parameters()):
-        torch.testing.assert_close(kept, current)
+    assert keeper.restore() == [1, 2]
+    for member, epoch in ((0, 1), (1, 2)):
+        for kept, current in zip(snapshots[epoch], student.parameters()):
+            torch.testing.assert_close(kept[member], current[member])
+
+
+def test_stacked_mlp_matches_nn_sequential():
+    rng = Streams([5, 6], torch.device("cpu"))
+    stacked = models.StackedMLP(2, 4, [7, 3], "relu").init_(rng)
+    x = torch.randn(2, 9, 4)
+    for k in range(2):
+        single = models.mlp(4, [7, 3], "relu")
+        single.load_state_dict(stacked.member_state_dict(k))
+        torch.testing.assert_close(single(x[k]), stacked(x)[k])
+    again = models.StackedMLP.from_state_dicts([stacked.member_state_dict(k) for k in (0, 1)],
+                                               "relu")
+    torch.testing.assert_close(again(x), stacked(x))

@@ -1,20 +1,23 @@
 """The strategy seam: every synthetic-data strategy answers `update` and `sample`.
 
-The student loop (distill.py) never asks which strategy it holds. Inputs live in the teacher's
-standardised input space, where N(0, I) is the prior (shape after zju-vipa/DataFree's
-BaseSynthesis).
+The student loop (distill.py) never asks which strategy it holds. Every tensor carries a leading
+population axis K (K = 1 for a single run): inputs are (K, n, d) in the teacher's standardised
+input space, where N(0, I) is the prior; teacher and student map (K, n, d) -> (K, n, out).
+Shape after zju-vipa/DataFree's BaseSynthesis.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from omegaconf import MISSING
-from torch import nn
 
-Box = tuple[torch.Tensor, torch.Tensor]  # per-feature (low, high), standardised units
+from dfkd_cli.rng import Streams
+
+Box = tuple[torch.Tensor, torch.Tensor]  # per-member, per-feature (low, high): (K, d) each
+Net = Callable[[torch.Tensor], torch.Tensor]  # (K, n, d) -> (K, n, out)
 
 
 @dataclass
@@ -25,15 +28,15 @@ class StrategyConfig:
 
 
 class Strategy:
-    """Base class: plain N(0, I) sampling with no state. Subclasses override what they change."""
+    """Base class: no state, N(0, I) prior. Subclasses override what they change."""
 
     Config: type = StrategyConfig
 
-    def __init__(self, cfg: Any, input_dim: int, box: Box | None, device: torch.device):
+    def __init__(self, cfg: Any, input_dim: int, box: Box | None, rng: Streams):
         self.cfg = cfg
         self.input_dim = input_dim
         self.box = box
-        self.device = device
+        self.rng = rng
         self.start: torch.Tensor | None = None  # starting points of the last batch, if any
 
     @classmethod
@@ -42,16 +45,16 @@ class Strategy:
         return ()
 
     def prior(self, n: int) -> torch.Tensor:
-        """x_p ~ N(0, I), shape (n, d)."""
-        return torch.randn(n, self.input_dim, device=self.device)
+        """x_p ~ N(0, I), shape (K, n, d)."""
+        return self.rng.randn(n, self.input_dim)
 
-    def update(self, teacher: nn.Module, student: nn.Module) -> dict[str, torch.Tensor]:
+    def update(self, teacher: Net, student: Net) -> dict[str, torch.Tensor]:
         """Once per epoch: adapt internal state (a generator's weights); return diagnostics as
-        0-d tensors (read only at the log interval, so no host sync here)."""
+        (K,) tensors (read only at the log interval, so no host sync here)."""
         return {}
 
-    def sample(self, teacher: nn.Module, student: nn.Module, n: int) -> torch.Tensor:
-        """n synthetic inputs x_g, shape (n, d)."""
+    def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
+        """n synthetic inputs x_g per member, shape (K, n, d)."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -62,16 +65,17 @@ class Strategy:
 
 
 @torch.no_grad()
-def batch_diagnostics(teacher: nn.Module, student: nn.Module, x: torch.Tensor,
-                      start: torch.Tensor | None, box: Box | None) -> dict[str, float]:
-    """What a synthetic batch looks like: the (T - S)^2 it carries and where it lies."""
-    gap = (teacher(x) - student(x)).pow(2).sum(dim=1)
-    stats = {"gap_mean": gap.mean(), "gap_max": gap.max(), "x_norm": x.norm(dim=1).mean()}
+def batch_diagnostics(teacher: Net, student: Net, x: torch.Tensor, start: torch.Tensor | None,
+                      box: Box | None) -> dict[str, torch.Tensor]:
+    """What a synthetic batch looks like, per member ((K,) tensors): the (T - S)^2 it carries,
+    its norm, its L-infinity distance from its start and the fraction outside the feature box."""
+    gap = (teacher(x) - student(x)).pow(2).sum(dim=2)
+    stats = {"gap_mean": gap.mean(1), "gap_max": gap.amax(1), "x_norm": x.norm(dim=2).mean(1)}
     if start is not None:
-        step = (x - start).abs().amax(dim=1)  # L-infinity distance from the Gaussian start
-        stats["start_dist_mean"] = step.mean()
-        stats["start_dist_max"] = step.max()
+        step = (x - start).abs().amax(dim=2)
+        stats["start_dist_mean"] = step.mean(1)
+        stats["start_dist_max"] = step.amax(1)
     if box is not None:
-        low, high = box
-        stats["outside_box"] = ((x < low) | (x > high)).any(dim=1).float().mean()
-    return {k: float(v) for k, v in stats.items()}
+        low, high = box[0].unsqueeze(1), box[1].unsqueeze(1)
+        stats["outside_box"] = ((x < low) | (x > high)).any(dim=2).float().mean(1)
+    return stats

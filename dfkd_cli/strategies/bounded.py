@@ -1,6 +1,6 @@
 """`bounded`: the paper's proposal (Zhou & Chiam 2023, Sec. 3.2), direct optimisation of x.
 
-For every student step draw X0 ~ N(0, I) of shape (m, d) and take K RMSprop steps on x
+For every student step draw X0 ~ N(0, I) of shape (m, d) (per population member) and take K RMSprop steps on x
 (learning rate lr, weight decay beta, fresh optimiser state per batch) minimising
 
     L_x = mean( -(T(x) - S(x))^2 + gamma * S(x)^2 ),
@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
-from torch import nn
 
-from dfkd_cli.strategies.base import Strategy, StrategyConfig
+from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
 from dfkd_cli.strategies.registry import register
 
 EPS = 1e-8  # torch.optim.RMSprop's default
@@ -46,14 +45,15 @@ class Bounded(Strategy):
                 ("gamma", cfg.gamma >= 0, "a number >= 0"),
                 ("rho", 0 <= cfg.rho < 1, "a number in [0, 1)")]
 
-    def sample(self, teacher: nn.Module, student: nn.Module, n: int) -> torch.Tensor:
+    def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
         cfg = self.cfg
         start = self.prior(n)
         x, square_avg = start, torch.zeros_like(start)
         for _ in range(cfg.steps):
             x = x.detach().requires_grad_(True)
             s = student(x)
-            loss = (-(teacher(x) - s).pow(2).sum(1) + cfg.gamma * s.pow(2).sum(1)).mean()
+            # mean over each member's batch, summed over members (which keeps them independent)
+            loss = (-(teacher(x) - s).pow(2).sum(2) + cfg.gamma * s.pow(2).sum(2)).mean(1).sum()
             (grad,) = torch.autograd.grad(loss, x)
             # One step of torch.optim.RMSprop (no momentum, not centred), written out so the
             # per-step cost is a few tensor ops instead of a new optimiser per batch.

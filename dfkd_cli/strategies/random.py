@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from dfkd_cli.strategies.base import Strategy, StrategyConfig
+from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
 from dfkd_cli.strategies.registry import register
 
 
@@ -20,5 +19,5 @@ class RandomConfig(StrategyConfig):
 class RandomSampling(Strategy):
     Config = RandomConfig
 
-    def sample(self, teacher: nn.Module, student: nn.Module, n: int) -> torch.Tensor:
+    def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
         return self.prior(n)
