@@ -113,6 +113,7 @@ class DistillConfig(RunConfig):
     batch_size: int = 50  # m
     selection: str = "last"  # last (data-free) | val (the paper's best epoch on real validation rows)
     seeds: Optional[List[int]] = None  # a population: K runs in one batched program
+    label: Optional[str] = None  # the arm's name in tables (set by arm=...); None = derived
     student: MLPConfig = MISSING
     strategy: Any = MISSING
     alpha: AlphaConfig = MISSING

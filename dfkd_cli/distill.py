@@ -32,7 +32,7 @@ from dfkd_cli.strategies import STRATEGIES, batch_diagnostics
 
 log = logging.getLogger(__name__)
 
-SUMMARY = ["dataset", "seed", "strategy", "alpha", "selection", "teacher_rmse", "student_rmse",
+SUMMARY = ["dataset", "seed", "arm", "strategy", "alpha", "selection", "teacher_rmse", "student_rmse",
            "fidelity_rmse", "student_r2", "wall_s", "device", "status"]
 
 
@@ -47,6 +47,12 @@ def alpha_at(cfg, epoch: int, epochs: int) -> float:
 
 def alpha_label(cfg) -> str:
     return f"constant{cfg.value:g}" if cfg.schedule == "constant" else cfg.schedule
+
+
+def arm_label(cfg) -> str:
+    """The arm's name in tables: `label` when set (the arm presets set it), else
+    <strategy>_<alpha>_m<batch size>."""
+    return cfg.label or f"{cfg.strategy.name}_{alpha_label(cfg.alpha)}_m{cfg.batch_size}"
 
 
 def member_seeds(cfg) -> list[int]:
@@ -100,6 +106,7 @@ def train_student(cfg, teacher: teachers.Teacher, student: models.StackedMLP, st
     keeper = BestKeeper(S) if cfg.selection == "val" else None
     zero = torch.zeros(members, device=S.weights[0].device)
     history: list[list[dict[str, Any]]] = [[] for _ in range(members)]
+    strategy.prepare(T)
     sums = {"loss": zero.clone(), "loss_g": zero.clone(), "loss_p": zero.clone()}
     steps_logged = 0
     for epoch in runtime.progress(range(cfg.epochs), cfg.progress, desc=cfg.strategy.name):
@@ -170,7 +177,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     for k, (seed, part) in enumerate(zip(seeds, splits)):
         member_dir = Path(run_dir) / f"seed{seed}" if cfg.seeds else Path(run_dir)
         row = {"command": "distill", "dataset": part.name, "seed": seed,
-               "strategy": cfg.strategy.name, "alpha": alpha_label(cfg.alpha),
+               "arm": arm_label(cfg), "strategy": cfg.strategy.name,
+               "alpha": alpha_label(cfg.alpha),
                "selection": cfg.selection,
                "teacher_hidden": models.arch_name(list(cfg.teacher.hidden),
                                                   cfg.teacher.activation),

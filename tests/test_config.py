@@ -10,7 +10,7 @@ from conftest import REPO, make_config
 from dfkd_cli.config import validate
 from dfkd_cli.errors import UserError
 
-GROUPS = {"distill": ["dataset", "teacher", "student", "strategy", "optimizer", "alpha"],
+GROUPS = {"distill": ["dataset", "teacher", "student", "strategy", "optimizer", "alpha", "arm"],
           "train_teacher": ["dataset", "teacher", "optimizer"]}
 REQUIRED = {"dataset/csv": ["dataset.path=x.csv"],
             "teacher/torchscript": ["teacher.path=t.pt", "teacher.input_dim=3"]}
@@ -26,10 +26,12 @@ CASES = [(cmd, g, o) for cmd, groups in GROUPS.items() for g in groups for o in 
 @pytest.mark.parametrize("command,group,option", CASES)
 def test_every_option_composes_and_validates(command, group, option):
     cfg = make_config(command, [f"{group}={option}", *REQUIRED.get(f"{group}/{option}", [])])
-    node = cfg[group]
-    assert node is not None
-    if group == "strategy":
-        assert node.name == option
+    if group == "arm":
+        assert cfg.label == option
+    elif group == "strategy":
+        assert cfg.strategy.name == option
+    else:
+        assert cfg[group] is not None
     validate(cfg)
 
 

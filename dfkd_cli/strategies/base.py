@@ -48,6 +48,11 @@ class Strategy:
         """x_p ~ N(0, I), shape (K, n, d)."""
         return self.rng.randn(n, self.input_dim)
 
+    def prepare(self, teacher: Net) -> dict[str, torch.Tensor]:
+        """Once, before the student's first step: fit anything that needs only the teacher (a
+        data-impression generator); return diagnostics as (K,) tensors."""
+        return {}
+
     def update(self, teacher: Net, student: Net) -> dict[str, torch.Tensor]:
         """Once per epoch: adapt internal state (a generator's weights); return diagnostics as
         (K,) tensors (read only at the log interval, so no host sync here)."""
