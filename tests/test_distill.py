@@ -8,6 +8,7 @@ import torch
 from conftest import make_config
 from dfkd_cli import distill, models
 from dfkd_cli.rng import Streams
+from dfkd_cli.strategies import Strategy
 from dfkd_cli.teacher import Teacher
 
 
@@ -25,16 +26,12 @@ def test_constant_alpha():
     assert distill.alpha_label(cfg) == "constant0.3"
 
 
-class Counting:
-    """A strategy stand-in that counts how often each kind of batch is drawn."""
-
-    start = None
+class Counting(Strategy):
+    """A strategy that counts how often each kind of batch is drawn."""
 
     def __init__(self):
+        super().__init__(None, 3, None, Streams([0], torch.device("cpu")))
         self.synthetic = self.prior_draws = 0
-
-    def update(self, teacher, student):
-        return {}
 
     def sample(self, teacher, student, n):
         self.synthetic += 1
