@@ -63,12 +63,26 @@ def member_seeds(cfg) -> list[int]:
     return seeds
 
 
-def squared_gap(teacher, student, x: torch.Tensor) -> torch.Tensor:
-    """Per-member mean over the batch of (T(x) - S(x))^2 (summed over outputs): shape (K,).
-    Gradients flow to the student only."""
-    with torch.no_grad():
-        target = teacher(x)
-    return (target - student(x)).pow(2).sum(dim=2).mean(dim=1)
+@torch.no_grad()
+def student_step(teacher, student: models.StackedMLP, opt: torch.optim.Optimizer,
+                 x: torch.Tensor, n_g: int, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on L_S for x = [x_g; x_p] (the first n_g rows of each member's batch
+    are x_g). Back-propagates by hand (StackedMLP.param_grads); returns the per-member means of
+    (T - S)^2 on x_g and on x_p, shape (K,) each. The members are independent: member k's
+    gradient comes from member k's loss only."""
+    n_p = x.shape[1] - n_g
+    saved = student.trace(x)
+    diff = saved[-1] - teacher(x)
+    squared = diff.pow(2).sum(dim=2)
+    zero = squared.new_zeros(squared.shape[0])
+    loss_g = squared[:, :n_g].mean(dim=1) if n_g else zero
+    loss_p = squared[:, n_g:].mean(dim=1) if n_p else zero
+    row_weight = torch.cat([x.new_full((n_g,), 2 * alpha / max(n_g, 1)),
+                            x.new_full((n_p,), 2 * (1 - alpha) / max(n_p, 1))]).view(1, -1, 1)
+    for p, g in zip(student.parameters(), student.param_grads(saved, diff * row_weight)):
+        p.grad = g
+    opt.step()
+    return loss_g, loss_p
 
 
 class BestKeeper:
@@ -113,19 +127,19 @@ def train_student(cfg, teacher: teachers.Teacher, student: models.StackedMLP, st
         alpha = alpha_at(cfg.alpha, epoch, cfg.epochs)
         diagnostics = strategy.update(T, S) if alpha > 0 else {}
         x_g = None
+        n_g = m if alpha > 0 else 0
         for _ in range(cfg.steps_per_epoch):
-            loss_g = loss_p = zero
+            batches = []
             if alpha > 0:
                 x_g = strategy.sample(T, S, m)
-                loss_g = squared_gap(T, S, x_g)
+                batches.append(x_g)
             if alpha < 1:
-                loss_p = squared_gap(T, S, strategy.prior(m))
-            loss = alpha * loss_g + (1 - alpha) * loss_p
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()  # members are independent: the sum keeps their gradients apart
-            opt.step()
-            for key, value in (("loss", loss), ("loss_g", loss_g), ("loss_p", loss_p)):
-                sums[key] += value.detach()
+                batches.append(strategy.prior(m))
+            x = torch.cat(batches, dim=1) if len(batches) > 1 else batches[0]
+            loss_g, loss_p = student_step(T, S, opt, x, n_g, alpha)
+            sums["loss"] += alpha * loss_g + (1 - alpha) * loss_p
+            sums["loss_g"] += loss_g
+            sums["loss_p"] += loss_p
             steps_logged += 1
         val_rmse = None
         if keeper is not None:

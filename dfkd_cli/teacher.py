@@ -37,7 +37,10 @@ class Teacher:
 
 
 class Shared(nn.Module):
-    """One network applied to every member of a population: (K, n, d) -> (K, n, out)."""
+    """One network applied to every member of a population: (K, n, d) -> (K, n, out).
+
+    Offers StackedMLP's `trace` / `input_grad` through autograd, so strategies that need
+    dL/dx treat a foreign (e.g. TorchScript) teacher like a dfkd one."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -46,6 +49,14 @@ class Shared(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         members, n, d = x.shape
         return self.net(x.reshape(members * n, d)).reshape(members, n, -1)
+
+    def trace(self, x: torch.Tensor) -> list[torch.Tensor]:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            return [x, self(x)]
+
+    def input_grad(self, saved: list[torch.Tensor], grad_out: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(saved[-1], saved[0], grad_out)[0]
 
 
 def store_path(cfg, seed: int) -> Path:

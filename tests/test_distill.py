@@ -87,3 +87,25 @@ def test_stacked_mlp_matches_nn_sequential():
     again = models.StackedMLP.from_state_dicts([stacked.member_state_dict(k) for k in (0, 1)],
                                                "relu")
     torch.testing.assert_close(again(x), stacked(x))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_student_step_gradient_is_the_mixed_loss_gradient(alpha):
+    """L_S = alpha mean_g (T-S)^2 + (1-alpha) mean_p (T-S)^2 per member, summed over members."""
+    rng = Streams([0, 1], torch.device("cpu"))
+    teacher = models.StackedMLP(2, 3, [9], "tanh").init_(rng).requires_grad_(False)
+    student = models.StackedMLP(2, 3, [4], "tanh").init_(rng)
+    n_g = 5 if alpha > 0 else 0
+    x = rng.randn(n_g + (4 if alpha < 1 else 0), 3)
+    squared = (teacher(x) - student(x)).pow(2).sum(2)
+    loss = torch.zeros(2)
+    if n_g:
+        loss = loss + alpha * squared[:, :n_g].mean(1)
+    if alpha < 1:
+        loss = loss + (1 - alpha) * squared[:, n_g:].mean(1)
+    expected = torch.autograd.grad(loss.sum(), list(student.parameters()))
+    frozen = torch.optim.SGD(student.parameters(), lr=0.0)
+    loss_g, loss_p = distill.student_step(teacher, student, frozen, x, n_g, alpha)
+    torch.testing.assert_close(alpha * loss_g + (1 - alpha) * loss_p, loss.detach())
+    for p, g in zip(student.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, g)
