@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 import torch
 from omegaconf import MISSING
 
+from dfkd_cli.errors import UserError
 from dfkd_cli.rng import Streams
 
 Box = tuple[torch.Tensor, torch.Tensor]  # per-member, per-feature (low, high): (K, d) each
@@ -47,6 +48,24 @@ class Strategy:
     def prior(self, n: int) -> torch.Tensor:
         """x_p ~ N(0, I), shape (K, n, d)."""
         return self.rng.randn(n, self.input_dim)
+
+    def need_box(self) -> Box:
+        """The teacher's per-feature box, or a UserError when the teacher carries none."""
+        if self.box is None:
+            raise UserError(f"strategy={self.cfg.name} needs the teacher's per-feature box (the "
+                            "input_spec of a dfkd teacher checkpoint); this teacher has none "
+                            "(a TorchScript teacher?)")
+        return self.box
+
+    def in_box(self, u: torch.Tensor) -> torch.Tensor:
+        """Map u in [0, 1)^d, shape (K, n, d), affinely onto each member's feature box."""
+        low, high = self.need_box()
+        return torch.addcmul(low.unsqueeze(1), u, (high - low).unsqueeze(1))
+
+    def clamp_to_box(self, x: torch.Tensor) -> torch.Tensor:
+        """x (K, n, d) clamped coordinate-wise to each member's feature box."""
+        low, high = self.need_box()
+        return torch.maximum(torch.minimum(x, high.unsqueeze(1)), low.unsqueeze(1))
 
     def prepare(self, teacher: Net) -> dict[str, torch.Tensor]:
         """Once, before the student's first step: fit anything that needs only the teacher (a

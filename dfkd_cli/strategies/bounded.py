@@ -7,13 +7,20 @@ For every student step draw X0 ~ N(0, I) of shape (m, d) (per population member)
 
 then use the result as x_g. RMSprop's first step is about lr / sqrt(1 - rho) = 1 per coordinate,
 so with K = 2, lr = 0.1 each coordinate ends within about 2 of its Gaussian start: the
-teacher-student difference is pushed up while the samples stay near the prior.
+teacher-student difference is pushed up while the samples stay near the prior (the paper's
+implicit bound).
+
+An explicit bound, off by default: `radius=r` projects x after every step onto the L-infinity
+ball of radius r around its start X0 (x <- X0 + clamp(x - X0, -r, r)), and `clip_to_box=true`
+clamps x after every step to the teacher's per-feature box [min, max] (needs a dfkd teacher).
+With both, x is clamped to the intersection of the two boxes, and to the feature box alone for a
+coordinate whose start lies more than r outside it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import torch
 
@@ -31,6 +38,8 @@ class BoundedConfig(StrategyConfig):
     beta: float = 1e-5  # weight decay on x
     gamma: float = 1e-5  # weight of S(x)^2
     rho: float = 0.99  # RMSprop smoothing constant (torch's `alpha`)
+    radius: Optional[float] = None  # project onto |x - X0|_inf <= radius after every step
+    clip_to_box: bool = False  # clamp to the teacher's feature box after every step
 
 
 @register("bounded")
@@ -43,23 +52,35 @@ class Bounded(Strategy):
                 ("lr", cfg.lr > 0, "a number > 0"),
                 ("beta", cfg.beta >= 0, "a number >= 0"),
                 ("gamma", cfg.gamma >= 0, "a number >= 0"),
-                ("rho", 0 <= cfg.rho < 1, "a number in [0, 1)")]
+                ("rho", 0 <= cfg.rho < 1, "a number in [0, 1)"),
+                ("radius", cfg.radius is None or cfg.radius > 0, "null or a number > 0")]
 
+    def __init__(self, cfg, input_dim, box, rng):
+        super().__init__(cfg, input_dim, box, rng)
+        if cfg.clip_to_box:
+            self.need_box()
+
+    @torch.no_grad()
     def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
         cfg = self.cfg
         start = self.prior(n)
         x, square_avg = start, torch.zeros_like(start)
         for _ in range(cfg.steps):
-            x = x.detach().requires_grad_(True)
-            s = student(x)
-            # mean over each member's batch, summed over members (which keeps them independent)
-            loss = (-(teacher(x) - s).pow(2).sum(2) + cfg.gamma * s.pow(2).sum(2)).mean(1).sum()
-            (grad,) = torch.autograd.grad(loss, x)
+            # dL_x/dx by hand (StackedMLP.trace / input_grad): L_x is a mean over each member's
+            # batch, so dL/dT = -2 (T - S) / n and dL/dS = 2 (T - S) / n + 2 gamma S / n.
+            t_saved, s_saved = teacher.trace(x), student.trace(x)
+            s = s_saved[-1]
+            diff = (t_saved[-1] - s) * (2 / n)
+            grad = (teacher.input_grad(t_saved, -diff)
+                    + student.input_grad(s_saved, diff.add(s, alpha=2 * cfg.gamma / n)))
             # One step of torch.optim.RMSprop (no momentum, not centred), written out so the
             # per-step cost is a few tensor ops instead of a new optimiser per batch.
-            with torch.no_grad():
-                grad = grad.add(x, alpha=cfg.beta)
-                square_avg.mul_(cfg.rho).addcmul_(grad, grad, value=1 - cfg.rho)
-                x = x.addcdiv(grad, square_avg.sqrt().add_(EPS), value=-cfg.lr)
+            grad = grad.add(x, alpha=cfg.beta)
+            square_avg.mul_(cfg.rho).addcmul_(grad, grad, value=1 - cfg.rho)
+            x = x.addcdiv(grad, square_avg.sqrt().add_(EPS), value=-cfg.lr)
+            if cfg.radius is not None:
+                x = torch.maximum(torch.minimum(x, start + cfg.radius), start - cfg.radius)
+            if cfg.clip_to_box:
+                x = self.clamp_to_box(x)
         self.start = start
-        return x.detach()
+        return x

@@ -1,0 +1,143 @@
+"""`dfkd probe`: the strategies' synthetic inputs side by side, for one teacher and one student.
+
+The diagnostic comparison of Zhou & Chiam (2023): which inputs each strategy hands the student,
+measured by the per-sample squared disagreement (T(x) - S(x))^2 it carries and its norm ||x||.
+
+1. The student is trained for `epochs` epochs of `strategy` (random by default) exactly as
+   `dfkd distill` with the same keys would train it, then frozen.
+2. Each strategy under `strategies` (label -> strategy config, from configs/strategy/) starts from
+   the run's seed, is prepared (`prepare`) and updated once per epoch for the same `epochs`
+   against the frozen student (so a generator has had as many steps as it would have had by
+   then), and draws `samples` inputs in batches of `batch_size` (m).
+3. One row per strategy (and one for the real test rows, the reference the strategies stand in
+   for): the mean and the `quantiles` of (T - S)^2 and of ||x||, the fraction outside the
+   teacher's feature box, the mean L-inf distance from the starting point (strategies that have
+   one) and the milliseconds per batch. Printed, and written to probe.csv in the run directory;
+   the student's own training is in history.csv.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from dfkd_cli import distill, evaluation, models, runtime, tables
+from dfkd_cli import teacher as teachers
+from dfkd_cli.data import load_table, split
+from dfkd_cli.errors import UserError
+from dfkd_cli.files import write_csv
+from dfkd_cli.rng import Streams
+from dfkd_cli.strategies import STRATEGIES
+from dfkd_cli.student_loop import train_student
+
+log = logging.getLogger(__name__)
+
+PROBE = "probe.csv"
+REFERENCE = "test_rows"  # the label of the real test rows' row
+
+
+def quantile_name(prefix: str, q: float) -> str:
+    return f"{prefix}_q{100 * q:g}"
+
+
+def summarise(label: str, gap: torch.Tensor, norm: torch.Tensor, outside: torch.Tensor | None,
+              dist: torch.Tensor | None, quantiles: list[float]) -> dict[str, Any]:
+    """One table row from per-sample gaps, norms, box flags and start distances (1-D tensors)."""
+    gap, norm = gap.double().cpu(), norm.double().cpu()
+    qs = torch.tensor(quantiles, dtype=torch.float64)
+    row: dict[str, Any] = {"strategy": label, "samples": len(gap), "gap_mean": float(gap.mean())}
+    row |= {quantile_name("gap", q): float(v) for q, v in zip(quantiles, gap.quantile(qs))}
+    row["xnorm_mean"] = float(norm.mean())
+    row |= {quantile_name("xnorm", q): float(v) for q, v in zip(quantiles, norm.quantile(qs))}
+    row["outside_box"] = float(outside.double().mean()) if outside is not None else math.nan
+    row["start_dist_mean"] = float(dist.double().mean()) if dist is not None else math.nan
+    return row
+
+
+@torch.no_grad()
+def measure(teacher, student, x: torch.Tensor, start: torch.Tensor | None, box
+            ) -> dict[str, torch.Tensor]:
+    """Per-sample gap, norm, outside-box flag and start distance of a (1, n, d) batch."""
+    out = {"gap": (teacher(x) - student(x)).pow(2).sum(2)[0], "norm": x.norm(dim=2)[0]}
+    if box is not None:
+        low, high = box[0].unsqueeze(1), box[1].unsqueeze(1)
+        out["outside"] = ((x < low) | (x > high)).any(dim=2)[0]
+    if start is not None:
+        out["dist"] = (x - start).abs().amax(dim=2)[0]
+    return out
+
+
+def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int,
+                   device: torch.device) -> dict[str, Any]:
+    """Prepare, warm up and sample one strategy; its table row."""
+    T, S, m = teacher.module, student, int(cfg.batch_size)
+    try:
+        strategy = STRATEGIES[scfg.name](scfg, teacher.input_dim, teacher.box,
+                                         Streams([seed], device))
+    except UserError as exc:  # e.g. a box strategy with a teacher that has no box
+        log.warning("probe: skipping %s: %s", label, exc)
+        return {"strategy": label, "note": str(exc)}
+    strategy.prepare(T)
+    for _ in range(cfg.epochs):
+        strategy.update(T, S)
+    parts: dict[str, list[torch.Tensor]] = {}
+    started = time.perf_counter()
+    batches = math.ceil(cfg.samples / m)
+    for _ in range(batches):
+        x = strategy.sample(T, S, m)
+        for key, value in measure(T, S, x, strategy.start, teacher.box).items():
+            parts.setdefault(key, []).append(value)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - started
+    cat = {k: torch.cat(v)[:cfg.samples] for k, v in parts.items()}
+    row = summarise(label, cat["gap"], cat["norm"], cat.get("outside"), cat.get("dist"),
+                    list(cfg.quantiles))
+    row["ms_per_batch"] = 1000 * elapsed / batches
+    return row
+
+
+def run(cfg, run_dir: Path) -> pd.DataFrame:
+    """`dfkd probe`: train the student, probe every strategy, write probe.csv."""
+    if cfg.seeds:
+        raise UserError("dfkd probe takes one teacher: use seed=<n> instead of seeds=[...]")
+    device = runtime.resolve_device(cfg.device)
+    seed = int(cfg.seed)
+    part = split(load_table(cfg.dataset, cfg.data_dir), cfg.dataset.n_train,
+                 cfg.dataset.val_fraction, seed).to(device)
+    teacher = teachers.load(cfg, [seed], part.input_dim, device)
+    runtime.seed_everything(seed)
+    rng = Streams([seed], device)
+    student = models.StackedMLP(1, teacher.input_dim, list(cfg.student.hidden),
+                                cfg.student.activation).to(device).init_(rng)
+    trainer = STRATEGIES[cfg.strategy.name](cfg.strategy, teacher.input_dim, teacher.box, rng)
+    history, _ = train_student(cfg, teacher, student, trainer, distill.stacked([part], "val"))
+    tables.write_history(run_dir, history[0])
+    student.requires_grad_(False)
+    x_test, y_test = distill.stacked([part], "test")
+    student_rmse = evaluation.rmse(evaluation.predict(student, x_test), y_test)
+
+    reference = measure(teacher.module, student, x_test, None, teacher.box)
+    rows = [summarise(REFERENCE, reference["gap"], reference["norm"], reference.get("outside"),
+                      None, list(cfg.quantiles))]
+    for label, scfg in cfg.strategies.items():
+        rows.append(probe_strategy(cfg, label, scfg, teacher, student, seed, device))
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "dataset", part.name)
+    frame.insert(1, "seed", seed)
+    frame["student_epochs"] = cfg.epochs
+    frame["student_strategy"] = cfg.strategy.name
+    frame["student_rmse"] = student_rmse
+    write_csv(frame, Path(run_dir) / PROBE)
+    shown = [c for c in frame.columns if c not in ("dataset", "seed", "student_epochs",
+                                                   "student_strategy", "student_rmse")]
+    print(f"dfkd probe: {part.name} seed {seed}, student after {cfg.epochs} epochs of "
+          f"{cfg.strategy.name} (test RMSE {student_rmse:.4f}); per-sample (T - S)^2 and ||x||")
+    print(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return frame

@@ -1,0 +1,105 @@
+"""`generator`: the adversarial generator of Kang & Kang (2021, ESWA 175:114813), the baseline
+Zhou & Chiam (2023) compare their proposal with.
+
+A generator G: z in R^50 -> 500 tanh -> d (linear output), one per population member, is trained
+against the student. Once per epoch (before the student's n_s steps) it takes n_g RMSprop steps
+(lr 1e-3, weight decay 1e-5) on a fresh batch z ~ N(0, I) of size m, minimising
+
+    L_G = mean( -(T(G(z)) - S(G(z)))^2 + beta * ||G(z)||^2 + gamma * S(G(z))^2 ),
+
+beta = gamma = 1e-5: G seeks inputs where teacher and student disagree, while the two small
+penalties keep its samples and the student's outputs from running off. (Kang & Kang's released
+code loses the beta and gamma terms to a stray line break; here they act, and a test shows it.)
+The student then draws x_g = G(z) with fresh z for each of its steps; only G's weights move in
+the generator step, only the student's in the student step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, List
+
+import torch
+from omegaconf import II
+
+from dfkd_cli import models
+from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
+from dfkd_cli.strategies.registry import register
+
+
+@dataclass
+class GeneratorConfig(StrategyConfig):
+    name: str = "generator"
+    latent_dim: int = 50  # z in R^50
+    hidden: List[int] = field(default_factory=lambda: [500])  # tanh layers of G
+    steps: int = 1  # n_g generator steps per epoch
+    batch_size: int = II("batch_size")  # z per generator step; default: the student's m
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    rho: float = 0.99  # RMSprop smoothing constant (torch's `alpha`)
+    beta: float = 1e-5  # weight of ||G(z)||^2
+    gamma: float = 1e-5  # weight of S(G(z))^2
+
+
+@register("generator")
+class Generator(Strategy):
+    Config = GeneratorConfig
+
+    @classmethod
+    def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
+        return [("latent_dim", cfg.latent_dim >= 1, "an integer >= 1"),
+                ("hidden", len(cfg.hidden) >= 1 and all(h >= 1 for h in cfg.hidden),
+                 "a non-empty list of sizes >= 1"),
+                ("steps", cfg.steps >= 0, "an integer >= 0"),
+                ("batch_size", cfg.batch_size >= 1, "an integer >= 1"),
+                ("lr", cfg.lr > 0, "a number > 0"),
+                ("weight_decay", cfg.weight_decay >= 0, "a number >= 0"),
+                ("rho", 0 <= cfg.rho < 1, "a number in [0, 1)"),
+                ("beta", cfg.beta >= 0, "a number >= 0"),
+                ("gamma", cfg.gamma >= 0, "a number >= 0")]
+
+    def __init__(self, cfg, input_dim, box, rng):
+        super().__init__(cfg, input_dim, box, rng)
+        self.net = models.StackedMLP(len(rng), cfg.latent_dim, list(cfg.hidden), "tanh",
+                                     input_dim).to(rng.device).init_(rng)
+        self.opt = torch.optim.RMSprop(self.net.parameters(), lr=cfg.lr, alpha=cfg.rho,
+                                       weight_decay=cfg.weight_decay)
+        self.params = list(self.net.parameters())
+        self.beta, self.gamma = float(cfg.beta), float(cfg.gamma)
+        self.steps, self.batch_size = int(cfg.steps), int(cfg.batch_size)
+        self.latent_dim = int(cfg.latent_dim)
+
+    def objective(self, teacher: Net, student: Net, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """L_G and its terms on x = G(z), per member ((K,) tensors, differentiable in G)."""
+        x = self.net(z)
+        s = student(x)
+        gap = (teacher(x) - s).pow(2).sum(2).mean(1)
+        norm = x.pow(2).sum(2).mean(1)
+        output = s.pow(2).sum(2).mean(1)
+        return {"loss": -gap + self.beta * norm + self.gamma * output, "gap": gap,
+                "norm": norm, "output": output}
+
+    def update(self, teacher: Net, student: Net) -> dict[str, torch.Tensor]:
+        terms = None
+        for _ in range(self.steps):
+            terms = self.objective(teacher, student,
+                                   self.rng.randn(self.batch_size, self.latent_dim))
+            # gradients for G only: the student's .grad is left alone
+            grads = torch.autograd.grad(terms["loss"].sum(), self.params)
+            for p, g in zip(self.params, grads):
+                p.grad = g
+            self.opt.step()
+        if terms is None:
+            return {}
+        return {"gen_loss": terms["loss"].detach(), "gen_gap": terms["gap"].detach()}
+
+    @torch.no_grad()
+    def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
+        return self.net(self.rng.randn(n, self.latent_dim))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.net.state_dict(), "optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["generator"])
+        self.opt.load_state_dict(state["optimizer"])

@@ -1,0 +1,118 @@
+"""`impressions`: Data Impressions for regression (Nayak et al. 2019, as adapted by Kang & Kang
+2021, ESWA 175:114813), a baseline that needs only the teacher.
+
+A conditional generator (z, y*) -> (mu, log sigma^2), z in R^50, one hidden layer of 500 tanh
+units, is fitted once before the student's first step (`prepare`), for 2000 RMSprop steps (lr
+1e-3, weight decay 1e-5) on batches of m, minimising
+
+    L_DI = mean( (T(x) - y*)^2 + delta * KL( N(mu, sigma^2) || N(0, I) ) ),
+    x = mu + sigma * eps,  eps ~ N(0, I),  y* ~ N(0, 1),  z ~ N(0, I),
+
+delta = 1e-5, y* on the standardised target: x is an input the teacher maps to the requested
+target, and the KL term keeps it near the N(0, I) prior. (Kang & Kang's released version wires
+the output layer to z by mistake, so their generator ignores y*; this one conditions on it.) The
+student then draws x_g = mu + sigma * eps with fresh (z, y*, eps) for each step, under the alpha
+schedule of Zhou & Chiam (2023, Eq. 6). The generator does not move during the student's training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, List
+
+import torch
+from omegaconf import II
+
+from dfkd_cli import models
+from dfkd_cli.errors import UserError
+from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
+from dfkd_cli.strategies.registry import register
+
+
+@dataclass
+class ImpressionsConfig(StrategyConfig):
+    name: str = "impressions"
+    latent_dim: int = 50  # z in R^50
+    hidden: List[int] = field(default_factory=lambda: [500])  # tanh layers of the generator
+    steps: int = 2000  # generator steps in `prepare`, before the student
+    batch_size: int = II("batch_size")  # (z, y*) per generator step; default: the student's m
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    rho: float = 0.99  # RMSprop smoothing constant (torch's `alpha`)
+    delta: float = 1e-5  # weight of the KL term
+
+
+@register("impressions")
+class Impressions(Strategy):
+    Config = ImpressionsConfig
+
+    @classmethod
+    def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
+        return [("latent_dim", cfg.latent_dim >= 1, "an integer >= 1"),
+                ("hidden", len(cfg.hidden) >= 1 and all(h >= 1 for h in cfg.hidden),
+                 "a non-empty list of sizes >= 1"),
+                ("steps", cfg.steps >= 0, "an integer >= 0"),
+                ("batch_size", cfg.batch_size >= 1, "an integer >= 1"),
+                ("lr", cfg.lr > 0, "a number > 0"),
+                ("weight_decay", cfg.weight_decay >= 0, "a number >= 0"),
+                ("rho", 0 <= cfg.rho < 1, "a number in [0, 1)"),
+                ("delta", cfg.delta >= 0, "a number >= 0")]
+
+    def __init__(self, cfg, input_dim, box, rng):
+        super().__init__(cfg, input_dim, box, rng)
+        self.latent_dim = int(cfg.latent_dim)
+        # input (z, y*), output (mu, log sigma^2): a single standardised target, as dfkd teachers
+        self.net = models.StackedMLP(len(rng), self.latent_dim + 1, list(cfg.hidden), "tanh",
+                                     2 * input_dim).to(rng.device).init_(rng)
+        self.opt = torch.optim.RMSprop(self.net.parameters(), lr=cfg.lr, alpha=cfg.rho,
+                                       weight_decay=cfg.weight_decay)
+        self.params = list(self.net.parameters())
+        self.delta = float(cfg.delta)
+        self.prepared = False
+
+    def draw(self, n: int) -> dict[str, torch.Tensor]:
+        """y* ~ N(0, 1) and x = mu(z, y*) + sigma(z, y*) * eps with the generator's (mu, log var)."""
+        y = self.rng.randn(n, 1)
+        z = self.rng.randn(n, self.latent_dim)
+        eps = self.rng.randn(n, self.input_dim)
+        mu, log_var = self.net(torch.cat([z, y], dim=2)).chunk(2, dim=2)
+        return {"x": mu + (0.5 * log_var).exp() * eps, "y": y, "mu": mu, "log_var": log_var}
+
+    def objective(self, teacher: Net, n: int) -> dict[str, torch.Tensor]:
+        """L_DI and its terms per member ((K,) tensors, differentiable in the generator)."""
+        d = self.draw(n)
+        out = teacher(d["x"])
+        if out.shape[2] != 1:
+            raise UserError(f"strategy=impressions conditions on one target; the teacher has "
+                            f"{out.shape[2]} outputs")
+        fit = (out - d["y"]).pow(2).mean(dim=(1, 2))
+        kl = 0.5 * (d["mu"].pow(2) + d["log_var"].exp() - 1 - d["log_var"]).sum(2).mean(1)
+        return {"loss": fit + self.delta * kl, "fit": fit, "kl": kl}
+
+    def prepare(self, teacher: Net) -> dict[str, torch.Tensor]:
+        if self.prepared:  # a resumed run keeps its fitted generator
+            return {}
+        cfg, terms = self.cfg, None
+        for _ in range(int(cfg.steps)):
+            terms = self.objective(teacher, int(cfg.batch_size))
+            grads = torch.autograd.grad(terms["loss"].sum(), self.params)
+            for p, g in zip(self.params, grads):
+                p.grad = g
+            self.opt.step()
+        self.prepared = True
+        if terms is None:
+            return {}
+        return {"impressions_fit": terms["fit"].detach(), "impressions_kl": terms["kl"].detach()}
+
+    @torch.no_grad()
+    def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
+        return self.draw(n)["x"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "prepared": self.prepared}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["generator"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.prepared = bool(state["prepared"])

@@ -1,0 +1,33 @@
+"""`uniform`: x_g ~ U(box), uniform in the teacher's per-feature box (a sampling baseline).
+
+The box is [min, max] of each feature over the teacher's training rows, in standardised units
+(the input_spec of a dfkd teacher checkpoint). No objective: x_g is drawn, labelled by T and the
+student minimises (T(x_g) - S(x_g))^2 in the alpha-mixed loss (Zhou & Chiam 2023, Eq. 6). Unlike
+x_p ~ N(0, I) it covers the box evenly, tails and corners included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
+from dfkd_cli.strategies.registry import register
+
+
+@dataclass
+class UniformConfig(StrategyConfig):
+    name: str = "uniform"
+
+
+@register("uniform")
+class UniformSampling(Strategy):
+    Config = UniformConfig
+
+    def __init__(self, cfg, input_dim, box, rng):
+        super().__init__(cfg, input_dim, box, rng)
+        self.need_box()  # fail before any training
+
+    def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
+        return self.in_box(self.rng.rand(n, self.input_dim))
