@@ -73,8 +73,10 @@ def friedman1(n_rows: int, noise: float, seed: int = FRIEDMAN_SEED) -> Table:
     return Table("friedman", x, y, [f"x{i + 1}" for i in range(10)])
 
 
-def read_csv(path: Path, name: str, target: str | None, drop: list[str]) -> Table:
-    """A CSV or CSV.gz with a header row; `target` names the target column (default: last)."""
+def read_csv(path: Path, name: str, target: str | None, drop: list[str],
+             nonfinite: str = "error") -> Table:
+    """A CSV or CSV.gz with a header row; `target` names the target column (default: last).
+    Rows with missing or infinite values are an error, or dropped with nonfinite="drop"."""
     if not path.is_file():
         raise UserError(f"dataset file {path} not found")
     try:
@@ -94,10 +96,14 @@ def read_csv(path: Path, name: str, target: str | None, drop: list[str]) -> Tabl
     if non_numeric:
         raise UserError(f"dataset file {path} has non-numeric columns {non_numeric}; "
                         "drop them with dataset.drop=[...] or encode them as numbers")
-    values = frame.to_numpy(dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise UserError(f"dataset file {path} has missing or infinite values in "
-                        f"{int((~np.isfinite(values)).any(axis=1).sum())} rows")
+    bad_rows = ~np.isfinite(frame.to_numpy(dtype=np.float64)).all(axis=1)
+    if bad_rows.any():
+        if nonfinite != "drop":
+            raise UserError(f"dataset file {path} has missing or infinite values in "
+                            f"{int(bad_rows.sum())} rows; set dataset.nonfinite=drop to drop them")
+        log.warning("dataset file %s: dropped %d of %d rows with missing or infinite values",
+                    path, int(bad_rows.sum()), len(frame))
+        frame = frame[~bad_rows]
     y = frame[target].to_numpy(dtype=np.float64)
     x_frame = frame.drop(columns=[target])
     return Table(name, x_frame.to_numpy(dtype=np.float64), y, list(x_frame.columns))
@@ -110,13 +116,13 @@ def load_table(ds, data_dir: str) -> Table:
     if ds.source == "csv":
         if not ds.path:
             raise UserError("dataset=csv needs dataset.path=<file.csv or file.csv.gz>")
-        return read_csv(Path(ds.path), ds.name, ds.target, list(ds.drop))
+        return read_csv(Path(ds.path), ds.name, ds.target, list(ds.drop), ds.nonfinite)
     path = Path(data_dir) / f"{ds.name}.csv.gz"
     if not path.is_file():
         raise UserError(
             f"dataset {ds.name!r}: {path} not found. Put {ds.name}.csv.gz (a CSV with a header, "
             f"target last) in a folder and point data_dir=<folder> (or DFKD_DATA_DIR) at it")
-    return read_csv(path, ds.name, ds.target, list(ds.drop))
+    return read_csv(path, ds.name, ds.target, list(ds.drop), ds.nonfinite)
 
 
 def split(table: Table, n_train: int, val_fraction: float, seed: int) -> Split:

@@ -1,7 +1,9 @@
-"""Atomic file writes: write beside the target, then rename, so a crash never leaves half a file."""
+"""Safe files: atomic writes (write beside the target, then rename, so a crash never leaves half
+a file) and an exclusive lock for work that concurrent processes must do only once."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from contextlib import contextmanager
@@ -24,6 +26,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `path` (created if missing) for the block. The kernel
+    releases it if the process dies, so a killed job never leaves a stale lock behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:

@@ -138,6 +138,29 @@ class StackedMLP(nn.Module):
         return model
 
 
+def per_member(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(K,) flags shaped to broadcast against a (K, ...) tensor."""
+    return flags.view(-1, *([1] * (like.dim() - 1)))
+
+
+class Snapshot:
+    """Per member, a copy of the student's weights taken when `take` says so; tensor ops only."""
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.params = params
+        self.kept = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def take(self, which: torch.Tensor) -> None:
+        for kept, current in zip(self.kept, self.params):
+            kept.copy_(torch.where(per_member(which, kept), current, kept))
+
+    @torch.no_grad()
+    def restore(self, which: torch.Tensor) -> None:
+        for kept, current in zip(self.kept, self.params):
+            current.copy_(torch.where(per_member(which, kept), kept, current))
+
+
 def arch_name(hidden: list[int], activation: str) -> str:
     """A short name for an architecture, e.g. 'mlp500-tanh' (used as the teacher store key)."""
     return "mlp" + "x".join(str(h) for h in hidden) + f"-{activation}"
@@ -154,22 +177,31 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], arch:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a dfkd checkpoint with weights only; anything else is a UserError naming the file."""
+def load_weights_only(path: str | Path) -> Any:
+    """torch.load with weights_only=True (tensors, numbers, strings, containers; never code).
+    A file that is missing or needs more than that is a UserError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {path} is not a dfkd checkpoint that loads with weights "
-                        f"only ({first})") from exc
+        raise UserError(f"checkpoint {path} is not a file dfkd wrote, or is damaged: it does not "
+                        f"load with weights only ({first})") from exc
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a dfkd model checkpoint with weights only; check its format, version and weights."""
+    payload = load_weights_only(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"checkpoint {path} is not a dfkd checkpoint (no format={FORMAT!r})")
     if payload.get("version") != VERSION:
         raise UserError(f"checkpoint {path} has format version {payload.get('version')}; "
                         f"this dfkd reads version {VERSION}")
+    bad = [k for k, v in payload["state_dict"].items() if not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"checkpoint {path} has non-finite weights in {bad}")
     return payload
 
 

@@ -8,6 +8,16 @@ from __future__ import annotations
 
 import torch
 
+from dfkd_cli.errors import UserError
+
+
+def member_seeds(cfg) -> list[int]:
+    """The population a run config describes: `seeds=[...]` when given, else the single `seed`."""
+    seeds = [int(s) for s in cfg.seeds] if cfg.seeds else [int(cfg.seed)]
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds={seeds} repeats a seed; each member needs its own")
+    return seeds
+
 
 class Streams:
     def __init__(self, seeds: list[int], device: torch.device):

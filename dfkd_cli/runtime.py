@@ -1,10 +1,12 @@
-"""Run-time set-up shared by the commands: device choice, seeding, progress bars."""
+"""Run-time set-up shared by the commands: device choice, seeding, progress bars, signals."""
 
 from __future__ import annotations
 
 import random
+import signal
 import sys
-from typing import Iterable
+import threading
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -30,6 +32,14 @@ def resolve_device(spec: str) -> torch.device:
     raise UserError(f"device={spec!r} is not valid: expected auto, cpu, cuda or cuda:N")
 
 
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads. dfkd's steps are tiny, so one thread is fastest and stays fast when
+    several jobs share the cores; with more threads than free cores, OpenMP's spinning threads
+    can make a step 100x slower."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -40,3 +50,34 @@ def progress(iterable: Iterable, enabled: bool, **kwargs) -> Iterable:
     """A tqdm bar when `enabled` and stderr is a terminal; the bare iterable otherwise."""
     show = enabled and sys.stderr.isatty()
     return tqdm(iterable, disable=not show, dynamic_ncols=True, leave=False, **kwargs)
+
+
+class Interrupts:
+    """Turns SIGINT / SIGTERM into a flag the training loop checks between epochs, so Ctrl-C or a
+    cluster's pre-emption ends the run at a clean point where its state can be saved."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.received or 0)

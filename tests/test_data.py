@@ -87,3 +87,8 @@ def test_benchmark_split_matches_the_paper():
     s = load_split(cfg)
     # 8192 rows: 5000 train, 3192 rest -> 319 validation, 2873 test; 12 features
     assert (len(s.x_train), len(s.x_val), len(s.x_test), s.input_dim) == (5000, 319, 2873, 12)
+
+
+def test_too_few_rows_for_a_split_is_a_user_error():
+    with pytest.raises(UserError, match="too few for a train / validation / test split"):
+        split(friedman1(3, 1.0), n_train=5000, val_fraction=0.1, seed=1)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import make_config
-from dfkd_cli import distill, models
+from dfkd_cli import distill, models, student_loop
 from dfkd_cli.rng import Streams
-from dfkd_cli.strategies import Strategy
+from dfkd_cli.strategies import STRATEGIES, Strategy
 from dfkd_cli.teacher import Teacher
 
 
@@ -17,12 +17,12 @@ from dfkd_cli.teacher import Teacher
 ])
 def test_alpha_schedules(schedule, expected):
     cfg = make_config("distill", [f"alpha={schedule}"]).alpha
-    assert [distill.alpha_at(cfg, t, 4) for t in range(4)] == expected
+    assert [student_loop.alpha_at(cfg, t, 4) for t in range(4)] == expected
 
 
 def test_constant_alpha():
     cfg = make_config("distill", ["alpha=constant", "alpha.value=0.3"]).alpha
-    assert {distill.alpha_at(cfg, t, 7) for t in range(7)} == {0.3}
+    assert {student_loop.alpha_at(cfg, t, 7) for t in range(7)} == {0.3}
     assert distill.alpha_label(cfg) == "constant0.3"
 
 
@@ -53,27 +53,30 @@ def test_a_term_with_zero_weight_is_not_drawn(alpha, value, synthetic, prior):
     teacher = Teacher(models.StackedMLP(1, 3, [8], "tanh").init_(rng).requires_grad_(False), 3,
                       None, ["t"])
     strategy = Counting()
-    history, selected = distill.train_student(
+    history, selected = student_loop.train_student(
         cfg, teacher, models.StackedMLP(1, 3, [4], "tanh").init_(rng), strategy, None)
     assert (strategy.synthetic, strategy.prior_draws) == (synthetic, prior)
     assert [row["epoch"] for row in history[0]] == [0, 1, 2, 3] and selected == [3]
 
 
 def test_selection_val_restores_each_members_best_epoch():
-    student = models.StackedMLP(2, 2, [3], "tanh").init_(Streams([0, 1], torch.device("cpu")))
-    keeper = distill.BestKeeper(student)
-    snapshots = []
-    losses = [[0.5, 0.4], [0.2, 0.6], [0.9, 0.1]]  # member 0 best at epoch 1, member 1 at 2
-    for epoch, loss in enumerate(losses):
-        with torch.no_grad():
-            for p in student.parameters():
-                p.add_(1.0)
-        snapshots.append([p.clone() for p in student.parameters()])
-        keeper.offer(torch.tensor(loss), epoch)
-    assert keeper.restore() == [1, 2]
-    for member, epoch in ((0, 1), (1, 2)):
-        for kept, current in zip(snapshots[epoch], student.parameters()):
-            torch.testing.assert_close(kept[member], current[member])
+    """Two members, logged every epoch: each ends with the weights of its own best epoch."""
+    cfg = make_config("distill", ["epochs=12", "steps_per_epoch=2", "selection=val",
+                                  "log_every=1", "strategy=random", "optimizer.lr=0.05"])
+    rng = Streams([0, 1], torch.device("cpu"))
+    teacher = Teacher(models.StackedMLP(2, 3, [8], "tanh").init_(rng).requires_grad_(False), 3,
+                      None, ["t", "t"])
+    student = models.StackedMLP(2, 3, [4], "tanh").init_(rng)
+    val_x = rng.randn(30, 3)
+    val_y = teacher.module(val_x) + 0.3 * rng.randn(30, 1)  # noisy: not monotone in epochs
+    strategy = STRATEGIES["random"](cfg.strategy, 3, None, rng)
+    history, selected = student_loop.train_student(cfg, teacher, student, strategy,
+                                                   (val_x, val_y))
+    for k in range(2):
+        val = [row["val_rmse"] for row in history[k]]
+        assert selected[k] == min(range(12), key=val.__getitem__)
+        final = (student(val_x) - val_y).pow(2).mean(dim=(1, 2)).sqrt()[k].detach()
+        assert float(final) == pytest.approx(min(val), rel=1e-6)
 
 
 def test_stacked_mlp_matches_nn_sequential():
@@ -105,7 +108,7 @@ def test_student_step_gradient_is_the_mixed_loss_gradient(alpha):
         loss = loss + (1 - alpha) * squared[:, n_g:].mean(1)
     expected = torch.autograd.grad(loss.sum(), list(student.parameters()))
     frozen = torch.optim.SGD(student.parameters(), lr=0.0)
-    loss_g, loss_p = distill.student_step(teacher, student, frozen, x, n_g, alpha)
+    loss_g, loss_p = student_loop.student_step(teacher, student, frozen, x, n_g, alpha)
     torch.testing.assert_close(alpha * loss_g + (1 - alpha) * loss_p, loss.detach())
     for p, g in zip(student.parameters(), expected, strict=True):
         torch.testing.assert_close(p.grad, g)

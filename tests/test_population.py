@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd
+from dfkd_cli.models import load_checkpoint
 
 SEEDS = [1, 2, 3]
 
@@ -35,3 +37,20 @@ def test_population_equals_separate_runs(workdir, tmp_path, strategy, selection)
     # the members differ from each other: each ran with its own seed, teacher and split
     students = [m.loc[0, "student_rmse"] for m, _ in separate]
     assert len(set(students)) == 3
+
+
+def test_teacher_population_equals_separate_teachers(tmp_path):
+    """train-teacher seeds=[4,5] writes the teachers train-teacher seed=4 and seed=5 write."""
+    for seed in (4, 5):
+        dfkd("train-teacher", f"seed={seed}", *QUICK_TEACHER, "teacher_store=single",
+             f"hydra.run.dir={tmp_path}/single{seed}", cwd=tmp_path)
+    dfkd("train-teacher", "seeds=[4,5]", *QUICK_TEACHER, "teacher_store=population",
+         f"hydra.run.dir={tmp_path}/population", cwd=tmp_path)
+    for seed in (4, 5):
+        single, pop = (load_checkpoint(tmp_path / store / f"friedman/mlp64-tanh/seed{seed}"
+                                       / "teacher.pt") for store in ("single", "population"))
+        for name, tensor in single["state_dict"].items():
+            torch.testing.assert_close(pop["state_dict"][name], tensor, rtol=1e-4, atol=1e-5)
+        assert pop["metrics"]["best_epoch"] == single["metrics"]["best_epoch"]
+        member = pd.read_csv(tmp_path / "population" / f"seed{seed}" / "metrics.csv").iloc[0]
+        assert member.seed == seed and member.members == 2

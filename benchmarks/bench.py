@@ -1,0 +1,114 @@
+"""Distillation speed and memory: `make bench` (or `python benchmarks/bench.py --help`).
+
+Runs each configuration as a whole `dfkd distill` process several times and prints one table:
+median training wall seconds (the run's own wall_s), median process wall seconds, student steps
+per second, peak RSS, and the ratio to the single run measured in the same invocation. The
+paper's protocol throughout: E = 2000 epochs x n_s = 10 steps, batch 50 (100 for the alpha = 1
+and random-sampling arms), student of 50 tanh units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+DFKD = shutil.which("dfkd") or str(Path(sys.executable).with_name("dfkd"))
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Run one dfkd process; return (process wall seconds, peak RSS in MiB)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([DFKD, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"dfkd {' '.join(args)} failed:\n{proc.stderr.read()}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def configurations(members: list[int]) -> list[tuple[str, list[str], int]]:
+    """(name, overrides, population size); the first is the single-run reference."""
+    rows = [("bounded, selection=last (reference)", ["arm=bounded", "selection=last"], 1),
+            ("bounded, selection=val", ["arm=bounded", "selection=val"], 1),
+            ("bounded alpha=1, selection=last", ["arm=bounded_alpha1", "selection=last"], 1),
+            ("random sampling, selection=last", ["arm=random_sampling", "selection=last"], 1),
+            ("generator, selection=last", ["arm=generator", "selection=last"], 1),
+            ("generator alpha=1, selection=last", ["arm=generator_alpha1", "selection=last"], 1)]
+    for k in members:
+        rows.append((f"bounded, population of {k}, selection=last",
+                     ["arm=bounded", "selection=last", f"seeds=[{','.join(map(str, range(1, k + 1)))}]"],
+                     k))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="cpusmall")
+    parser.add_argument("--data-dir", default=os.environ.get("DFKD_DATA_DIR",
+                                                             "../shared/datasets"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--population", type=int, nargs="*", default=[10],
+                        help="population sizes to time (seeds 1..K)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="names (substrings) of the configurations to run")
+    parser.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="dfkd-bench-"))
+    env = {**os.environ, "DFKD_DATA_DIR": str(Path(args.data_dir).resolve()),
+           "DFKD_TEACHER_STORE": str(work / "teachers")}
+    common = [f"dataset={args.dataset}", f"device={args.device}", "progress=false"]
+    seeds = range(1, max([1, *args.population]) + 1)
+    teacher_walls = []
+    for seed in seeds:  # the teachers, timed too (the paper's settings, early stopping)
+        wall, _ = run(["train-teacher", *common, f"seed={seed}",
+                       f"hydra.run.dir={work}/teacher{seed}"], work, env)
+        teacher_walls.append(wall)
+    rows = [{"configuration": f"teacher (train-teacher, {len(teacher_walls)} seeds)",
+             "median_wall_s": statistics.median(teacher_walls),
+             "median_process_s": statistics.median(teacher_walls)}]
+    reference = None
+    for name, overrides, members in configurations(args.population):
+        if args.only and not any(s in name for s in args.only) and reference is not None:
+            continue
+        walls, process, rss = [], [], []
+        for r in range(args.repeats):
+            out = work / f"run{len(rows)}-{r}"
+            wall, peak = run(["distill", *common, *overrides, f"hydra.run.dir={out}"], work, env)
+            metrics = pd.concat(pd.read_csv(p) for p in out.rglob("metrics.csv"))
+            walls.append(float(metrics.wall_s.iloc[0]))
+            process.append(wall)
+            rss.append(peak)
+        steps = 2000 * 10 * members
+        row = {"configuration": name, "median_wall_s": statistics.median(walls),
+               "min_wall_s": min(walls), "max_wall_s": max(walls),
+               "median_process_s": statistics.median(process),
+               "student_steps_per_s": steps / statistics.median(walls),
+               "peak_rss_mib": max(rss)}
+        reference = reference or row["median_wall_s"]
+        row["ratio_to_single"] = row["median_wall_s"] / reference
+        rows.append(row)
+        print(f"{name}: {row['median_wall_s']:.2f} s", file=sys.stderr, flush=True)
+    table = pd.DataFrame(rows)
+    print(f"\ndataset={args.dataset} device={args.device} repeats={args.repeats} "
+          f"torch threads={os.environ.get('OMP_NUM_THREADS', 'default')}")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if args.out:
+        table.to_csv(args.out, index=False)
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

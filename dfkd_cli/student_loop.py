@@ -1,0 +1,229 @@
+"""The student loop (Zhou & Chiam 2023, Eq. 6) as a resumable, fault-aware state machine.
+
+For epoch t of E, alpha = alpha(t), and each of n_s steps draws x_g from the strategy and
+x_p ~ N(0, I), both of batch size m, and minimises
+
+    L_S = alpha(t) * mean((T(x_g) - S(x_g))^2) + (1 - alpha(t)) * mean((T(x_p) - S(x_p))^2).
+
+A term whose weight is 0 is not computed (its samples are not drawn). Everything is a tensor
+program over a population of K independent members; nothing inside an epoch reads a value back
+to the host. Every `log_every` epochs the loop writes a history row per member and checks that
+each member's losses and weights are finite: a member that is not is rolled back to its last
+finite weights and either stops (`on_nonfinite=stop`, status `diverged`) or carries on
+(`on_nonfinite=skip`). `state_dict()` holds everything needed to continue bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from dfkd_cli import models, runtime
+from dfkd_cli.models import Snapshot, per_member
+from dfkd_cli.optim import make_optimizer
+from dfkd_cli.strategies import batch_diagnostics
+
+
+def alpha_at(cfg, epoch: int, epochs: int) -> float:
+    """alpha(t): decreasing 1 - (t+1)/E (the paper's), increasing (t+1)/E, or constant."""
+    if cfg.schedule == "decreasing":
+        return 1.0 - (epoch + 1) / epochs
+    if cfg.schedule == "increasing":
+        return (epoch + 1) / epochs
+    return float(cfg.value)
+
+
+@torch.no_grad()
+def student_step(teacher, student: models.StackedMLP, opt: torch.optim.Optimizer,
+                 x: torch.Tensor, n_g: int, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on L_S for x = [x_g; x_p] (the first n_g rows of each member's batch
+    are x_g). Back-propagates by hand (StackedMLP.param_grads); returns the per-member means of
+    (T - S)^2 on x_g and on x_p, shape (K,) each. The members are independent: member k's
+    gradient comes from member k's loss only."""
+    n_p = x.shape[1] - n_g
+    saved = student.trace(x)
+    diff = saved[-1] - teacher(x)
+    squared = diff.pow(2).sum(dim=2)
+    zero = squared.new_zeros(squared.shape[0])
+    loss_g = squared[:, :n_g].mean(dim=1) if n_g else zero
+    loss_p = squared[:, n_g:].mean(dim=1) if n_p else zero
+    row_weight = torch.cat([x.new_full((n_g,), 2 * alpha / max(n_g, 1)),
+                            x.new_full((n_p,), 2 * (1 - alpha) / max(n_p, 1))]).view(1, -1, 1)
+    for p, g in zip(student.parameters(), student.param_grads(saved, diff * row_weight)):
+        p.grad = g
+    opt.step()
+    return loss_g, loss_p
+
+
+class StudentLoop:
+    """E epochs x n_s steps of L_S for a population; see the module docstring."""
+
+    def __init__(self, cfg, teacher, student: models.StackedMLP, strategy,
+                 val: tuple[torch.Tensor, torch.Tensor] | None):
+        self.cfg, self.teacher, self.student, self.strategy, self.val = (
+            cfg, teacher, student, strategy, val)
+        members, device = student.members, student.weights[0].device
+        self.opt = make_optimizer(cfg.optimizer, student.parameters())
+        params = list(student.parameters())
+        self.best = Snapshot(params) if cfg.selection == "val" else None
+        self.best_loss = torch.full((members,), float("inf"), device=device)
+        self.best_epoch = torch.full((members,), -1, device=device)
+        self.finite = Snapshot(params)  # each member's weights at its last finite log point
+        self.diverged_epoch = torch.full((members,), -1, device=device)
+        self.skips = torch.zeros(members, dtype=torch.long, device=device)
+        self.zero = torch.zeros(members, device=device)
+        self.sums = {"loss": self.zero.clone(), "loss_g": self.zero.clone(),
+                     "loss_p": self.zero.clone()}
+        self.steps_logged = 0
+        self.epoch = 0  # the next epoch to run
+        self.history: list[list[dict[str, Any]]] = [[] for _ in range(members)]
+        self.prepared = False
+        self.prepared_stats: dict[str, torch.Tensor] = {}
+
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.epochs
+
+    def run(self, should_stop: Callable[[], bool] = lambda: False,
+            checkpoint: Callable[[], None] | None = None) -> None:
+        """Run epochs until the end, until every member has diverged, or until `should_stop()`
+        (checked after every epoch). `checkpoint()` is called every `checkpoint_every` epochs."""
+        cfg, T, S = self.cfg, self.teacher.module, self.student
+        if not self.prepared:
+            self.prepared_stats = self.strategy.prepare(T)  # joins the first history row
+            self.prepared = True
+        epochs = runtime.progress(range(self.epoch, cfg.epochs), cfg.progress,
+                                  desc=cfg.strategy.name, initial=self.epoch, total=cfg.epochs)
+        for epoch in epochs:
+            self._epoch(epoch)
+            self.epoch = epoch + 1
+            if (self.epoch % cfg.log_every == 0 or self.done) and self._log(epoch):
+                break  # every member has diverged
+            if checkpoint and cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0:
+                checkpoint()
+            if should_stop():
+                break
+
+    def _epoch(self, epoch: int) -> None:
+        cfg, T, S, m = self.cfg, self.teacher.module, self.student, self.cfg.batch_size
+        alpha = alpha_at(cfg.alpha, epoch, cfg.epochs)
+        self.alpha = alpha
+        self.diagnostics = self.strategy.update(T, S) if alpha > 0 else {}
+        self.x_g = None
+        n_g = m if alpha > 0 else 0
+        for _ in range(cfg.steps_per_epoch):
+            batches = []
+            if alpha > 0:
+                self.x_g = self.strategy.sample(T, S, m)
+                batches.append(self.x_g)
+            if alpha < 1:
+                batches.append(self.strategy.prior(m))
+            x = torch.cat(batches, dim=1) if len(batches) > 1 else batches[0]
+            loss_g, loss_p = student_step(T, S, self.opt, x, n_g, alpha)
+            self.sums["loss"] += alpha * loss_g + (1 - alpha) * loss_p
+            self.sums["loss_g"] += loss_g
+            self.sums["loss_p"] += loss_p
+            self.steps_logged += 1
+        self.val_rmse = None
+        if self.best is not None:
+            with torch.no_grad():
+                self.val_rmse = (S(self.val[0]) - self.val[1]).pow(2).mean(dim=(1, 2)).sqrt()
+            better = self.val_rmse < self.best_loss  # NaN is never better
+            self.best_loss = torch.where(better, self.val_rmse, self.best_loss)
+            self.best_epoch = torch.where(better, epoch, self.best_epoch)
+            self.best.take(better)
+
+    @torch.no_grad()
+    def _log(self, epoch: int) -> bool:
+        """Write a history row per member and handle non-finite members; True when every member
+        has diverged (nothing left to train)."""
+        T, S = self.teacher.module, self.student
+        stats = {k: v / max(self.steps_logged, 1) for k, v in self.sums.items()}
+        stats |= self.prepared_stats | self.diagnostics
+        self.prepared_stats = {}
+        if self.x_g is not None:
+            stats |= batch_diagnostics(T, S, self.x_g, self.strategy.start, self.teacher.box)
+        if self.val_rmse is not None:
+            stats["val_rmse"] = self.val_rmse
+        finite = torch.isfinite(stats["loss"])
+        for p in S.parameters():
+            finite &= torch.isfinite(p).flatten(1).all(dim=1)
+        bad = ~finite & (self.diverged_epoch < 0)
+        self.finite.restore(bad)  # roll bad members back to their last finite weights
+        if self.cfg.on_nonfinite == "skip":
+            self.skips += bad.long()
+            self._reset_optimizer_state(bad)
+        else:
+            self.diverged_epoch = torch.where(bad, epoch, self.diverged_epoch)
+        self.finite.take(finite & (self.diverged_epoch < 0))
+        stats["nonfinite"] = (~finite).float()
+        columns = {k: v.tolist() for k, v in stats.items()}  # one host sync per log row
+        for k, rows in enumerate(self.history):
+            rows.append({"epoch": epoch, "alpha": self.alpha,
+                         **{name: values[k] for name, values in columns.items()}})
+        self.sums = {k: self.zero.clone() for k in self.sums}
+        self.steps_logged = 0
+        return bool((self.diverged_epoch >= 0).all())
+
+    def _reset_optimizer_state(self, members: torch.Tensor) -> None:
+        """Zero the optimiser's per-parameter state (RMSprop / Adam averages, momentum) of the
+        given members, so a rolled-back member restarts cleanly."""
+        for p in self.student.parameters():
+            for value in self.opt.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.masked_fill_(per_member(members, value).expand_as(value), 0.0)
+
+    def finish(self) -> list[int]:
+        """Final weights per member: the best validation epoch (selection=val), else the last
+        finite weights; returns the selected epoch of each member."""
+        diverged = self.diverged_epoch >= 0
+        if self.best is not None:
+            self.best.restore(torch.ones_like(diverged))
+            return self.best_epoch.tolist()
+        self.finite.restore(diverged)
+        return [self.epoch - 1] * self.student.members
+
+    def status(self) -> list[str]:
+        return ["diverged" if e >= 0 else "ok" for e in self.diverged_epoch.tolist()]
+
+    # Resuming: everything the loop's future depends on.
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "prepared": self.prepared,
+                "student": self.student.state_dict(), "optimizer": self.opt.state_dict(),
+                "strategy": self.strategy.state_dict(), "rng": self.strategy.rng.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "best": None if self.best is None else self.best.kept,
+                "best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "finite": self.finite.kept, "diverged_epoch": self.diverged_epoch,
+                "skips": self.skips, "sums": self.sums, "steps_logged": self.steps_logged,
+                "history": self.history}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.student.load_state_dict(state["student"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.strategy.load_state_dict(state["strategy"])
+        self.strategy.rng.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.best is not None:
+            for kept, saved in zip(self.best.kept, state["best"]):
+                kept.copy_(saved)
+        for kept, saved in zip(self.finite.kept, state["finite"]):
+            kept.copy_(saved)
+        self.epoch, self.prepared = state["epoch"], state["prepared"]
+        self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
+        self.diverged_epoch, self.skips = state["diverged_epoch"], state["skips"]
+        self.sums, self.steps_logged = state["sums"], state["steps_logged"]
+        self.history = state["history"]
+
+
+def train_student(cfg, teacher, student: models.StackedMLP, strategy,
+                  val: tuple[torch.Tensor, torch.Tensor] | None
+                  ) -> tuple[list[list[dict[str, Any]]], list[int]]:
+    """Run a StudentLoop start to finish without checkpoints (for probes and tests); returns
+    each member's history rows and selected epoch."""
+    loop = StudentLoop(cfg, teacher, student, strategy, val)
+    loop.run()
+    return loop.history, loop.finish()
