@@ -1,0 +1,573 @@
+"""`dfkd report PATH...`: every run below some run or sweep directories -> one table.
+
+It reads every `metrics.csv` below the given paths (single runs, sweeps, population members,
+partial or failed sweeps alike) into one pandas table of runs, and summarises the distillation
+runs per cell (dataset x student_hidden x arm x selection, plus any `--by` columns):
+
+- n, and mean +/- sd (ddof 1) of student_rmse over the seeds of the cell;
+- the ratio to the teacher: the mean over seeds of student_rmse / teacher_rmse;
+- paired wins against a baseline arm (`--baseline`, default random_sampling): over the seeds
+  that both the cell and the baseline's cell (same dataset, student, selection) have, how often
+  the arm's RMSE is lower, with a two-sided paired test: Wilcoxon signed-rank when scipy is
+  installed, else an exact sign test (ties dropped);
+- with `--reference FILE` (the authors' per-seed results), the published mean, sd and n per cell
+  and our mean minus theirs.
+
+Failed runs (status other than ok) and jobs that left no metrics.csv (still running, killed)
+are counted per cell and listed by run directory; they never enter the means. When the same
+cell and seed were run more than once, the newest metrics.csv counts and the rest are listed.
+
+It writes report.csv (the summary, numbers only), report.md, report.tex and runs.csv (every
+row gathered, with its run directory) into `--out` (default: the first PATH), and prints the
+Markdown. The end-of-sweep callback (dfkd_cli.callbacks) writes the same files into each sweep
+directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from dfkd_cli.errors import UserError
+from dfkd_cli.files import atomic_path, write_csv
+from dfkd_cli.tables import HISTORY, METRICS
+
+log = logging.getLogger(__name__)
+
+KEYS = ["dataset", "student_hidden", "arm", "selection"]
+BASELINE = "random_sampling"
+OK_STATUSES = ("ok", "exists")  # exists: train-teacher kept a teacher already in the store
+MISSING = "missing"  # a job directory with a config but no metrics.csv below it
+WRITES_METRICS = ("distill", "train-teacher")  # commands whose jobs end with a metrics.csv
+# The reference file's arm columns and the arm labels of configs/arm/*.yaml, in the paper's order.
+REFERENCE_ARMS = {
+    "random_gaussian": "random_sampling",
+    "generator_alpha_decreasing": "generator",
+    "direct_alpha_decreasing": "bounded",
+    "generator_alpha_1": "generator_alpha1",
+    "direct_alpha_1": "bounded_alpha1",
+}
+ARM_ORDER = list(REFERENCE_ARMS.values())
+SELECTION_ORDER = ["val", "last"]
+OUTPUTS = ("report.csv", "report.md", "report.tex", "runs.csv")
+
+
+# ---------------------------------------------------------------------------------------------
+# gathering
+
+
+def _job_config(run_dir: Path):
+    """The composed config Hydra saved for the job that wrote `run_dir` (a population member's
+    directory is seed<N>/ below the job's), or None."""
+    for folder in (run_dir, run_dir.parent):
+        path = folder / ".hydra" / "config.yaml"
+        if path.is_file():
+            try:
+                return OmegaConf.load(path), folder
+            except Exception:  # noqa: BLE001 - a damaged file only loses the extra columns
+                return None, folder
+    return None, None
+
+
+def _overrides(job_dir: Path | None) -> str:
+    path = None if job_dir is None else job_dir / ".hydra" / "overrides.yaml"
+    if path is None or not path.is_file():
+        return ""
+    try:
+        return " ".join(str(o) for o in OmegaConf.load(path))
+    except Exception:  # noqa: BLE001
+        return ""
+
+
+def _cell_of(cfg) -> dict:
+    """dataset / student_hidden / arm / selection / seed(s) of a job from its saved config, for
+    rows that do not carry them (a failed job's row, a job that left no row)."""
+    if cfg is None:
+        return {}
+    from dfkd_cli.distill import arm_label  # the label the runs themselves write
+    from dfkd_cli.models import arch_name
+
+    out = {"command": cfg.get("command")}
+    try:
+        out["dataset"] = cfg.dataset.name
+        if cfg.get("command") == "distill":
+            out["arm"] = arm_label(cfg)
+            out["selection"] = cfg.selection
+            out["student_hidden"] = arch_name(list(cfg.student.hidden), cfg.student.activation)
+        out["teacher_hidden"] = arch_name(list(cfg.teacher.hidden), cfg.teacher.activation)
+        out["seed"] = cfg.seed
+        if cfg.get("seeds"):
+            out["seeds"] = ",".join(str(s) for s in cfg.seeds)
+    except Exception:  # noqa: BLE001 - an interpolation or key we cannot read: keep what we have
+        pass
+    return out
+
+
+def _fill(frame: pd.DataFrame, values: dict) -> pd.DataFrame:
+    for key, value in values.items():
+        if key == "seed" and "seed" in frame.columns and frame["seed"].notna().all():
+            continue
+        if key not in frame.columns:
+            frame[key] = value
+        else:
+            frame[key] = frame[key].where(frame[key].notna(), value)
+    return frame
+
+
+def _read_metrics(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+        if frame.empty:
+            raise ValueError("no rows")
+    except Exception as exc:  # noqa: BLE001 - a half-written or damaged file is a failed run
+        frame = pd.DataFrame([{"status": "unreadable", "error": f"{type(exc).__name__}: {exc}"}])
+    frame["run_dir"] = str(path.parent)
+    frame["mtime"] = path.stat().st_mtime
+    if "status" not in frame.columns or (frame["status"] != "ok").any():
+        cfg, job_dir = _job_config(path.parent)
+        frame = _fill(frame, _cell_of(cfg))
+        frame["overrides"] = _overrides(job_dir)
+    return frame
+
+
+def _job_dirs(root: Path) -> Iterable[Path]:
+    """Every Hydra job directory below root (one holding .hydra/config.yaml)."""
+    if (root / ".hydra" / "config.yaml").is_file():
+        yield root
+    for path in root.rglob("config.yaml"):
+        if path.parent.name == ".hydra" and path.parent.parent != root:
+            yield path.parent.parent
+
+
+def gather(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Every metrics.csv row below `paths`, plus a status=missing row for each job directory
+    that has none (a job still running, killed, or lost). Columns: the metrics' own, run_dir,
+    and for rows that are not ok the job's cell and overrides read from its .hydra/ folder."""
+    frames, seen, jobs_seen = [], set(), set()
+    for root in map(Path, paths):
+        if not root.exists():
+            raise UserError(f"{root} not found")
+        files = [root] if root.is_file() else sorted(root.rglob(METRICS))
+        for path in files:
+            if path.name != METRICS or path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            frames.append(_read_metrics(path))
+        if root.is_dir():
+            for job in _job_dirs(root):
+                if job.resolve() in jobs_seen:
+                    continue
+                jobs_seen.add(job.resolve())
+                if next(job.rglob(METRICS), None) is None:
+                    cfg, _ = _job_config(job)
+                    if cfg is None or cfg.get("command") not in WRITES_METRICS:
+                        continue  # e.g. a dfkd probe run: it writes probe.csv
+                    row = {"status": MISSING, "error": "no metrics.csv (still running, killed, "
+                           "or stopped before writing)", "run_dir": str(job),
+                           **_cell_of(cfg), "overrides": _overrides(job)}
+                    frames.append(pd.DataFrame([row]))
+    if not frames:
+        raise UserError(f"no {METRICS} below {', '.join(map(str, paths))}")
+    runs = pd.concat(frames, ignore_index=True, sort=False)
+    if "status" not in runs.columns:
+        runs["status"] = "ok"
+    runs["status"] = runs["status"].fillna("unknown")
+    if {"strategy", "alpha", "batch_size"} <= set(runs.columns):  # rows from before the arm column
+        derived = (runs["strategy"].astype(str) + "_" + runs["alpha"].astype(str) + "_m"
+                   + runs["batch_size"].astype("Int64").astype(str))
+        has_run = runs["strategy"].notna()
+        runs["arm"] = (runs["arm"] if "arm" in runs.columns else pd.Series(pd.NA, index=runs.index)
+                       ).where(lambda a: a.notna() | ~has_run, derived)
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# paired tests
+
+
+def sign_test(differences: Sequence[float]) -> float:
+    """Exact two-sided sign test of median(differences) = 0; zero differences are dropped.
+    p = min(1, 2 * P(X <= min(k, n - k))) for X ~ Binomial(n, 1/2)."""
+    signs = [d for d in differences if d != 0]
+    n = len(signs)
+    if n == 0:
+        return 1.0
+    k = sum(1 for d in signs if d > 0)
+    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired_test(differences: Sequence[float]) -> tuple[float, str]:
+    """(two-sided p-value, test name) for paired differences: Wilcoxon signed-rank when scipy is
+    installed, else the exact sign test."""
+    differences = [float(d) for d in differences]
+    if not differences:
+        return math.nan, ""
+    try:
+        from scipy.stats import wilcoxon
+    except ImportError:
+        return sign_test(differences), "sign"
+    if all(d == 0 for d in differences):
+        return 1.0, "wilcoxon"
+    return float(wilcoxon(differences).pvalue), "wilcoxon"
+
+
+# ---------------------------------------------------------------------------------------------
+# the summary
+
+
+def _newest_per_seed(ok: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per cell and seed: the newest; returns (kept, superseded)."""
+    if "mtime" in ok.columns:
+        ok = ok.sort_values("mtime", kind="stable")
+    dup = ok.duplicated(keys + ["seed"], keep="last")
+    return ok[~dup], ok[dup]
+
+
+def _order(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    arms = [baseline] + [a for a in ARM_ORDER if a != baseline]
+    rank = {a: i for i, a in enumerate(arms)}
+    sel = {s: i for i, s in enumerate(SELECTION_ORDER)}
+    return (table.assign(_arm=table["arm"].map(lambda a: (rank.get(a, len(rank)), str(a))),
+                         _sel=table["selection"].map(lambda s: (sel.get(s, len(sel)), str(s))))
+            .sort_values(["dataset", "student_hidden", "_sel", "_arm"], kind="stable")
+            .drop(columns=["_arm", "_sel"]).reset_index(drop=True))
+
+
+def read_reference(path: str | Path) -> pd.DataFrame:
+    """The authors' per-seed file -> per (dataset, student_hidden, arm): paper_mean, paper_sd,
+    paper_n, paper_teacher. Dataset names are matched case-insensitively (column _dataset_key);
+    student_hidden 25 -> mlp25-tanh."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--reference {path} not found")
+    ref = pd.read_csv(path)
+    needed = {"dataset", "student_hidden", "teacher", *REFERENCE_ARMS}
+    if not needed <= set(ref.columns):
+        raise UserError(f"--reference {path} lacks columns {sorted(needed - set(ref.columns))}")
+    ref["_dataset_key"] = ref["dataset"].str.lower()
+    ref["student_hidden"] = ref["student_hidden"].map(lambda h: f"mlp{int(h)}-tanh")
+    long = ref.melt(id_vars=["_dataset_key", "student_hidden", "teacher"],
+                    value_vars=list(REFERENCE_ARMS), var_name="column", value_name="rmse")
+    long["arm"] = long["column"].map(REFERENCE_ARMS)
+    cells = long.groupby(["_dataset_key", "student_hidden", "arm"])
+    return cells.agg(paper_mean=("rmse", "mean"), paper_sd=("rmse", "std"),
+                     paper_n=("rmse", "size"), paper_teacher=("teacher", "mean")).reset_index()
+
+
+def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = (),
+              reference: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The per-cell table of the distillation runs, and notes (superseded duplicates, missing
+    baseline). Failed and missing jobs count in n_failed; they never enter the statistics."""
+    keys = KEYS + [c for c in by if c not in KEYS]
+    notes: list[str] = []
+    distill = runs[runs.get("command", pd.Series("distill", index=runs.index))
+                   .fillna("distill") == "distill"]
+    for key in keys:
+        if key not in distill.columns:
+            distill = distill.assign(**{key: pd.NA})
+    ok = distill[distill["status"] == "ok"]
+    bad = distill[distill["status"] != "ok"]
+    ok, superseded = _newest_per_seed(ok, keys)
+    for _, row in superseded.iterrows():
+        notes.append(f"superseded (a newer run of the same cell and seed counts): {row.run_dir}")
+
+    columns = keys + ["n", "n_failed", "rmse_mean", "rmse_sd", "teacher_rmse_mean", "ratio_mean",
+                      "baseline", "n_pairs", "wins", "losses", "p_value", "test", "seeds"]
+    cells: dict[tuple, dict] = {}
+    members: dict[tuple, pd.DataFrame] = {}
+    for cell, group in ok.groupby(keys, dropna=False, sort=False):
+        members[cell] = group
+        ratio = group["student_rmse"] / group["teacher_rmse"]
+        cells[cell] = {"n": len(group), "rmse_mean": group["student_rmse"].mean(),
+                       "rmse_sd": group["student_rmse"].std(ddof=1),
+                       "teacher_rmse_mean": group["teacher_rmse"].mean(),
+                       "ratio_mean": ratio.mean(),
+                       "seeds": " ".join(str(int(s)) for s in sorted(group["seed"]))}
+    for cell, group in bad.groupby(keys, dropna=False, sort=False):
+        cells.setdefault(cell, {"n": 0})["n_failed"] = len(group)
+
+    base = ok[ok["arm"] == baseline]
+    if len(ok) and base.empty:
+        notes.append(f"baseline arm {baseline!r} is not among these runs: no paired comparison "
+                     f"(--baseline picks another; arms here: {sorted(ok['arm'].astype(str).unique())})")
+    pair_keys = [k for k in keys if k != "arm"]
+    base_by = {tuple(c) if isinstance(c, tuple) else (c,): g.set_index("seed")["student_rmse"]
+               for c, g in base.groupby(pair_keys, dropna=False, sort=False)}
+    rows = []
+    for cell, stats in cells.items():
+        row = dict(zip(keys, cell)) | {"n_failed": 0} | stats
+        if not base.empty and row["arm"] != baseline and row["n"]:
+            ref = base_by.get(tuple(row[k] for k in pair_keys))
+            if ref is not None:
+                mine = members[cell].set_index("seed")["student_rmse"]
+                common = mine.index.intersection(ref.index)
+                diff = (mine[common] - ref[common]).tolist()
+                p, test = paired_test(diff)
+                row |= {"baseline": baseline, "n_pairs": len(common),
+                        "wins": sum(d < 0 for d in diff), "losses": sum(d > 0 for d in diff),
+                        "p_value": p, "test": test}
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=columns)
+    if table.empty:
+        return table, notes
+    table = _order(table, baseline)
+    if reference is not None:
+        table["_dataset_key"] = table["dataset"].astype(str).str.lower()
+        table = table.merge(reference, how="left", on=["_dataset_key", "student_hidden", "arm"])
+        table = table.drop(columns="_dataset_key")
+        table["paper_diff"] = table["rmse_mean"] - table["paper_mean"]
+        table["within_2sd"] = (table["paper_diff"].abs() <= 2 * table["paper_sd"]).where(
+            table["paper_mean"].notna() & table["rmse_mean"].notna())
+    return table, notes
+
+
+def failures(runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows that did not end ok: failed jobs, unreadable files, jobs without metrics."""
+    bad = runs[~runs["status"].isin(OK_STATUSES)]
+    cols = [c for c in ("run_dir", "command", "dataset", "student_hidden", "arm", "selection",
+                        "seed", "seeds", "status", "error", "overrides") if c in bad.columns]
+    return bad[cols].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+
+
+def _num(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _p(value) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+
+
+def display(table: pd.DataFrame, pm: str = "±") -> pd.DataFrame:
+    """The summary as strings, as read in the Markdown and LaTeX tables."""
+    out = pd.DataFrame()
+    for key in KEYS + _by_columns(table):
+        out[key] = table[key].map(_num)
+    out["n"] = table["n"].map(str)
+    out["failed"] = table["n_failed"].map(lambda v: str(int(v)) if v else "")
+    out["RMSE mean"] = [f"{_num(m)} {pm} {_num(s)}" if n > 1 else _num(m)
+                        for m, s, n in zip(table["rmse_mean"], table["rmse_sd"], table["n"])]
+    out["teacher"] = table["teacher_rmse_mean"].map(_num)
+    out["ratio"] = table["ratio_mean"].map(lambda v: _num(v, 3))
+    wins = []
+    for _, r in table.iterrows():
+        if pd.isna(r["n_pairs"]) or r["baseline"] is None or pd.isna(r["baseline"]):
+            wins.append("")
+        else:
+            wins.append(f"{int(r['wins'])}/{int(r['n_pairs'])} (p={_p(r['p_value'])}, {r['test']})")
+    out["wins vs baseline"] = wins
+    if "paper_mean" in table.columns:
+        out["paper"] = [f"{_num(m)} {pm} {_num(s)}" if pd.notna(m) else ""
+                        for m, s in zip(table["paper_mean"], table["paper_sd"])]
+        out["diff"] = table["paper_diff"].map(lambda v: "" if pd.isna(v) else f"{v:+.4f}")
+        out["within 2 sd"] = table["within_2sd"].map(
+            lambda v: "" if v is None or pd.isna(v) else ("yes" if v else "no"))
+    return out
+
+
+def _by_columns(table: pd.DataFrame) -> list[str]:
+    known = {"n", "n_failed", "rmse_mean", "rmse_sd", "teacher_rmse_mean", "ratio_mean",
+             "baseline", "n_pairs", "wins", "losses", "p_value", "test", "seeds", "paper_mean",
+             "paper_sd", "paper_n", "paper_teacher", "paper_diff", "within_2sd"}
+    return [c for c in table.columns if c not in known and c not in KEYS]
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "(none)\n"
+    cells = frame.astype(str).map(lambda s: s.replace("|", "\\|").replace("\n", " "))
+    lines = ["| " + " | ".join(frame.columns) + " |",
+             "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+        "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
+        "±": r"$\pm$"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in text)
+
+
+def latex_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "% no distillation runs\n"
+    head = " & ".join(_tex(str(c)) for c in frame.columns) + r" \\"
+    body = [" & ".join(_tex(str(v)) for v in row) + r" \\"
+            for row in frame.astype(str).itertuples(index=False)]
+    return "\n".join([r"\begin{tabular}{" + "l" * len(frame.columns) + "}", r"\toprule", head,
+                      r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def render_markdown(table: pd.DataFrame, fails: pd.DataFrame, notes: list[str],
+                    baseline: str, n_runs: int, sources: Sequence[str]) -> str:
+    parts = [f"# dfkd report\n\nRuns gathered: {n_runs} from {', '.join(map(str, sources))}. "
+             "student_rmse on the real test rows (standardised target); mean ± sd (ddof 1) over "
+             f"seeds; ratio = mean of student/teacher RMSE; wins = seeds where the arm's RMSE is "
+             f"below the baseline arm `{baseline}`'s on the same seed (two-sided paired test).\n"]
+    if "paper_mean" in table.columns:
+        parts.append("paper = the published per-seed values' mean ± sd (the paper selected by "
+                     "validation, as selection=val); diff = ours - paper.\n")
+    parts.append("## Summary\n\n" + markdown_table(display(table)))
+    parts.append(f"\n## Failed or incomplete runs ({len(fails)})\n\n" + markdown_table(fails))
+    if notes:
+        parts.append("\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes))
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# plots (optional: matplotlib)
+
+
+def plot(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path]:
+    """RMSE per arm with error bars (one figure per dataset, a panel per student) and learning
+    curves from history.csv (one figure per dataset and student)."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("--plots needs matplotlib: pip install 'dfkd-cli[plots]' "
+                        "(or pip install matplotlib)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = out / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    done = table[table["n"] > 0]
+    for dataset, by_dataset in done.groupby("dataset", sort=False):
+        students = list(dict.fromkeys(by_dataset["student_hidden"]))
+        fig, axes = plt.subplots(1, len(students), figsize=(5 * len(students), 4), squeeze=False)
+        for ax, student in zip(axes[0], students):
+            cells = by_dataset[by_dataset["student_hidden"] == student]
+            arms = list(dict.fromkeys(cells["arm"]))
+            selections = list(dict.fromkeys(cells["selection"]))
+            for j, selection in enumerate(selections):
+                sub = cells[cells["selection"] == selection].set_index("arm").reindex(arms)
+                xs = [i + (j - (len(selections) - 1) / 2) * 0.2 for i in range(len(arms))]
+                ax.errorbar(xs, sub["rmse_mean"], yerr=sub["rmse_sd"].fillna(0), fmt="o",
+                            capsize=3, label=f"selection={selection}")
+            teacher = cells["teacher_rmse_mean"].mean()
+            ax.axhline(teacher, color="grey", linestyle=":", label="teacher")
+            ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
+            ax.set_title(f"{dataset}, student {student}")
+            ax.set_ylabel("test RMSE (standardised)")
+            ax.legend(fontsize="small")
+        fig.tight_layout()
+        path = folder / f"rmse_{dataset}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+
+    ok = runs[(runs["status"] == "ok") & (runs.get("command") == "distill")]
+    for (dataset, student), group in ok.groupby(["dataset", "student_hidden"], sort=False):
+        curves = []
+        for _, row in group.iterrows():
+            path = Path(row["run_dir"]) / HISTORY
+            if path.is_file():
+                hist = pd.read_csv(path)
+                hist["arm"], hist["selection"] = row["arm"], row["selection"]
+                curves.append(hist)
+        if not curves:
+            continue
+        hist = pd.concat(curves, ignore_index=True)
+        panels = [c for c in ("loss", "val_rmse") if c in hist.columns]
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+        for ax, column in zip(axes[0], panels):
+            # selection only picks which weights are kept: the curves are per arm
+            for arm, h in hist.groupby("arm", sort=False):
+                mean = h.groupby("epoch")[column].mean()
+                if mean.notna().any():
+                    ax.plot(mean.index, mean.values, label=str(arm))
+            ax.set_yscale("log")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"{column} (mean over seeds)")
+            ax.set_title(f"{dataset}, student {student}: {column}")
+            ax.legend(fontsize="x-small")
+        fig.tight_layout()
+        path = folder / f"curves_{dataset}_{student}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def write_report(paths: Sequence[str | Path], out: str | Path | None = None,
+                 baseline: str = BASELINE, reference: str | Path | None = None,
+                 by: Sequence[str] = (), plots: bool = False) -> dict:
+    """Gather, summarise and write report.csv / .md / .tex and runs.csv into `out` (default: the
+    first path). Returns the pieces (runs, table, failures, notes, markdown, written paths)."""
+    ref = read_reference(reference) if reference else None  # a bad file fails before any work
+    runs = gather(paths)
+    table, notes = summarize(runs, baseline, by, ref)
+    fails = failures(runs)
+    out = Path(out) if out is not None else Path(paths[0])
+    if out.is_file():
+        out = out.parent
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(table, fails, notes, baseline, len(runs), paths)
+    write_csv(table, out / "report.csv")
+    write_csv(runs.drop(columns=["mtime"], errors="ignore").convert_dtypes(), out / "runs.csv")
+    for name, text in (("report.md", markdown), ("report.tex", latex_table(display(table)))):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(text)
+    written = [out / name for name in OUTPUTS]
+    if plots:
+        written += plot(runs, table, out)
+    return {"runs": runs, "table": table, "failures": fails, "notes": notes,
+            "markdown": markdown, "written": written}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="dfkd report",
+        description="Gather every metrics.csv below run or sweep directories into one table: "
+                    "per dataset x student x arm x selection, mean +/- sd of the student's test "
+                    "RMSE over seeds, the ratio to the teacher, and paired wins against a "
+                    "baseline arm. Failed and unfinished jobs are listed.")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="run or sweep directories")
+    parser.add_argument("--baseline", default=BASELINE,
+                        help=f"the arm the others are paired against (default: {BASELINE})")
+    parser.add_argument("--reference", metavar="FILE",
+                        help="the authors' per-seed CSV (dataset, student_hidden, seed, teacher, "
+                             "random_gaussian, ...): adds the published mean per cell")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where report.csv/.md/.tex and runs.csv go (default: the first PATH)")
+    parser.add_argument("--by", nargs="*", default=[], metavar="COLUMN",
+                        help="more metrics columns that split cells (e.g. epochs batch_size)")
+    parser.add_argument("--plots", action="store_true",
+                        help="also draw plots/ (needs matplotlib: the [plots] extra)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the file names")
+    args = parser.parse_args(argv)
+    try:
+        result = write_report(args.paths, args.out, args.baseline, args.reference, args.by,
+                              args.plots)
+    except UserError as exc:
+        print(f"dfkd report: error: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(result["markdown"])
+    print("wrote " + ", ".join(str(p) for p in result["written"]))
+    return 0

@@ -1,0 +1,273 @@
+"""`dfkd report`: gathering runs, the per-cell statistics (checked against numbers worked out by
+hand), the paired tests, the reference columns, failed and unfinished jobs, the paper presets."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from conftest import QUICK_DISTILL, REPO, dfkd, make_config
+from dfkd_cli import report
+from dfkd_cli.config import register_configs
+from dfkd_cli.errors import UserError
+
+
+def write_run(run_dir: Path, **values) -> Path:
+    """A metrics.csv as `dfkd distill` writes it, with the columns the report reads."""
+    row = {"command": "distill", "dataset": "cpusmall", "student_hidden": "mlp25-tanh",
+           "selection": "val", "status": "ok"} | values
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([row]).to_csv(run_dir / "metrics.csv", index=False)
+    return run_dir
+
+
+# student_rmse and teacher_rmse per seed of two cells (cpusmall, mlp25-tanh, selection=val)
+BASE = {1: (0.30, 0.20), 2: (0.40, 0.20), 3: (0.50, 0.25)}     # random_sampling
+BOUNDED = {1: (0.20, 0.20), 2: (0.30, 0.20), 3: (0.70, 0.25)}  # bounded
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    root = tmp_path / "sweep"
+    job = 0
+    for arm, cell in (("random_sampling", BASE), ("bounded", BOUNDED)):
+        for seed, (student, teacher) in cell.items():
+            write_run(root / str(job), arm=arm, seed=seed, student_rmse=student,
+                      teacher_rmse=teacher)
+            job += 1
+    return root
+
+
+def cell(table: pd.DataFrame, arm: str, selection: str = "val") -> pd.Series:
+    rows = table[(table.arm == arm) & (table.selection == selection)]
+    assert len(rows) == 1, table
+    return rows.iloc[0]
+
+
+def test_two_cells_match_the_hand_computation(sweep):
+    table, _ = report.summarize(report.gather([sweep]))
+    base = cell(table, "random_sampling")
+    # mean (0.3 + 0.4 + 0.5) / 3 = 0.4; sd sqrt((0.01 + 0 + 0.01) / 2) = 0.1
+    # ratio (0.3/0.2 + 0.4/0.2 + 0.5/0.25) / 3 = (1.5 + 2 + 2) / 3 = 11/6
+    assert (base.n, base.n_failed) == (3, 0)
+    assert base.rmse_mean == pytest.approx(0.4)
+    assert base.rmse_sd == pytest.approx(0.1)
+    assert base.ratio_mean == pytest.approx(11 / 6)
+    assert base.teacher_rmse_mean == pytest.approx(0.65 / 3)
+    assert pd.isna(base.n_pairs)  # the baseline is not paired with itself
+    bounded = cell(table, "bounded")
+    # mean (0.2 + 0.3 + 0.7) / 3 = 0.4; sd sqrt((0.04 + 0.01 + 0.09) / 2) = sqrt(0.07)
+    # ratio (1 + 1.5 + 2.8) / 3 = 5.3 / 3
+    # vs random_sampling per seed: -0.1, -0.1, +0.2 -> 2 wins, 1 loss; both paired tests give
+    # p = 1 (sign test: 2 * P(X <= 1 | n=3) = 2 * 4/8, capped; Wilcoxon: W+ = W- = 3)
+    assert bounded.n == 3
+    assert bounded.rmse_mean == pytest.approx(0.4)
+    assert bounded.rmse_sd == pytest.approx(math.sqrt(0.07))
+    assert bounded.ratio_mean == pytest.approx(5.3 / 3)
+    assert (bounded.n_pairs, bounded.wins, bounded.losses) == (3, 2, 1)
+    assert bounded.p_value == pytest.approx(1.0)
+    assert bounded.seeds == "1 2 3"
+
+
+def test_files_written_and_printed(sweep, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert report.main([str(sweep), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "0.4000 ± 0.1000" in printed and "0.4000 ± 0.2646" in printed
+    assert "2/3 (p=1.000" in printed
+    for name in report.OUTPUTS:
+        assert (out / name).is_file(), name
+    assert len(pd.read_csv(out / "runs.csv")) == 6
+    saved = pd.read_csv(out / "report.csv")
+    assert sorted(saved.arm) == ["bounded", "random_sampling"]
+    tex = (out / "report.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"random\_sampling" in tex and r"$\pm$" in tex
+    assert report.main([str(sweep), "-q"]) == 0  # default --out: the first PATH
+    assert (sweep / "report.md").is_file()
+
+
+def test_reference_adds_the_published_mean(sweep, tmp_path):
+    ref = tmp_path / "ref.csv"
+    columns = ["dataset", "student_hidden", "seed", "teacher", *report.REFERENCE_ARMS]
+    rows = [["CPUSmall", 25, 0, 0.17, 0.38, 0.9, 0.30, 0.9, 0.9],
+            ["CPUSmall", 25, 1, 0.19, 0.42, 0.9, 0.40, 0.9, 0.9],
+            ["CPUSmall", 50, 0, 0.17, 9.0, 9.0, 9.0, 9.0, 9.0]]
+    pd.DataFrame(rows, columns=columns).to_csv(ref, index=False)
+    table = report.write_report([sweep], tmp_path / "out", reference=ref)["table"]
+    bounded = cell(table, "bounded")  # direct_alpha_decreasing: 0.30, 0.40
+    assert bounded.paper_mean == pytest.approx(0.35) and bounded.paper_n == 2
+    assert bounded.paper_sd == pytest.approx(math.sqrt(0.005))
+    assert bounded.paper_diff == pytest.approx(0.05) and bool(bounded.within_2sd)
+    base = cell(table, "random_sampling")  # random_gaussian: 0.38, 0.42
+    assert base.paper_mean == pytest.approx(0.40) and base.paper_teacher == pytest.approx(0.18)
+    assert base.paper_diff == pytest.approx(0.0)
+    assert "paper" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_the_real_reference_file_maps_onto_our_labels():
+    path = REPO.parent / "shared" / "reference" / "paper_results_per_seed.csv"
+    if not path.is_file():
+        pytest.skip("needs ../shared/reference")
+    ref = report.read_reference(path)
+    assert set(ref.arm) == set(report.REFERENCE_ARMS.values())
+    assert {"compactiv", "cpusmall", "pole", "puma32h", "mv"} <= set(ref._dataset_key)
+    assert set(ref.student_hidden) == {"mlp25-tanh", "mlp50-tanh"}
+
+
+def test_failed_missing_and_superseded_runs_are_listed(sweep):
+    # a failed job of the bounded cell (the row `dfkd distill` writes in a multirun), its cell
+    # read from the job's saved config
+    failed = write_run(sweep / "6", status="failed", seed=4, error="RuntimeError: boom")
+    (failed / "metrics.csv").write_text("command,dataset,seed,status,error\n"
+                                        "distill,cpusmall,4,failed,RuntimeError: boom\n")
+    cfg = make_config("distill", ["arm=bounded", "selection=val", "student=mlp25",
+                                  "dataset=cpusmall", "seed=4"])
+    (failed / ".hydra").mkdir()
+    OmegaConf.save(cfg, failed / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(["arm=bounded", "seed=4"]), failed / ".hydra" / "overrides.yaml")
+    # a job that started and left no metrics (killed), and a rerun of seed 1 that supersedes
+    (sweep / "7" / ".hydra").mkdir(parents=True)
+    OmegaConf.save(make_config("distill", ["arm=random_sampling", "dataset=cpusmall",
+                                           "student=mlp25", "selection=val", "seed=5"]),
+                   sweep / "7" / ".hydra" / "config.yaml")
+    older = sweep / "0" / "metrics.csv"
+    rerun = write_run(sweep / "8", arm="random_sampling", seed=1, student_rmse=0.30,
+                      teacher_rmse=0.20)
+    rerun_time = older.stat().st_mtime + 10
+    os.utime(rerun / "metrics.csv", (rerun_time, rerun_time))
+
+    result = report.write_report([sweep])
+    table, fails = result["table"], result["failures"]
+    assert cell(table, "bounded").n_failed == 1 and cell(table, "bounded").n == 3
+    assert cell(table, "random_sampling").n_failed == 1  # the killed job
+    assert cell(table, "random_sampling").n == 3  # seed 1 counted once
+    assert set(fails.status) == {"failed", "missing"}
+    row = fails[fails.status == "failed"].iloc[0]
+    assert (row.arm, row.selection, row.student_hidden) == ("bounded", "val", "mlp25-tanh")
+    assert row.run_dir == str(failed) and "boom" in row.error and "seed=4" in row.overrides
+    assert fails[fails.status == "missing"].iloc[0].run_dir == str(sweep / "7")
+    assert any("superseded" in n and str(sweep / "0") in n for n in result["notes"])
+    assert "Failed or incomplete runs (2)" in result["markdown"]
+
+
+def test_population_members_are_gathered(tmp_path):
+    job = tmp_path / "sweep" / "0"
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(make_config("distill", ["seeds=[1,2]"]), job / ".hydra" / "config.yaml")
+    for seed in (1, 2):
+        write_run(job / f"seed{seed}", arm="bounded", seed=seed, student_rmse=0.1 * seed,
+                  teacher_rmse=0.1)
+    result = report.write_report([tmp_path / "sweep"])
+    assert result["failures"].empty  # metrics below the job dir: not a missing job
+    assert cell(result["table"], "bounded").n == 2
+
+
+def test_sign_test_exact_values():
+    assert report.sign_test([1.0] * 10) == pytest.approx(2 / 1024)
+    assert report.sign_test([1, 1, 1, 1, -1]) == pytest.approx(2 * 6 / 32)
+    assert report.sign_test([1, -1, 0, 0]) == 1.0  # ties dropped
+    assert report.sign_test([0, 0]) == 1.0
+
+
+def test_paired_test_without_scipy_is_the_sign_test(monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)
+    assert report.paired_test([-1.0] * 6) == (pytest.approx(2 / 64), "sign")
+
+
+def test_paired_test_is_wilcoxon_with_scipy():
+    pytest.importorskip("scipy")
+    p, test = report.paired_test([-1.0, -2.0, -3.0, -4.0, -5.0, -6.5])
+    assert test == "wilcoxon" and p == pytest.approx(2 / 64)  # exact: all ranks one side
+    assert report.paired_test([0.0, 0.0]) == (1.0, "wilcoxon")
+
+
+def test_plots(sweep, tmp_path):
+    pytest.importorskip("matplotlib")
+    for run_dir in sorted(sweep.iterdir()):
+        pd.DataFrame({"epoch": [1, 3], "loss": [0.5, 0.2], "val_rmse": [0.6, 0.4]}).to_csv(
+            run_dir / "history.csv", index=False)
+    written = report.write_report([sweep], tmp_path / "out", plots=True)["written"]
+    names = {p.name for p in written}
+    assert {"rmse_cpusmall.png", "curves_cpusmall_mlp25-tanh.png"} <= names
+    assert all(p.stat().st_size > 1000 for p in written if p.suffix == ".png")
+
+
+def test_plots_without_matplotlib_is_a_clear_error(sweep, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert report.main([str(sweep), "--plots", "-q"]) == 2
+    assert "--plots needs matplotlib: pip install 'dfkd-cli[plots]'" in capsys.readouterr().err
+
+
+def test_nothing_to_report_is_an_error(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    assert "no metrics.csv below" in capsys.readouterr().err
+    assert report.main([str(tmp_path / "nope")]) == 2
+
+
+def test_report_on_a_real_sweep_with_a_failed_job(workdir, tmp_path):
+    """seed 99 has no teacher in the store: those jobs fail, the sweep goes on, and both the
+    sweep-end summary and `dfkd report` list them as failed."""
+    sweep = tmp_path / "sweep"
+    dfkd("distill", "-m", "arm=random_sampling,bounded", "seed=1,99", *QUICK_DISTILL,
+         f"hydra.sweep.dir={sweep}", cwd=workdir)
+    # the end-of-sweep callback already wrote the summary and every job's row
+    runs = pd.read_csv(sweep / "runs.csv")
+    assert sorted(runs.status) == ["failed", "failed", "ok", "ok"]
+    out = dfkd("report", str(sweep), "--out", str(tmp_path / "out"), cwd=workdir).stdout
+    assert "Failed or incomplete runs (2)" in out and "no teacher checkpoint" in out
+    fails = report.failures(report.gather([sweep]))
+    # jobs: 0 random_sampling seed 1, 1 random_sampling seed 99, 2 bounded seed 1, 3 bounded 99
+    assert sorted(Path(d).name for d in fails.run_dir) == ["1", "3"]
+    table = pd.read_csv(tmp_path / "out" / "report.csv")
+    assert list(table.n) == [1, 1] and list(table.n_failed) == [1, 1]
+    # the bounded cell recomputed from its job's own metrics.csv
+    job = pd.read_csv(sweep / "2" / "metrics.csv").iloc[0]
+    base = pd.read_csv(sweep / "0" / "metrics.csv").iloc[0]
+    bounded = table[table.arm == "bounded"].iloc[0]
+    assert bounded.rmse_mean == pytest.approx(job.student_rmse)
+    assert bounded.ratio_mean == pytest.approx(job.student_rmse / job.teacher_rmse)
+    assert bounded.wins == int(job.student_rmse < base.student_rmse) and bounded.n_pairs == 1
+
+
+def test_help_lists_the_report_command(tmp_path):
+    assert "report" in dfkd("--help", cwd=tmp_path).stdout
+    assert "--baseline" in dfkd("report", "--help", cwd=tmp_path).stdout
+
+
+# --- the paper's presets ---------------------------------------------------------------------
+
+def sweep_params(experiment: str) -> dict:
+    register_configs()
+    with initialize_config_module(config_module="dfkd_cli.configs", version_base="1.3"):
+        cfg = compose(config_name="distill", overrides=[f"experiment={experiment}"],
+                      return_hydra_config=True)
+    return cfg, {k: v.split(",") for k, v in cfg.hydra.sweeper.params.items()}
+
+
+def test_paper_preset_is_the_papers_protocol():
+    cfg, params = sweep_params("paper")
+    assert list(cfg.seeds) == list(range(1, 11))
+    assert params == {"dataset": ["compactiv", "cpusmall", "pole", "puma32h", "mv"],
+                      "student": ["mlp25", "mlp50"],
+                      "arm": ["random_sampling", "generator", "bounded", "generator_alpha1",
+                              "bounded_alpha1"],
+                      "selection": ["val", "last"]}
+    assert params["arm"] == list(report.REFERENCE_ARMS.values())
+    for group in ("dataset", "student", "arm"):  # every swept option exists
+        for option in params[group]:
+            assert (REPO / "configs" / group / f"{option}.yaml").is_file(), (group, option)
+    assert (cfg.epochs, cfg.steps_per_epoch) == (2000, 10)
+
+
+def test_paper_quick_preset():
+    cfg, params = sweep_params("paper_quick")
+    assert list(cfg.seeds) == [1, 2, 3] and params["dataset"] == ["cpusmall"]
+    assert len(params["arm"]) == 5 and params["selection"] == ["val", "last"]
