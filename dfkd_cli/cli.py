@@ -11,21 +11,26 @@ from typing import Callable
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from dfkd_cli import __version__, distill, teacher
+from dfkd_cli import __version__, distill, probe, report, runtime, teacher
 from dfkd_cli.config import register_configs, validate
 from dfkd_cli.errors import UserError
 from dfkd_cli.tables import write_metrics
 
 log = logging.getLogger("dfkd")
 
-# command -> (primary config name, what it runs, one-line help)
-COMMANDS: dict[str, tuple[str, Callable, str]] = {
+# command -> (primary config name, what it runs, one-line help); a command without a config
+# (report) is plain argparse and never reaches Hydra.
+COMMANDS: dict[str, tuple[str | None, Callable, str]] = {
     "train-teacher": ("train_teacher", teacher.run,
                       "train a teacher on a dataset into the teacher store"),
     "distill": ("distill", distill.run,
                 "distil a teacher into a small student with a synthetic-data strategy"),
+    "probe": ("probe", probe.run,
+              "compare the strategies' inputs: quantiles of (T - S)^2 and ||x|| side by side"),
+    "report": (None, report.main,
+               "gather runs' metrics.csv into one table (mean +/- sd, wins vs a baseline)"),
 }
 
 USAGE = f"""usage: dfkd <command> [hydra overrides...] [--cfg job] [-m] [--help]
@@ -39,8 +44,22 @@ examples:
   dfkd train-teacher dataset=cpusmall seed=1 data_dir=path/to/datasets
   dfkd distill dataset=cpusmall seed=1 strategy=bounded
   dfkd distill -m strategy=random,bounded seed=1,2,3
+  dfkd probe dataset=cpusmall seed=1 data_dir=path/to/datasets
+  dfkd report outputs/distill-multirun/2024-01-01/12-00-00-000000
   dfkd distill --help          config groups and options of a command
+  dfkd report --help           the report's options
 """
+
+
+def register_resolvers() -> None:
+    """Resolvers dfkd's configs may use. `mod` pins jobs to GPUs round-robin in a parallel sweep:
+    'device="cuda:${mod:${hydra:job.num},4}"' (job k on GPU k % 4). Registered in the launching
+    process and again in each job (a joblib or submitit worker is a fresh process)."""
+    if not OmegaConf.has_resolver("mod"):
+        OmegaConf.register_new_resolver("mod", lambda a, b: int(a) % int(b))
+
+
+_composed = False  # set when a job starts: Hydra composed its config
 
 
 def _is_multirun() -> bool:
@@ -52,9 +71,13 @@ def _task(run: Callable) -> Callable[[DictConfig], object]:
     failing job records its status and error in its own metrics row and the sweep goes on."""
 
     def task(cfg: DictConfig) -> object:
+        global _composed
+        _composed = True
+        register_resolvers()
         run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
             validate(cfg)
+            runtime.set_threads(cfg.threads)
             return run(cfg, run_dir)
         except Exception as exc:
             if not _is_multirun():
@@ -85,7 +108,17 @@ def main(argv: list[str] | None = None) -> None:
               f"{', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
     config_name, run, _ = COMMANDS[command]
+    if config_name is None:
+        sys.exit(run(rest))
     register_configs()
+    register_resolvers()
     sys.argv = [f"dfkd {command}", *rest]
-    hydra.main(version_base="1.3", config_path="pkg://dfkd_cli.configs",
-               config_name=config_name)(_task(run))()
+    try:
+        hydra.main(version_base="1.3", config_path="pkg://dfkd_cli.configs",
+                   config_name=config_name)(_task(run))()
+    except SystemExit as stop:
+        # Hydra reports a config it cannot compose (unknown option or key, wrong type) with
+        # exit code 1 before any job starts; dfkd's code for bad input is 2.
+        if stop.code == 1 and not _composed:
+            sys.exit(2)
+        raise

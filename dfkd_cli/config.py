@@ -9,7 +9,7 @@ composes the config, before any work. Range checks that a type cannot express li
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
@@ -19,6 +19,7 @@ from dfkd_cli.strategies import STRATEGIES
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
 SELECTIONS = ("last", "val")
+NONFINITE = ("stop", "skip")
 ALPHA_SCHEDULES = ("decreasing", "increasing", "constant")
 DATASET_SOURCES = ("builtin", "csv", "benchmark")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -33,6 +34,7 @@ class DatasetConfig:
     path: Optional[str] = None  # csv only
     target: Optional[str] = None  # target column; None = last column
     drop: List[str] = field(default_factory=list)
+    nonfinite: str = "error"  # rows with missing / infinite values: error | drop (counted in the log)
     n_rows: int = 8000  # builtin only
     noise: float = 1.0  # builtin only
     n_train: int = 5000
@@ -83,7 +85,9 @@ class RunConfig:
 
     command: str = MISSING
     seed: int = 1
+    seeds: Optional[List[int]] = None  # a population: K runs in one batched program
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = 1  # torch CPU threads; null = torch's default (every core)
     epochs: int = MISSING
     batch_size: int = MISSING
     data_dir: str = "data"
@@ -112,11 +116,25 @@ class DistillConfig(RunConfig):
     steps_per_epoch: int = 10  # n_s
     batch_size: int = 50  # m
     selection: str = "last"  # last (data-free) | val (the paper's best epoch on real validation rows)
-    seeds: Optional[List[int]] = None  # a population: K runs in one batched program
     label: Optional[str] = None  # the arm's name in tables (set by arm=...); None = derived
+    on_nonfinite: str = "stop"  # stop (status=diverged) | skip (roll back and carry on)
+    checkpoint_every: int = 100  # epochs between resumable checkpoints (0 = only on a signal)
+    resume: bool = False  # continue the run in this run directory from its checkpoint
     student: MLPConfig = MISSING
     strategy: Any = MISSING
     alpha: AlphaConfig = MISSING
+
+
+@dataclass
+class ProbeConfig(DistillConfig):
+    """`dfkd probe`: a student trained for `epochs` epochs of `strategy` (random), then every
+    strategy under `strategies` (label -> a strategy config) sampled against it."""
+
+    command: str = "probe"
+    epochs: int = 100  # the student's epochs before the probe
+    strategies: Dict[str, Any] = field(default_factory=dict)
+    samples: int = 2000  # inputs drawn per strategy, in batches of batch_size
+    quantiles: List[float] = field(default_factory=lambda: [0.1, 0.5, 0.9, 0.99])
 
 
 def register_configs() -> None:
@@ -124,6 +142,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_teacher_schema", node=TrainTeacherConfig)
     cs.store(name="distill_schema", node=DistillConfig)
+    cs.store(name="probe_schema", node=ProbeConfig)
     cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
     cs.store(group="schema/mlp", name="mlp", node=MLPConfig)
     cs.store(group="schema/teacher", name="teacher", node=TeacherConfig)
@@ -150,6 +169,8 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.epochs >= 1, "epochs", "an integer >= 1", cfg.epochs)
     _check(cfg.batch_size >= 1, "batch_size", "an integer >= 1", cfg.batch_size)
     _check(cfg.log_every >= 1, "log_every", "an integer >= 1", cfg.log_every)
+    _check(cfg.threads is None or cfg.threads >= 1, "threads", "null or an integer >= 1",
+           cfg.threads)
     _check(cfg.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {OPTIMIZERS}",
            cfg.optimizer.name)
     _check(cfg.optimizer.lr > 0, "optimizer.lr", "a number > 0", cfg.optimizer.lr)
@@ -157,6 +178,8 @@ def validate(cfg: DictConfig) -> None:
            cfg.optimizer.weight_decay)
     ds = cfg.dataset
     _check(ds.source in DATASET_SOURCES, "dataset.source", f"one of {DATASET_SOURCES}", ds.source)
+    _check(ds.nonfinite in ("error", "drop"), "dataset.nonfinite", "one of ('error', 'drop')",
+           ds.nonfinite)
     _check(ds.n_train >= 2, "dataset.n_train", "an integer >= 2", ds.n_train)
     _check(0 < ds.val_fraction < 1, "dataset.val_fraction", "a number in (0, 1)", ds.val_fraction)
     _check(cfg.teacher.format in ("dfkd", "torchscript"), "teacher.format",
@@ -167,12 +190,25 @@ def validate(cfg: DictConfig) -> None:
         _check(0 < cfg.lr_factor < 1, "lr_factor", "a number in (0, 1)", cfg.lr_factor)
         return
     _check(cfg.steps_per_epoch >= 1, "steps_per_epoch", "an integer >= 1", cfg.steps_per_epoch)
+    _check(cfg.on_nonfinite in NONFINITE, "on_nonfinite", f"one of {NONFINITE}", cfg.on_nonfinite)
+    _check(cfg.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0",
+           cfg.checkpoint_every)
     _check(cfg.selection in SELECTIONS, "selection", f"one of {SELECTIONS}", cfg.selection)
     _check_mlp("student", cfg.student)
     _check(cfg.alpha.schedule in ALPHA_SCHEDULES, "alpha.schedule", f"one of {ALPHA_SCHEDULES}",
            cfg.alpha.schedule)
     _check(0 <= cfg.alpha.value <= 1, "alpha.value", "a number in [0, 1]", cfg.alpha.value)
-    _check(cfg.strategy.name in STRATEGIES, "strategy.name", f"one of {tuple(STRATEGIES)}",
-           cfg.strategy.name)
-    for key, ok, valid in STRATEGIES[cfg.strategy.name].checks(cfg.strategy):
-        _check(ok, f"strategy.{key}", valid, cfg.strategy[key])
+    _check_strategy("strategy", cfg.strategy)
+    if cfg.command == "probe":
+        _check(cfg.samples >= 1, "samples", "an integer >= 1", cfg.samples)
+        _check(all(0 <= q <= 1 for q in cfg.quantiles), "quantiles", "numbers in [0, 1]",
+               list(cfg.quantiles))
+        for label, strategy in cfg.strategies.items():
+            _check_strategy(f"strategies.{label}", strategy)
+
+
+def _check_strategy(prefix: str, strategy: Any) -> None:
+    _check(strategy.name in STRATEGIES, f"{prefix}.name", f"one of {tuple(STRATEGIES)}",
+           strategy.name)
+    for key, ok, valid in STRATEGIES[strategy.name].checks(strategy):
+        _check(ok, f"{prefix}.{key}", valid, strategy[key])
