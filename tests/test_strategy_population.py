@@ -93,3 +93,11 @@ def test_resumed_run_continues_the_same_run(name, tmp_path):
             assert row == pytest.approx(expected, rel=1e-5, abs=1e-7)
     for p, q in zip(resumed.student.parameters(), straight.student.parameters()):
         torch.testing.assert_close(p, q)
+
+
+def test_prepare_diagnostics_join_the_first_history_row():
+    states, boxes = teachers()
+    history, _, _ = distil("impressions", [0, 1], states, boxes)
+    for rows in history:
+        assert {"impressions_fit", "impressions_kl"} <= set(rows[0])
+        assert not {"impressions_fit", "impressions_kl"} & set(rows[1])

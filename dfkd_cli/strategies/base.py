@@ -88,6 +88,18 @@ class Strategy:
         pass
 
 
+def network_checks(cfg: Any) -> list[tuple[str, bool, str]]:
+    """Range checks shared by the strategies that train a generator network of their own."""
+    return [("latent_dim", cfg.latent_dim >= 1, "an integer >= 1"),
+            ("hidden", len(cfg.hidden) >= 1 and all(h >= 1 for h in cfg.hidden),
+             "a non-empty list of sizes >= 1"),
+            ("steps", cfg.steps >= 0, "an integer >= 0"),
+            ("batch_size", cfg.batch_size >= 1, "an integer >= 1"),
+            ("lr", cfg.lr > 0, "a number > 0"),
+            ("weight_decay", cfg.weight_decay >= 0, "a number >= 0"),
+            ("rho", 0 <= cfg.rho < 1, "a number in [0, 1)")]
+
+
 @torch.no_grad()
 def batch_diagnostics(teacher: Net, student: Net, x: torch.Tensor, start: torch.Tensor | None,
                       box: Box | None) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ import torch
 from omegaconf import II
 
 from dfkd_cli import models
-from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
+from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig, network_checks
 from dfkd_cli.strategies.registry import register
 
 
@@ -47,16 +47,8 @@ class Generator(Strategy):
 
     @classmethod
     def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
-        return [("latent_dim", cfg.latent_dim >= 1, "an integer >= 1"),
-                ("hidden", len(cfg.hidden) >= 1 and all(h >= 1 for h in cfg.hidden),
-                 "a non-empty list of sizes >= 1"),
-                ("steps", cfg.steps >= 0, "an integer >= 0"),
-                ("batch_size", cfg.batch_size >= 1, "an integer >= 1"),
-                ("lr", cfg.lr > 0, "a number > 0"),
-                ("weight_decay", cfg.weight_decay >= 0, "a number >= 0"),
-                ("rho", 0 <= cfg.rho < 1, "a number in [0, 1)"),
-                ("beta", cfg.beta >= 0, "a number >= 0"),
-                ("gamma", cfg.gamma >= 0, "a number >= 0")]
+        return network_checks(cfg) + [("beta", cfg.beta >= 0, "a number >= 0"),
+                                      ("gamma", cfg.gamma >= 0, "a number >= 0")]
 
     def __init__(self, cfg, input_dim, box, rng):
         super().__init__(cfg, input_dim, box, rng)
