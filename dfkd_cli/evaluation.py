@@ -7,8 +7,10 @@ from torch import nn
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch: int = 65536) -> torch.Tensor:
-    return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)])
+def predict(model: nn.Module, x: torch.Tensor, rows: int = 8192) -> torch.Tensor:
+    """A population's predictions, x (K, n, d) -> (K, n, out), `rows` rows at a time so a large
+    test set never holds all of K x n x hidden activations at once."""
+    return torch.cat([model(x[:, i:i + rows]) for i in range(0, x.shape[1], rows)], dim=1)
 
 
 def rmse(pred: torch.Tensor, target: torch.Tensor) -> float:

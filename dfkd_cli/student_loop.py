@@ -89,7 +89,7 @@ class StudentLoop:
             checkpoint: Callable[[], None] | None = None) -> None:
         """Run epochs until the end, until every member has diverged, or until `should_stop()`
         (checked after every epoch). `checkpoint()` is called every `checkpoint_every` epochs."""
-        cfg, T, S = self.cfg, self.teacher.module, self.student
+        cfg, T = self.cfg, self.teacher.module
         if not self.prepared:
             self.prepared_stats = self.strategy.prepare(T)  # joins the first history row
             self.prepared = True

@@ -16,7 +16,6 @@ from omegaconf import OmegaConf
 from conftest import QUICK_DISTILL, REPO, dfkd, make_config
 from dfkd_cli import report
 from dfkd_cli.config import register_configs
-from dfkd_cli.errors import UserError
 
 
 def write_run(run_dir: Path, **values) -> Path:
