@@ -449,6 +449,12 @@ def plot(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def save(fig, path: Path) -> Path:
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -471,11 +477,7 @@ def plot(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path]:
             ax.set_title(f"{dataset}, student {student}")
             ax.set_ylabel("test RMSE (standardised)")
             ax.legend(fontsize="small")
-        fig.tight_layout()
-        path = folder / f"rmse_{dataset}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, folder / f"rmse_{dataset}.png"))
 
     ok = runs[(runs["status"] == "ok") & (runs.get("command") == "distill")]
     for (dataset, student), group in ok.groupby(["dataset", "student_hidden"], sort=False):
@@ -502,11 +504,7 @@ def plot(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path]:
             ax.set_ylabel(f"{column} (mean over seeds)")
             ax.set_title(f"{dataset}, student {student}: {column}")
             ax.legend(fontsize="x-small")
-        fig.tight_layout()
-        path = folder / f"curves_{dataset}_{student}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, folder / f"curves_{dataset}_{student}.png"))
     return written
 
 

@@ -34,23 +34,29 @@ def alpha_at(cfg, epoch: int, epochs: int) -> float:
     return float(cfg.value)
 
 
+def row_weights(n_g: int, n_p: int, alpha: float, device: torch.device) -> torch.Tensor:
+    """dL_S/d(T - S) per row of x = [x_g; x_p], over 2 (T - S): alpha / n_g for the x_g rows and
+    (1 - alpha) / n_p for the x_p rows, times 2; shape (1, n_g + n_p, 1). Constant in an epoch."""
+    return torch.cat([torch.full((n_g,), 2 * alpha / max(n_g, 1), device=device),
+                      torch.full((n_p,), 2 * (1 - alpha) / max(n_p, 1), device=device)]
+                     ).view(1, -1, 1)
+
+
 @torch.no_grad()
 def student_step(teacher, student: models.StackedMLP, opt: torch.optim.Optimizer,
-                 x: torch.Tensor, n_g: int, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+                 x: torch.Tensor, n_g: int, weights: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on L_S for x = [x_g; x_p] (the first n_g rows of each member's batch
-    are x_g). Back-propagates by hand (StackedMLP.param_grads); returns the per-member means of
-    (T - S)^2 on x_g and on x_p, shape (K,) each. The members are independent: member k's
-    gradient comes from member k's loss only."""
-    n_p = x.shape[1] - n_g
+    are x_g; `weights` from row_weights). Back-propagates by hand (StackedMLP.param_grads);
+    returns the per-member means of (T - S)^2 on x_g and on x_p, shape (K,) each. The members
+    are independent: member k's gradient comes from member k's loss only."""
     saved = student.trace(x)
     diff = saved[-1] - teacher(x)
     squared = diff.pow(2).sum(dim=2)
     zero = squared.new_zeros(squared.shape[0])
     loss_g = squared[:, :n_g].mean(dim=1) if n_g else zero
-    loss_p = squared[:, n_g:].mean(dim=1) if n_p else zero
-    row_weight = torch.cat([x.new_full((n_g,), 2 * alpha / max(n_g, 1)),
-                            x.new_full((n_p,), 2 * (1 - alpha) / max(n_p, 1))]).view(1, -1, 1)
-    for p, g in zip(student.parameters(), student.param_grads(saved, diff * row_weight)):
+    loss_p = squared[:, n_g:].mean(dim=1) if n_g < x.shape[1] else zero
+    for p, g in zip(student.parameters(), student.param_grads(saved, diff * weights)):
         p.grad = g
     opt.step()
     return loss_g, loss_p
@@ -111,7 +117,8 @@ class StudentLoop:
         self.alpha = alpha
         self.diagnostics = self.strategy.update(T, S) if alpha > 0 else {}
         self.x_g = None
-        n_g = m if alpha > 0 else 0
+        n_g, n_p = (m if alpha > 0 else 0), (m if alpha < 1 else 0)
+        weights = row_weights(n_g, n_p, alpha, self.zero.device)
         for _ in range(cfg.steps_per_epoch):
             batches = []
             if alpha > 0:
@@ -120,7 +127,7 @@ class StudentLoop:
             if alpha < 1:
                 batches.append(self.strategy.prior(m))
             x = torch.cat(batches, dim=1) if len(batches) > 1 else batches[0]
-            loss_g, loss_p = student_step(T, S, self.opt, x, n_g, alpha)
+            loss_g, loss_p = student_step(T, S, self.opt, x, n_g, weights)
             self.sums["loss"] += alpha * loss_g + (1 - alpha) * loss_p
             self.sums["loss_g"] += loss_g
             self.sums["loss_p"] += loss_p

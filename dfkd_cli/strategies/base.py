@@ -32,6 +32,7 @@ class Strategy:
     """Base class: no state, N(0, I) prior. Subclasses override what they change."""
 
     Config: type = StrategyConfig
+    needs_box = False  # samples in the teacher's feature box: a box-less teacher fails at set-up
 
     def __init__(self, cfg: Any, input_dim: int, box: Box | None, rng: Streams):
         self.cfg = cfg
@@ -39,6 +40,8 @@ class Strategy:
         self.box = box
         self.rng = rng
         self.start: torch.Tensor | None = None  # starting points of the last batch, if any
+        if self.needs_box:
+            self.need_box()  # fail before any training
 
     @classmethod
     def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:

@@ -55,10 +55,9 @@ class Bounded(Strategy):
                 ("rho", 0 <= cfg.rho < 1, "a number in [0, 1)"),
                 ("radius", cfg.radius is None or cfg.radius > 0, "null or a number > 0")]
 
-    def __init__(self, cfg, input_dim, box, rng):
-        super().__init__(cfg, input_dim, box, rng)
-        if cfg.clip_to_box:
-            self.need_box()
+    @property
+    def needs_box(self) -> bool:
+        return bool(self.cfg.clip_to_box)
 
     @torch.no_grad()
     def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:

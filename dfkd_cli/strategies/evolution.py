@@ -42,6 +42,7 @@ class EvolutionConfig(StrategyConfig):
 @register("evolution")
 class Evolution(Strategy):
     Config = EvolutionConfig
+    needs_box = True
 
     @classmethod
     def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
@@ -54,7 +55,6 @@ class Evolution(Strategy):
 
     def __init__(self, cfg, input_dim, box, rng):
         super().__init__(cfg, input_dim, box, rng)
-        self.need_box()
         self.generations, self.weight = int(cfg.generations), float(cfg.coverage)
         self.f, self.cr = float(cfg.mutation), float(cfg.crossover)
         self.low, self.high = float(cfg.target_low), float(cfg.target_high)

@@ -25,10 +25,7 @@ class LHSConfig(StrategyConfig):
 @register("lhs")
 class LatinHypercube(Strategy):
     Config = LHSConfig
-
-    def __init__(self, cfg, input_dim, box, rng):
-        super().__init__(cfg, input_dim, box, rng)
-        self.need_box()
+    needs_box = True
 
     def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
         d = self.input_dim

@@ -29,10 +29,10 @@ class SobolConfig(StrategyConfig):
 @register("sobol")
 class SobolSampling(Strategy):
     Config = SobolConfig
+    needs_box = True
 
     def __init__(self, cfg, input_dim, box, rng):
         super().__init__(cfg, input_dim, box, rng)
-        self.need_box()
         bits = (rng.rand(2) * 2 ** SEED_BITS).long().tolist()  # once, at set-up
         self.seeds = [hi * 2 ** SEED_BITS + lo for hi, lo in bits]
         self.engines = [self._engine(s) for s in self.seeds]

@@ -24,10 +24,7 @@ class UniformConfig(StrategyConfig):
 @register("uniform")
 class UniformSampling(Strategy):
     Config = UniformConfig
-
-    def __init__(self, cfg, input_dim, box, rng):
-        super().__init__(cfg, input_dim, box, rng)
-        self.need_box()  # fail before any training
+    needs_box = True
 
     def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
         return self.in_box(self.rng.rand(n, self.input_dim))
