@@ -23,6 +23,7 @@ NONFINITE = ("stop", "skip")
 ALPHA_SCHEDULES = ("decreasing", "increasing", "constant")
 DATASET_SOURCES = ("builtin", "csv", "benchmark")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
+TEACHER_FORMATS = ("dfkd", "torchscript", "onnx")
 
 
 @dataclass
@@ -32,7 +33,7 @@ class DatasetConfig:
     name: str = MISSING
     source: str = "benchmark"  # builtin | csv | benchmark
     path: Optional[str] = None  # csv only
-    target: Optional[str] = None  # target column; None = last column
+    target: Any = None  # target column, or a list of them (multi-output); None = last column
     drop: List[str] = field(default_factory=list)
     nonfinite: str = "error"  # rows with missing / infinite values: error | drop (counted in the log)
     n_rows: int = 8000  # builtin only
@@ -54,13 +55,25 @@ class TeacherConfig(MLPConfig):
     """The teacher: its architecture (the store key) or a file the user names.
 
     format=dfkd loads a checkpoint written by `dfkd train-teacher` (from the store unless `path`
-    is given); format=torchscript loads a TorchScript module from `path` with `input_dim`.
+    is given); format=torchscript a TorchScript or torch.export file and format=onnx an ONNX
+    file from `path`, taking raw features and described by the spec keys below (inline, or in
+    the YAML / CSV file `spec`; see dfkd_cli/teacher_spec.py).
     """
 
     hidden: List[int] = field(default_factory=lambda: [500])
-    format: str = "dfkd"  # dfkd | torchscript
+    format: str = "dfkd"  # dfkd | torchscript | onnx
     path: Optional[str] = None
-    input_dim: Optional[int] = None
+    input_dim: Optional[int] = None  # when neither the file nor the spec says
+    differentiable: bool = True  # false: refuse the strategies that need dT/dx
+    spec: Optional[str] = None  # a YAML or CSV file with the keys below
+    features: Optional[List[str]] = None
+    mean: Optional[List[float]] = None  # per feature: a prior draw z is the input mean + sd * z
+    sd: Optional[List[float]] = None
+    low: Optional[List[float]] = None  # per-feature box, raw units
+    high: Optional[List[float]] = None
+    targets: Optional[List[str]] = None
+    target_mean: Optional[List[float]] = None  # per output; default: estimated on prior draws
+    target_sd: Optional[List[float]] = None
 
 
 @dataclass
@@ -182,8 +195,8 @@ def validate(cfg: DictConfig) -> None:
            ds.nonfinite)
     _check(ds.n_train >= 2, "dataset.n_train", "an integer >= 2", ds.n_train)
     _check(0 < ds.val_fraction < 1, "dataset.val_fraction", "a number in (0, 1)", ds.val_fraction)
-    _check(cfg.teacher.format in ("dfkd", "torchscript"), "teacher.format",
-           "one of ('dfkd', 'torchscript')", cfg.teacher.format)
+    _check(cfg.teacher.format in TEACHER_FORMATS, "teacher.format", f"one of {TEACHER_FORMATS}",
+           cfg.teacher.format)
     _check_mlp("teacher", cfg.teacher)
     if cfg.command == "train-teacher":
         _check(cfg.patience >= 1, "patience", "an integer >= 1", cfg.patience)

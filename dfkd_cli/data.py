@@ -2,7 +2,9 @@
 
 Split as Zhou & Chiam (Sec. 4.1): `n_train` rows (5000) for training, the rest split
 `val_fraction` (10%) validation / the remainder test, drawn by the run's seed. X and y are
-standardised with the mean and sd of the training rows only, so N(0, I) is the natural prior.
+standardised with the mean and sd of the training rows only, so N(0, I) is the natural prior;
+a distillation standardises with its teacher's scaler instead (the same one for a dfkd teacher).
+A table has k >= 1 target columns.
 """
 
 from __future__ import annotations
@@ -26,30 +28,63 @@ MAX_TRAIN_FRACTION = 0.7  # a dataset with fewer than n_train / 0.7 rows trains 
 
 @dataclass
 class Table:
-    """Raw rows: features X (n, d), target y (n,), and the feature names."""
+    """Raw rows: features X (n, d), targets y (n, k), and the column names."""
 
     name: str
     x: np.ndarray
     y: np.ndarray
     features: list[str]
+    targets: list[str]
+
+
+@dataclass
+class Scaler:
+    """Per column, x_z = (x - x_mean) / x_std and y_z = (y - y_mean) / y_std: the map between raw
+    units and the standardised space where teacher and student meet. Shapes (d,) and (k,)."""
+
+    x_mean: torch.Tensor
+    x_std: torch.Tensor
+    y_mean: torch.Tensor
+    y_std: torch.Tensor
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray) -> "Scaler":
+        """Mean and sd of the rows given (a constant column gets sd 1)."""
+        x_std, y_std = x.std(axis=0), y.std(axis=0)
+        x_std[x_std == 0], y_std[y_std == 0] = 1.0, 1.0
+        return cls(*(torch.tensor(v, dtype=torch.float32)
+                     for v in (x.mean(axis=0), x_std, y.mean(axis=0), y_std)))
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "Scaler":
+        """From a checkpoint's `scaler` dict (float y_mean / y_std in single-output files)."""
+        return cls(*(torch.as_tensor(payload[k], dtype=torch.float32).reshape(-1)
+                     for k in ("x_mean", "x_std", "y_mean", "y_std")))
+
+    def payload(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.__dict__.items()}
+
+    def x(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw - self.x_mean) / self.x_std
+
+    def y(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw - self.y_mean) / self.y_std
 
 
 @dataclass
 class Split:
-    """Standardised train / validation / test tensors and the scalers that made them."""
+    """Standardised train / validation / test tensors, (n, d) and (n, k), and their scaler."""
 
     name: str
     features: list[str]
+    targets: list[str]
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-    x_mean: torch.Tensor
-    x_std: torch.Tensor
-    y_mean: float
-    y_std: float
+    scaler: Scaler
 
     @property
     def input_dim(self) -> int:
@@ -70,13 +105,14 @@ def friedman1(n_rows: int, noise: float, seed: int = FRIEDMAN_SEED) -> Table:
     x = rng.uniform(size=(n_rows, 10))
     y = (10 * np.sin(np.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2 + 10 * x[:, 3]
          + 5 * x[:, 4] + noise * rng.standard_normal(n_rows))
-    return Table("friedman", x, y, [f"x{i + 1}" for i in range(10)])
+    return Table("friedman", x, y[:, None], [f"x{i + 1}" for i in range(10)], ["y"])
 
 
-def read_csv(path: Path, name: str, target: str | None, drop: list[str],
+def read_csv(path: Path, name: str, target: str | list[str] | None, drop: list[str],
              nonfinite: str = "error") -> Table:
-    """A CSV or CSV.gz with a header row; `target` names the target column (default: last).
-    Rows with missing or infinite values are an error, or dropped with nonfinite="drop"."""
+    """A CSV or CSV.gz with a header row; `target` names the target column or columns (default:
+    the last column). Rows with missing or infinite values are an error, or dropped with
+    nonfinite="drop"."""
     if not path.is_file():
         raise UserError(f"dataset file {path} not found")
     try:
@@ -88,9 +124,11 @@ def read_csv(path: Path, name: str, target: str | None, drop: list[str],
         raise UserError(f"dataset.drop names columns not in {path}: {missing}; "
                         f"columns are {list(frame.columns)}")
     frame = frame.drop(columns=list(drop))
-    target = target or frame.columns[-1]
-    if target not in frame.columns:
-        raise UserError(f"dataset.target={target!r} is not a column of {path}; "
+    targets = ([target] if isinstance(target, str) else list(target or [])) or [frame.columns[-1]]
+    missing = [t for t in targets if t not in frame.columns]
+    if missing:
+        shown = target if isinstance(target, str) else targets
+        raise UserError(f"dataset.target={shown!r} is not a column of {path}; "
                         f"columns are {list(frame.columns)}")
     non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
@@ -104,9 +142,9 @@ def read_csv(path: Path, name: str, target: str | None, drop: list[str],
         log.warning("dataset file %s: dropped %d of %d rows with missing or infinite values",
                     path, int(bad_rows.sum()), len(frame))
         frame = frame[~bad_rows]
-    y = frame[target].to_numpy(dtype=np.float64)
-    x_frame = frame.drop(columns=[target])
-    return Table(name, x_frame.to_numpy(dtype=np.float64), y, list(x_frame.columns))
+    y = frame[targets].to_numpy(dtype=np.float64)
+    x_frame = frame.drop(columns=targets)
+    return Table(name, x_frame.to_numpy(dtype=np.float64), y, list(x_frame.columns), targets)
 
 
 def load_table(ds, data_dir: str) -> Table:
@@ -125,8 +163,10 @@ def load_table(ds, data_dir: str) -> Table:
     return read_csv(path, ds.name, ds.target, list(ds.drop), ds.nonfinite)
 
 
-def split(table: Table, n_train: int, val_fraction: float, seed: int) -> Split:
-    """Shuffle by `seed`, take the training rows, split the rest validation / test, standardise."""
+def split(table: Table, n_train: int, val_fraction: float, seed: int,
+          scaler: Scaler | None = None) -> Split:
+    """Shuffle by `seed`, take the training rows, split the rest validation / test, standardise
+    with `scaler` (default: fitted on the training rows)."""
     n = len(table.y)
     n_train_used = min(n_train, int(MAX_TRAIN_FRACTION * n))
     if n_train_used < n_train:
@@ -138,20 +178,14 @@ def split(table: Table, n_train: int, val_fraction: float, seed: int) -> Split:
                         "/ test split")
     order = np.random.default_rng(seed).permutation(n)
     parts = np.split(order, [n_train_used, n_train_used + n_val])
-    x_train, y_train = table.x[parts[0]], table.y[parts[0]]
-    x_mean, x_std = x_train.mean(axis=0), x_train.std(axis=0)
-    x_std[x_std == 0] = 1.0
-    y_mean, y_std = float(y_train.mean()), float(y_train.std() or 1.0)
+    scaler = scaler or Scaler.fit(table.x[parts[0]], table.y[parts[0]])
 
     def tensors(rows):
-        x = torch.tensor((table.x[rows] - x_mean) / x_std, dtype=torch.float32)
-        y = torch.tensor((table.y[rows] - y_mean) / y_std, dtype=torch.float32).unsqueeze(1)
-        return x, y
+        x, y = (torch.tensor(v[rows], dtype=torch.float64) for v in (table.x, table.y))
+        return scaler.x(x).float(), scaler.y(y).float()
 
     (xtr, ytr), (xva, yva), (xte, yte) = (tensors(p) for p in parts)
-    return Split(table.name, table.features, xtr, ytr, xva, yva, xte, yte,
-                 torch.tensor(x_mean, dtype=torch.float32),
-                 torch.tensor(x_std, dtype=torch.float32), y_mean, y_std)
+    return Split(table.name, table.features, table.targets, xtr, ytr, xva, yva, xte, yte, scaler)
 
 
 def load_split(cfg) -> Split:

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 
-from dfkd_cli import evaluation, models, runtime, tables
+from dfkd_cli import metrics, models, runtime, tables
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import Split, load_table, split
 from dfkd_cli.files import atomic_path
 from dfkd_cli.rng import Streams, member_seeds
-from dfkd_cli.strategies import STRATEGIES
+from dfkd_cli.strategies import build_strategy
 from dfkd_cli.student_loop import StudentLoop
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def arm_label(cfg) -> str:
 
 
 def stacked(splits: list[Split], part: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K, n, d) inputs and (K, n, 1) targets of one part (val / test) of each member's split."""
+    """(K, n, d) inputs and (K, n, k) targets of one part (val / test) of each member's split."""
     return (torch.stack([getattr(s, f"x_{part}") for s in splits]),
             torch.stack([getattr(s, f"y_{part}") for s in splits]))
 
@@ -78,14 +79,14 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
         log.info("resume=true: %s has finished already; nothing to do", run_dir)
         return pd.concat(pd.read_csv(d / tables.METRICS) for d in dirs)
     table = load_table(cfg.dataset, cfg.data_dir)
-    splits = [split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s).to(device)
-              for s in seeds]
-    teacher = teachers.load(cfg, seeds, splits[0].input_dim, device)
+    teacher = teachers.load(cfg, seeds, table, device)
+    splits = [split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s, scaler).to(device)
+              for s, scaler in zip(seeds, teacher.scalers)]
     runtime.seed_everything(seeds[0])
     rng = Streams(seeds, device)
     student = models.StackedMLP(len(seeds), teacher.input_dim, list(cfg.student.hidden),
-                                cfg.student.activation).to(device).init_(rng)
-    strategy = STRATEGIES[cfg.strategy.name](cfg.strategy, teacher.input_dim, teacher.box, rng)
+                                cfg.student.activation, teacher.output_dim).to(device).init_(rng)
+    strategy = build_strategy(cfg.strategy, teacher, rng)
     loop = StudentLoop(cfg, teacher, student, strategy, stacked(splits, "val"))
     state_path = run_dir / CHECKPOINT
     if cfg.resume and state_path.is_file():
@@ -116,8 +117,8 @@ def write_members(cfg, loop: StudentLoop, splits: list[Split], teacher: teachers
                   wall: float, device: torch.device) -> pd.DataFrame:
     """Evaluate every member on its real test rows; write its student, history and metrics."""
     x_test, y_test = stacked(splits, "test")
-    t_pred = evaluation.predict(teacher.module, x_test)
-    s_pred = evaluation.predict(loop.student, x_test)
+    t_pred = metrics.predict(teacher.module, x_test)
+    s_pred = metrics.predict(loop.student, x_test)
     diverged = loop.diverged_epoch.tolist()
     rows = []
     for k, (seed, part, member_dir) in enumerate(zip(seeds, splits, dirs)):
@@ -131,12 +132,11 @@ def write_members(cfg, loop: StudentLoop, splits: list[Split], teacher: teachers
                "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
                "batch_size": cfg.batch_size, "epochs_run": loop.epoch,
                "selected_epoch": selected[k],
-               "teacher_rmse": evaluation.rmse(t_pred[k], y_test[k]),
-               "student_rmse": evaluation.rmse(s_pred[k], y_test[k]),
-               "fidelity_rmse": evaluation.rmse(s_pred[k], t_pred[k]),
-               "teacher_r2": evaluation.r2(t_pred[k], y_test[k]),
-               "student_r2": evaluation.r2(s_pred[k], y_test[k]),
-               "student_rmse_original": evaluation.rmse(s_pred[k], y_test[k]) * part.y_std,
+               **metrics.scores("teacher", t_pred[k], y_test[k], part.targets),
+               **metrics.scores("student", s_pred[k], y_test[k], part.targets,
+                                part.scaler.y_std),
+               **metrics.columns("fidelity_rmse", metrics.rmse(s_pred[k], t_pred[k]),
+                                 part.targets),
                "wall_s": wall, "members": len(seeds), "device": str(device),
                "status": statuses[k],
                "diverged_epoch": diverged[k] if diverged[k] >= 0 else None,
@@ -145,10 +145,10 @@ def write_members(cfg, loop: StudentLoop, splits: list[Split], teacher: teachers
         models.save_checkpoint(
             member_dir / "student.pt", loop.student.member_state_dict(k),
             arch={"input_dim": teacher.input_dim, "hidden": list(cfg.student.hidden),
-                  "activation": cfg.student.activation, "output_dim": 1},
-            scaler={"x_mean": part.x_mean.cpu(), "x_std": part.x_std.cpu(),
-                    "y_mean": part.y_mean, "y_std": part.y_std},
-            dataset=part.name, seed=seed, metrics=row)
+                  "activation": cfg.student.activation, "output_dim": teacher.output_dim},
+            scaler=part.scaler.payload(), features=list(part.features),
+            targets=list(part.targets), dataset=part.name, seed=seed, metrics=row,
+            config=OmegaConf.to_yaml(cfg))
         tables.write_history(member_dir, loop.history[k])
         rows.append(tables.write_metrics(member_dir, row))
     return pd.concat(rows, ignore_index=True)

@@ -27,13 +27,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from dfkd_cli import distill, evaluation, models, runtime, tables
+from dfkd_cli import distill, metrics, models, runtime, tables
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import load_table, split
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import write_csv
 from dfkd_cli.rng import Streams
-from dfkd_cli.strategies import STRATEGIES
+from dfkd_cli.strategies import build_strategy
 from dfkd_cli.student_loop import train_student
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,7 @@ def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int,
     """Prepare, warm up and sample one strategy; its table row."""
     T, S, m = teacher.module, student, int(cfg.batch_size)
     try:
-        strategy = STRATEGIES[scfg.name](scfg, teacher.input_dim, teacher.box,
-                                         Streams([seed], device))
+        strategy = build_strategy(scfg, teacher, Streams([seed], device))
     except UserError as exc:  # e.g. a box strategy with a teacher that has no box
         log.warning("probe: skipping %s: %s", label, exc)
         return {"strategy": label, "note": str(exc)}
@@ -109,19 +108,20 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
         raise UserError("dfkd probe takes one teacher: use seed=<n> instead of seeds=[...]")
     device = runtime.resolve_device(cfg.device)
     seed = int(cfg.seed)
-    part = split(load_table(cfg.dataset, cfg.data_dir), cfg.dataset.n_train,
-                 cfg.dataset.val_fraction, seed).to(device)
-    teacher = teachers.load(cfg, [seed], part.input_dim, device)
+    table = load_table(cfg.dataset, cfg.data_dir)
+    teacher = teachers.load(cfg, [seed], table, device)
+    part = split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, seed,
+                 teacher.scalers[0]).to(device)
     runtime.seed_everything(seed)
     rng = Streams([seed], device)
     student = models.StackedMLP(1, teacher.input_dim, list(cfg.student.hidden),
-                                cfg.student.activation).to(device).init_(rng)
-    trainer = STRATEGIES[cfg.strategy.name](cfg.strategy, teacher.input_dim, teacher.box, rng)
+                                cfg.student.activation, teacher.output_dim).to(device).init_(rng)
+    trainer = build_strategy(cfg.strategy, teacher, rng)
     history, _ = train_student(cfg, teacher, student, trainer, distill.stacked([part], "val"))
     tables.write_history(run_dir, history[0])
     student.requires_grad_(False)
     x_test, y_test = distill.stacked([part], "test")
-    student_rmse = evaluation.rmse(evaluation.predict(student, x_test), y_test)
+    student_rmse = float(metrics.rmse(metrics.predict(student, x_test), y_test).mean())
 
     reference = measure(teacher.module, student, x_test, None, teacher.box)
     rows = [summarise(REFERENCE, reference["gap"], reference["norm"], reference.get("outside"),

@@ -10,18 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from dfkd_cli import evaluation, models, runtime, tables
-from dfkd_cli.data import Split, load_table, split
+from dfkd_cli import metrics, models, runtime, tables, teacher_spec
+from dfkd_cli.data import Scaler, Split, Table, load_table, split
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import exclusive_lock
+from dfkd_cli.model_files import load_model_file
 from dfkd_cli.optim import make_optimizer
 from dfkd_cli.rng import Streams, member_seeds
 from dfkd_cli.strategies.base import Box
@@ -34,27 +36,42 @@ SUMMARY = ["dataset", "seed", "teacher_hidden", "best_epoch", "teacher_rmse", "t
 
 @dataclass
 class Teacher:
-    """Frozen teachers for a population (one per member, or one shared), with their input box."""
+    """Frozen teachers for a population (one per member, or one shared), in standardised units."""
 
-    module: nn.Module  # (K, n, d) -> (K, n, out)
+    module: nn.Module  # (K, n, d) -> (K, n, k), standardised inputs and outputs
     input_dim: int
     box: Box | None  # per-member, per-feature min / max of the training rows, standardised
     sources: list[str]
+    output_dim: int = 1
+    scalers: list[Scaler] = field(default_factory=list)  # per member: raw <-> standardised
+    differentiable: bool = True  # False: strategies that need dT/dx refuse it
+    features: list[str] | None = None
+    targets: list[str] | None = None
 
 
 class Shared(nn.Module):
-    """One network applied to every member of a population: (K, n, d) -> (K, n, out).
+    """A network from elsewhere, applied to every member of a population: (K, n, d) -> (K, n, k)
+    in standardised units, T(z) = (net(mean + sd * z) - y_mean) / y_sd.
 
     Offers StackedMLP's `trace` / `input_grad` through autograd, so strategies that need
     dL/dx treat a foreign (e.g. TorchScript) teacher like a dfkd one."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, scaler: Scaler):
         super().__init__()
         self.net = net
+        for name, value in scaler.__dict__.items():
+            self.register_buffer(name, value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         members, n, d = x.shape
-        return self.net(x.reshape(members * n, d)).reshape(members, n, -1)
+        raw = self.net((x * self.x_std + self.x_mean).reshape(members * n, d))
+        return ((raw - self.y_mean) / self.y_std).reshape(members, n, -1)
+
+    def train(self, mode: bool = True) -> "Shared":
+        """The foreign network keeps the mode it was saved in (a torch.export program has no
+        train / eval switch)."""
+        self.training = mode
+        return self
 
     def trace(self, x: torch.Tensor) -> list[torch.Tensor]:
         with torch.enable_grad():
@@ -85,43 +102,87 @@ def _read(cfg, path: Path, seed: int | None) -> dict[str, Any]:
     return models.load_checkpoint(path)
 
 
-def load(cfg, seeds: list[int], input_dim: int, device: torch.device) -> Teacher:
-    """The configured teacher for members `seeds`: one store teacher per seed, or the single
-    checkpoint / TorchScript file the user named, shared by every member."""
-    spec = cfg.teacher
-    members = len(seeds)
-    if spec.format == "torchscript":
-        if not spec.path or spec.input_dim is None:
-            raise UserError("teacher.format=torchscript needs teacher.path=<file> and "
-                            "teacher.input_dim=<d>")
-        if not Path(spec.path).is_file():
-            raise UserError(f"teacher.path={spec.path} not found")
-        module, dim, box = Shared(torch.jit.load(spec.path, map_location="cpu")), spec.input_dim, None
+def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
+    """Checkpoints written by train-teacher: one per seed from the store, or teacher.path."""
+    spec, members = cfg.teacher, len(seeds)
+    if spec.path:
+        payloads = [_read(cfg, Path(spec.path), None)] * members
         sources = [spec.path] * members
     else:
-        if spec.path:
-            payloads = [_read(cfg, Path(spec.path), None)] * members
-            sources = [spec.path] * members
-        else:
-            paths = [store_path(cfg, seed) for seed in seeds]
-            payloads = [_read(cfg, path, seed) for path, seed in zip(paths, seeds)]
-            sources = [str(p) for p in paths]
-        archs = {(p["arch"]["input_dim"], tuple(p["arch"]["hidden"]), p["arch"]["activation"])
-                 for p in payloads}
-        if len(archs) > 1:
-            raise UserError(f"teachers {sources} differ in architecture: {sorted(archs)}")
-        dim = payloads[0]["arch"]["input_dim"]
-        module = models.StackedMLP.from_state_dicts([p["state_dict"] for p in payloads],
-                                                    payloads[0]["arch"]["activation"])
-        box = (torch.stack([p["input_spec"]["low"] for p in payloads]).to(device),
-               torch.stack([p["input_spec"]["high"] for p in payloads]).to(device))
-    if dim != input_dim:
-        raise UserError(f"teacher {sources[0]} takes {dim} inputs but dataset "
-                        f"{cfg.dataset.name!r} has {input_dim} features")
-    module = module.to(device).eval()
-    for p in module.parameters():
+        paths = [store_path(cfg, seed) for seed in seeds]
+        payloads = [_read(cfg, path, seed) for path, seed in zip(paths, seeds)]
+        sources = [str(p) for p in paths]
+    archs = {(p["arch"]["input_dim"], tuple(p["arch"]["hidden"]), p["arch"]["activation"],
+              p["arch"].get("output_dim", 1)) for p in payloads}
+    if len(archs) > 1:
+        raise UserError(f"teachers {sources} differ in architecture: {sorted(archs)}")
+    arch = payloads[0]["arch"]
+    module = models.StackedMLP.from_state_dicts([p["state_dict"] for p in payloads],
+                                                arch["activation"])
+    box = (torch.stack([p["input_spec"]["low"] for p in payloads]),
+           torch.stack([p["input_spec"]["high"] for p in payloads]))
+    return Teacher(module, arch["input_dim"], box, sources, arch.get("output_dim", 1),
+                   [Scaler.from_payload(p["scaler"]) for p in payloads], spec.differentiable,
+                   payloads[0]["input_spec"].get("features"), payloads[0].get("targets"))
+
+
+def _foreign_teacher(cfg, members: int) -> Teacher:
+    """A TorchScript, torch.export or ONNX file taking raw features, with the user's spec."""
+    tcfg = cfg.teacher
+    if not tcfg.path:
+        raise UserError(f"teacher.format={tcfg.format} needs teacher.path=<file>")
+    file = load_model_file(tcfg.path)
+    if tcfg.format == "onnx" and file.kind != "onnx":
+        raise UserError(f"teacher.path={tcfg.path} is a {file.kind} file, not ONNX; use "
+                        "teacher=torchscript")
+    spec = teacher_spec.read(tcfg)
+    dims = {"teacher.input_dim": tcfg.input_dim, "the teacher spec": spec.input_dim(),
+            f"the {file.kind} file": file.input_dim}
+    known = {k: v for k, v in dims.items() if v is not None}
+    if not known:
+        raise UserError(f"the input dimension of {tcfg.path} is unknown: set "
+                        "teacher.input_dim=<d> or give the spec's mean/sd/low/high/features")
+    if len(set(known.values())) > 1:
+        raise UserError(f"input dimensions disagree: {known}")
+    dim = next(iter(known.values()))
+    x_mean, x_sd = teacher_spec.input_scaler(spec, dim)
+    with torch.no_grad():
+        try:
+            output_dim = file.module(x_mean.unsqueeze(0)).shape[-1]
+        except Exception as exc:  # whatever the foreign model raises on a wrong input shape
+            raise UserError(f"teacher {tcfg.path} failed on one row of {dim} features: "
+                            f"{str(exc).splitlines()[0]}") from exc
+    if spec.output_dim() not in (None, output_dim):
+        raise UserError(f"teacher {tcfg.path} has {output_dim} outputs but its spec names "
+                        f"{spec.output_dim()}")
+    scaler = Scaler(x_mean, x_sd, *teacher_spec.output_scaler(spec, file.module, x_mean, x_sd))
+    box = teacher_spec.box(spec, scaler)
+    if box is not None:
+        box = (box[0].expand(members, -1), box[1].expand(members, -1))
+    return Teacher(Shared(file.module, scaler), dim, box, [tcfg.path] * members, output_dim,
+                   [scaler] * members, file.differentiable and tcfg.differentiable,
+                   spec.features, spec.targets)
+
+
+def load(cfg, seeds: list[int], table: Table | None, device: torch.device) -> Teacher:
+    """The configured teacher for members `seeds`: one store teacher per seed, or the single
+    file the user named, shared by every member; checked against the dataset's columns."""
+    teacher = (_dfkd_teachers(cfg, seeds) if cfg.teacher.format == "dfkd"
+               else _foreign_teacher(cfg, len(seeds)))
+    if table is not None:
+        if table.x.shape[1] != teacher.input_dim:
+            raise UserError(f"teacher {teacher.sources[0]} takes {teacher.input_dim} inputs but "
+                            f"dataset {cfg.dataset.name!r} has {table.x.shape[1]} features")
+        if table.y.shape[1] != teacher.output_dim:
+            raise UserError(f"teacher {teacher.sources[0]} has {teacher.output_dim} outputs but "
+                            f"dataset {cfg.dataset.name!r} has {table.y.shape[1]} target columns "
+                            f"{table.targets} (dataset.target=[...] picks them)")
+    teacher.module = teacher.module.to(device).eval()
+    for p in teacher.module.parameters():
         p.requires_grad_(False)
-    return Teacher(module, dim, box, sources)
+    if teacher.box is not None:
+        teacher.box = (teacher.box[0].to(device), teacher.box[1].to(device))
+    return teacher
 
 
 class Plateau:
@@ -171,7 +232,8 @@ def fit(cfg, splits: list[Split], seeds: list[int], device: torch.device
     members = len(seeds)
     rng = Streams(seeds, device)
     model = models.StackedMLP(members, splits[0].input_dim, list(cfg.teacher.hidden),
-                              cfg.teacher.activation).to(device).init_(rng)
+                              cfg.teacher.activation, len(splits[0].targets)
+                              ).to(device).init_(rng)
     opt = make_optimizer(cfg.optimizer, model.parameters())
     best = models.Snapshot(list(model.parameters()))
     x, y = (torch.stack([getattr(s, k) for s in splits]) for k in ("x_train", "y_train"))
@@ -258,7 +320,7 @@ def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
     model, history, best_epoch = fit(cfg, splits, seeds, device)
     wall = time.perf_counter() - started
     x_test = torch.stack([s.x_test for s in splits])
-    test_pred = evaluation.predict(model, x_test)
+    test_pred = metrics.predict(model, x_test)
     frames = []
     for k, (seed, part, path, member_dir) in enumerate(zip(seeds, splits, paths, dirs)):
         row = {"command": "train-teacher", "dataset": part.name, "seed": seed,
@@ -267,21 +329,19 @@ def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
                "n_train": len(part.x_train), "n_val": len(part.x_val),
                "n_test": len(part.x_test), "best_epoch": best_epoch[k],
                "epochs_run": history[k][-1]["epoch"] + 1,
-               "teacher_rmse": evaluation.rmse(test_pred[k], part.y_test),
-               "teacher_r2": evaluation.r2(test_pred[k], part.y_test),
-               "teacher_rmse_original": evaluation.rmse(test_pred[k], part.y_test) * part.y_std,
+               **metrics.scores("teacher", test_pred[k], part.y_test, part.targets,
+                                part.scaler.y_std),
                "wall_s": wall, "members": len(seeds), "device": str(device), "status": "ok",
                "teacher_path": str(path)}
         models.save_checkpoint(
             path, model.member_state_dict(k),
             arch={"input_dim": part.input_dim, "hidden": list(cfg.teacher.hidden),
-                  "activation": cfg.teacher.activation, "output_dim": 1},
+                  "activation": cfg.teacher.activation, "output_dim": len(part.targets)},
             input_spec={"features": list(part.features),
                         "low": part.x_train.min(0).values.cpu(),
                         "high": part.x_train.max(0).values.cpu()},
-            scaler={"x_mean": part.x_mean.cpu(), "x_std": part.x_std.cpu(),
-                    "y_mean": part.y_mean, "y_std": part.y_std},
-            dataset=part.name, seed=seed, metrics=row)
+            scaler=part.scaler.payload(), targets=list(part.targets), dataset=part.name,
+            seed=seed, metrics=row, config=OmegaConf.to_yaml(cfg))
         tables.write_history(member_dir, history[k])
         log.info("teacher written to %s", path)
         frames.append(tables.write_metrics(member_dir, row))

@@ -13,7 +13,8 @@ from dfkd_cli.errors import UserError
 GROUPS = {"distill": ["dataset", "teacher", "student", "strategy", "optimizer", "alpha", "arm"],
           "train_teacher": ["dataset", "teacher", "optimizer"]}
 REQUIRED = {"dataset/csv": ["dataset.path=x.csv"],
-            "teacher/torchscript": ["teacher.path=t.pt", "teacher.input_dim=3"]}
+            "teacher/torchscript": ["teacher.path=t.pt", "teacher.input_dim=3"],
+            "teacher/onnx": ["teacher.path=t.onnx"]}
 
 
 def options(group: str) -> list[str]:

@@ -30,8 +30,8 @@ def test_split_sizes_and_training_only_scalers():
     torch.testing.assert_close(s.x_train.std(0, unbiased=False), torch.ones(10), atol=1e-4,
                                rtol=0)
     assert abs(float(s.y_train.mean())) < 1e-5 and abs(float(s.y_test.mean())) > 1e-4
-    raw_test_y = s.y_test.squeeze(1).double().numpy() * s.y_std + s.y_mean
-    assert np.abs(raw_test_y[:, None] - table.y[None, :]).min(axis=1).max() < 1e-4
+    raw_test_y = s.y_test[:, 0].double().numpy() * float(s.scaler.y_std) + float(s.scaler.y_mean)
+    assert np.abs(raw_test_y[:, None] - table.y[None, :, 0]).min(axis=1).max() < 1e-4
 
 
 def test_split_depends_on_seed_only():
@@ -54,7 +54,19 @@ def test_csv_target_and_drop(tmp_path):
         f.write("a,id,y,b\n" + "".join(f"{i},{i * 7},{2 * i},{i % 3}\n" for i in range(20)))
     table = read_csv(path, "mine", target="y", drop=["id"])
     assert table.features == ["a", "b"] and table.x.shape == (20, 2)
-    np.testing.assert_array_equal(table.y, 2 * np.arange(20))
+    np.testing.assert_array_equal(table.y, 2 * np.arange(20)[:, None])
+    assert table.targets == ["y"]
+
+
+def test_csv_several_targets(tmp_path):
+    path = tmp_path / "two.csv"
+    path.write_text("a,y1,b,y2\n" + "".join(f"{i},{2 * i},{i % 3},{-i}\n" for i in range(20)))
+    table = read_csv(path, "two", target=["y2", "y1"], drop=[])
+    assert table.features == ["a", "b"] and table.targets == ["y2", "y1"]
+    np.testing.assert_array_equal(table.y, np.stack([-np.arange(20), 2 * np.arange(20)], 1))
+    s = split(table, n_train=10, val_fraction=0.5, seed=0)
+    assert s.y_train.shape == (10, 2) and s.scaler.y_std.shape == (2,)
+    torch.testing.assert_close(s.y_train.mean(0), torch.zeros(2), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("content,message", [

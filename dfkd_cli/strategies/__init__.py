@@ -3,6 +3,6 @@
 from dfkd_cli.strategies import (  # noqa: F401  (registration side effect)
     bounded, evolution, generator, impressions, lhs, random, sobol, uniform)
 from dfkd_cli.strategies.base import Strategy, batch_diagnostics
-from dfkd_cli.strategies.registry import STRATEGIES, register
+from dfkd_cli.strategies.registry import STRATEGIES, build_strategy, register
 
-__all__ = ["STRATEGIES", "Strategy", "batch_diagnostics", "register"]
+__all__ = ["STRATEGIES", "Strategy", "batch_diagnostics", "build_strategy", "register"]

@@ -33,6 +33,7 @@ class Strategy:
 
     Config: type = StrategyConfig
     needs_box = False  # samples in the teacher's feature box: a box-less teacher fails at set-up
+    needs_gradients = False  # uses dT/dx or dT/dG: a teacher without gradients is refused
 
     def __init__(self, cfg: Any, input_dim: int, box: Box | None, rng: Streams):
         self.cfg = cfg

@@ -45,6 +45,7 @@ class BoundedConfig(StrategyConfig):
 @register("bounded")
 class Bounded(Strategy):
     Config = BoundedConfig
+    needs_gradients = True
 
     @classmethod
     def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:

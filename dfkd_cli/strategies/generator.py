@@ -44,6 +44,7 @@ class GeneratorConfig(StrategyConfig):
 @register("generator")
 class Generator(Strategy):
     Config = GeneratorConfig
+    needs_gradients = True
 
     @classmethod
     def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:

@@ -45,6 +45,7 @@ class ImpressionsConfig(StrategyConfig):
 @register("impressions")
 class Impressions(Strategy):
     Config = ImpressionsConfig
+    needs_gradients = True
 
     @classmethod
     def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:

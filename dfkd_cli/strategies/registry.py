@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
+
+from dfkd_cli.errors import UserError
 
 STRATEGIES: dict[str, type] = {}
 
@@ -14,3 +16,16 @@ def register(name: str) -> Callable[[type], type]:
         STRATEGIES[name] = cls
         return cls
     return add
+
+
+def build_strategy(cfg: Any, teacher: Any, rng: Any) -> Any:
+    """The strategy `cfg` names, for a `teacher.Teacher`; the gradient-based strategies refuse a
+    teacher that cannot be differentiated (ONNX, or teacher.differentiable=false)."""
+    cls = STRATEGIES[cfg.name]
+    if cls.needs_gradients and not teacher.differentiable:
+        usable = sorted(name for name, c in STRATEGIES.items() if not c.needs_gradients)
+        raise UserError(f"strategy={cfg.name} needs the teacher's gradients, and teacher "
+                        f"{teacher.sources[0]} cannot be differentiated (an ONNX file, or "
+                        f"teacher.differentiable=false); strategies that need only its outputs: "
+                        f"{', '.join(usable)}")
+    return cls(cfg, teacher.input_dim, teacher.box, rng)

@@ -1,0 +1,99 @@
+"""Models from elsewhere: TorchScript, torch.export (.pt2) and ONNX files as (n, d) -> (n, k) modules.
+
+These are the formats a user brings a teacher in, and the formats `dfkd export` writes. A
+TorchScript or torch.export file runs TorchScript / ATen operations only (no pickled Python), and
+autograd goes through it, so the gradient-based strategies can use it. An ONNX file runs in
+onnxruntime (the optional `onnx` extra) on the CPU and cannot be differentiated.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dfkd_cli.errors import UserError
+
+ONNX_EXTRA = "pip install 'dfkd-cli[onnx]'"
+
+
+@dataclass
+class ModelFile:
+    module: nn.Module  # (n, d) float32 -> (n, k)
+    input_dim: int | None  # None when the file does not say
+    output_dim: int | None
+    differentiable: bool
+    kind: str  # torchscript | torch.export | onnx
+
+
+class Columns(nn.Module):
+    """Makes a model's output (n, k) even when the file returns a vector (n,)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x)
+        return y.unsqueeze(-1) if y.dim() == 1 else y
+
+
+class OnnxModule(nn.Module):
+    """An onnxruntime session as a module: float32 rows in, float32 rows out, on x's device.
+    Forward only: onnxruntime has no gradients."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise UserError(f"ONNX models need onnxruntime: {ONNX_EXTRA}") from exc
+        try:
+            self.session = onnxruntime.InferenceSession(str(path),
+                                                        providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise UserError(f"{path} could not be loaded as an ONNX model: {exc}") from exc
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1:
+            raise UserError(f"ONNX model {path} has {len(inputs)} inputs; dfkd needs one "
+                            "(rows of features)")
+        self.input_name = inputs[0].name
+        self.input_dim = _static_dim(inputs[0].shape)
+        self.output_dim = _static_dim(outputs[0].shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.detach().to("cpu", torch.float32).numpy()
+        y = torch.from_numpy(self.session.run(None, {self.input_name: rows})[0]).to(x.device)
+        return y.float()
+
+
+def _static_dim(shape) -> int | None:
+    """The last dimension of an ONNX shape when it is a fixed number (not for a vector)."""
+    return shape[-1] if len(shape) >= 2 and isinstance(shape[-1], int) else None
+
+
+def _is_torch_export(path: Path) -> bool:
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("models/model.json") for name in archive.namelist())
+
+
+def load_model_file(path: str | Path) -> ModelFile:
+    """A TorchScript, torch.export or ONNX file (told apart by content, not by name)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} not found")
+    if not zipfile.is_zipfile(path):  # TorchScript and torch.export files are zip archives
+        session = OnnxModule(path)
+        return ModelFile(Columns(session), session.input_dim, session.output_dim, False, "onnx")
+    try:
+        if _is_torch_export(path):
+            module, kind = torch.export.load(str(path)).module(), "torch.export"
+        else:
+            module, kind = torch.jit.load(str(path), map_location="cpu"), "torchscript"
+    except Exception as exc:  # torch raises RuntimeError and others for foreign archives
+        raise UserError(f"{path} is neither a TorchScript nor a torch.export file: "
+                        f"{str(exc).splitlines()[0]}") from exc
+    return ModelFile(Columns(module), None, None, True, kind)
