@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dfkd_cli import __version__, distill, probe, report, runtime, teacher
+from dfkd_cli import __version__, distill, evaluate, export, probe, report, runtime, teacher
 from dfkd_cli.config import register_configs, validate
 from dfkd_cli.errors import UserError
 from dfkd_cli.tables import write_metrics
@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str | None, Callable, str]] = {
               "compare the strategies' inputs: quantiles of (T - S)^2 and ||x|| side by side"),
     "report": (None, report.main,
                "gather runs' metrics.csv into one table (mean +/- sd, wins vs a baseline)"),
+    "export": (None, export.main,
+               "export a checkpoint as TorchScript / ONNX (raw units) with a model card"),
+    "evaluate": (None, evaluate.main,
+                 "score a model on a labelled CSV: RMSE, MAE, R^2 and fidelity, raw units"),
 }
 
 USAGE = f"""usage: dfkd <command> [hydra overrides...] [--cfg job] [-m] [--help]
@@ -46,6 +50,8 @@ examples:
   dfkd distill -m strategy=random,bounded seed=1,2,3
   dfkd probe dataset=cpusmall seed=1 data_dir=path/to/datasets
   dfkd report outputs/distill-multirun/2024-01-01/12-00-00-000000
+  dfkd export outputs/distill/2024-01-01/12-00-00 --formats torchscript onnx
+  dfkd evaluate --model student.pt --teacher teacher.pt --data test.csv --out scores.csv
   dfkd distill --help          config groups and options of a command
   dfkd report --help           the report's options
 """

@@ -8,6 +8,7 @@ onnxruntime (the optional `onnx` extra) on the CPU and cannot be differentiated.
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,14 +87,22 @@ def load_model_file(path: str | Path) -> ModelFile:
     if not path.is_file():
         raise UserError(f"model file {path} not found")
     if not zipfile.is_zipfile(path):  # TorchScript and torch.export files are zip archives
-        session = OnnxModule(path)
+        try:
+            session = OnnxModule(path)
+        except UserError as exc:
+            if path.suffix.lower() == ".onnx":
+                raise
+            raise UserError(f"{path} is not a TorchScript, torch.export or ONNX file") from exc
         return ModelFile(Columns(session), session.input_dim, session.output_dim, False, "onnx")
     try:
-        if _is_torch_export(path):
-            module, kind = torch.export.load(str(path)).module(), "torch.export"
-        else:
-            module, kind = torch.jit.load(str(path), map_location="cpu"), "torchscript"
+        with warnings.catch_warnings():  # torch.jit.load is deprecated but still the loader
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if _is_torch_export(path):
+                module, kind = torch.export.load(str(path)).module(), "torch.export"
+            else:
+                module, kind = torch.jit.load(str(path), map_location="cpu"), "torchscript"
     except Exception as exc:  # torch raises RuntimeError and others for foreign archives
-        raise UserError(f"{path} is neither a TorchScript nor a torch.export file: "
+        raise UserError(f"{path} is neither a TorchScript nor a torch.export file (a dfkd "
+                        f"checkpoint is loaded by teacher=mlp500 teacher.path=...): "
                         f"{str(exc).splitlines()[0]}") from exc
     return ModelFile(Columns(module), None, None, True, kind)

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from conftest import QUICK_DISTILL, dfkd, make_config
+from dfkd_cli import metrics, models, teacher_spec
 from dfkd_cli import teacher as teachers
-from dfkd_cli import teacher_spec
-from dfkd_cli.data import friedman1
+from dfkd_cli.data import Scaler, friedman1
 from dfkd_cli.errors import UserError
 
 QUICK = ["epochs=6", "steps_per_epoch=3", "log_every=2", "progress=false"]
@@ -42,7 +42,9 @@ def write_spec_yaml(path, spec: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_torchscript_teacher_distils_with_bounded_in_its_raw_units(tmp_path):
+def test_torchscript_teacher_to_exported_student_end_to_end(tmp_path):
+    """A non-dfkd model -> TorchScript -> distilled with bounded -> exported -> evaluated on a
+    CSV: the export scores what the PyTorch student scores."""
     model, spec = raw_friedman_model()
     torch.jit.script(model).save(str(tmp_path / "teacher.ts"))
     write_spec_yaml(tmp_path / "spec.yaml", spec)
@@ -51,11 +53,28 @@ def test_torchscript_teacher_distils_with_bounded_in_its_raw_units(tmp_path):
          cwd=tmp_path)
     row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.teacher_path == "teacher.ts"
-    # the teacher, fed the dataset's raw rows through its spec, fits them (R^2 well above 0)
-    assert row.teacher_r2 > 0.5
-    payload = torch.load(tmp_path / "run" / "student.pt", weights_only=True)
+    assert row.teacher_r2 > 0.5  # the dataset's raw rows reach the teacher through its spec
+    payload = models.load_checkpoint(tmp_path / "run" / "student.pt")
     torch.testing.assert_close(payload["scaler"]["x_mean"], torch.tensor(spec["mean"]))
     assert payload["features"] == spec["features"]
+
+    dfkd("export", "run", "--formats", "torchscript", cwd=tmp_path)
+    table = friedman1(500, 1.0, seed=11)  # rows the teacher never saw, in raw units
+    frame = pd.DataFrame(table.x, columns=table.features).assign(y=table.y[:, 0])
+    frame.to_csv(tmp_path / "check.csv", index=False)
+    out = tmp_path / "scores.csv"
+    dfkd("evaluate", "--model", "run/export/student.torchscript.pt", "--data", "check.csv",
+         "--out", str(out), cwd=tmp_path)
+    exported = pd.read_csv(out).iloc[0]
+    # the PyTorch student, applied by hand: standardise, the checkpoint's MLP, unstandardise
+    scaler = Scaler.from_payload(payload["scaler"])
+    with torch.no_grad():
+        z = models.model_from_checkpoint(payload)(scaler.x(torch.tensor(table.x).float()))
+    pred = (z * scaler.y_std + scaler.y_mean).double()
+    y = torch.tensor(table.y)
+    assert exported.rmse == pytest.approx(float(metrics.rmse(pred, y)), rel=1e-5)
+    assert exported.mae == pytest.approx(float(metrics.mae(pred, y)), rel=1e-5)
+    assert exported.r2 == pytest.approx(float(metrics.r2(pred, y)), rel=1e-5)
 
 
 def test_spec_in_units_and_estimated_output_scaler(tmp_path):

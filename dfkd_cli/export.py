@@ -1,0 +1,290 @@
+"""`dfkd export PATH`: a dfkd checkpoint -> TorchScript and ONNX models of raw features -> raw
+targets, checked against the checkpoint, plus a model card.
+
+The scalers are folded into the first and last Linear layers (`raw_model`), so an export needs
+no preprocessing: first layer W' = W / x_std, b' = b - W' x_mean; last layer W' = y_std W,
+b' = y_std b + y_mean. The activations are torch's own modules (nn.Tanh, ...), which every
+runtime knows. Each export is then compared with the checkpoint's MLP applied with explicit
+scaling on random raw inputs x_mean + x_std * N(0, 1); a difference above `--tolerance` (relative
+to y_std) exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import numbers
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from dfkd_cli import __version__, models
+from dfkd_cli.activations import Activation
+from dfkd_cli.data import Scaler
+from dfkd_cli.errors import UserError
+from dfkd_cli.files import atomic_path
+from dfkd_cli.model_files import load_model_file
+
+FORMATS = ("torchscript", "onnx")
+SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}  # after the checkpoint's stem
+CHECKPOINT = "student.pt"
+OPSET = 17
+PROVENANCE = ("teacher_path", "dataset", "strategy", "arm", "alpha", "selection", "seed")
+CHECK_SEED = 0
+ONNX_HINT = "pip install 'dfkd-cli[onnx]'"
+STANDARD_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}
+
+
+# ---------------------------------------------------------------------------------------------
+# the checkpoint's model in raw units
+
+
+def scaler(payload: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x_mean (d,), x_std (d,), y_mean (k,), y_std (k,) as float32 vectors."""
+    s = Scaler.from_payload(payload["scaler"])
+    return s.x_mean, s.x_std, s.y_mean, s.y_std
+
+
+def feature_names(payload: dict) -> list[str] | None:
+    """The input columns a checkpoint records (after dfkd 0.1: "features"; teachers also keep
+    them in "input_spec"), or None."""
+    names = payload.get("features") or (payload.get("input_spec") or {}).get("features")
+    return list(names) if names else None
+
+
+def target_names(payload: dict) -> list[str] | None:
+    return list(payload["targets"]) if payload.get("targets") else None
+
+
+def scaled_predict(payload: dict, x: torch.Tensor) -> torch.Tensor:
+    """The checkpoint's MLP with explicit scaling, in float64: (x - mean) / sd -> mlp -> y sd +
+    mean. The reference every export is checked against."""
+    x_mean, x_std, y_mean, y_std = (v.double() for v in scaler(payload))
+    model = models.model_from_checkpoint(payload).double()
+    with torch.no_grad():
+        return model((x.double() - x_mean) / x_std) * y_std + y_mean
+
+
+@torch.no_grad()
+def raw_model(payload: dict) -> nn.Sequential:
+    """The checkpoint's MLP as an nn.Sequential of raw features -> raw targets: the scalers
+    folded into the first and last Linear layers (in float64), standard activation modules."""
+    arch = payload["arch"]
+    x_mean, x_std, y_mean, y_std = (v.double() for v in scaler(payload))
+    if len(x_mean) != arch["input_dim"] or len(x_std) != arch["input_dim"]:
+        raise UserError(f"the input scaler has {len(x_mean)} columns but the model takes "
+                        f"{arch['input_dim']} inputs")
+    if {len(y_mean), len(y_std)} - {1, arch.get("output_dim", 1)}:
+        raise UserError(f"the output scaler has {len(y_mean)} columns but the model gives "
+                        f"{arch.get('output_dim', 1)} outputs")
+    layers = [STANDARD_ACTIVATIONS[m.name]() if isinstance(m, Activation) else m
+              for m in models.model_from_checkpoint(payload)]
+    first, last = layers[0], layers[-1]
+    weight = first.weight.double() / x_std
+    first.bias.copy_(first.bias.double() - weight @ x_mean)
+    first.weight.copy_(weight)
+    last.bias.copy_(last.bias.double() * y_std + y_mean)
+    last.weight.copy_(last.weight.double() * y_std[:, None])
+    return nn.Sequential(*layers).eval()
+
+
+def load(path: str | Path) -> tuple[Path, dict]:
+    """(checkpoint file, payload) for a checkpoint or a run directory holding student.pt."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT).is_file():
+            raise UserError(f"{path} is a directory without a {CHECKPOINT}")
+        path = path / CHECKPOINT
+    return path, models.load_checkpoint(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing and checking the exports
+
+
+def onnx_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
+def write_torchscript(model: nn.Module, path: Path) -> None:
+    with warnings.catch_warnings(), atomic_path(path) as tmp:
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(model), str(tmp))
+
+
+def write_onnx(model: nn.Module, input_dim: int, path: Path) -> None:
+    with warnings.catch_warnings(), atomic_path(path) as tmp:
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (torch.zeros(2, input_dim),), str(tmp), dynamo=False,
+                          opset_version=OPSET, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+
+
+
+@dataclass
+class Check:
+    """One export and its largest difference from the explicit-scaling student."""
+
+    format: str
+    path: Path
+    max_abs: float
+    max_rel: float  # per output divided by y_std, the largest
+
+
+def check(fmt: str, path: Path, payload: dict, samples: int) -> Check:
+    """Run the export on `samples` seeded raw inputs x_mean + x_std * N(0, 1) and compare."""
+    x_mean, x_std, _, y_std = scaler(payload)
+    noise = torch.randn(samples, len(x_mean), generator=torch.Generator().manual_seed(CHECK_SEED))
+    x = x_mean + x_std * noise
+    with torch.no_grad():
+        exported = load_model_file(path).module(x)
+    diff = (exported.double() - scaled_predict(payload, x)).abs().amax(dim=0)
+    return Check(fmt, path, float(diff.max()), float((diff / y_std.double()).max()))
+
+
+def requested_formats(formats: Sequence[str] | None) -> tuple[list[str], str | None]:
+    """The formats to write and a note on any skipped: ONNX is skipped (with a note) when not
+    installed and not asked for, and an error when asked for."""
+    if formats:
+        if "onnx" in formats and not onnx_available():
+            raise UserError(f"--formats onnx needs the onnx and onnxruntime packages: {ONNX_HINT}")
+        return list(dict.fromkeys(formats)), None
+    if onnx_available():
+        return list(FORMATS), None
+    return ["torchscript"], f"onnx skipped: onnx / onnxruntime are not installed ({ONNX_HINT})"
+
+
+# ---------------------------------------------------------------------------------------------
+# the model card
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _section(title: str, header: Sequence[str], rows: list[Sequence[Any]]) -> list[str]:
+    """A Markdown section holding one table."""
+    return [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows), ""]
+
+
+LOADING = {
+    "torchscript": """```python
+import torch
+model = torch.jit.load("{file}")
+y = model(torch.as_tensor(x, dtype=torch.float32))  # x: (n, inputs) raw features
+```""",
+    "onnx": """```python
+import onnxruntime
+session = onnxruntime.InferenceSession("{file}")
+y = session.run(["y"], {{"x": x.astype("float32")}})[0]  # x: (n, inputs) raw features
+```""",
+}
+
+
+def model_card(source: Path, payload: dict, checks: list[Check]) -> str:
+    """A short Markdown description: the model, its inputs and outputs, where it came from,
+    its metrics, the export files with their checks, how to load them and the run config."""
+    arch, metrics = payload["arch"], payload.get("metrics") or {}
+    x_mean, x_std, _, _ = scaler(payload)
+    d, k = arch["input_dim"], arch.get("output_dim", 1)
+    features = feature_names(payload) or [f"column {i + 1}" for i in range(d)]
+    targets = target_names(payload) or (["y"] if k == 1 else [f"y{i + 1}" for i in range(k)])
+    widths = " -> ".join(str(w) for w in [d, *arch["hidden"], k])
+    role = "teacher" if metrics.get("command") == "train-teacher" else "student"
+    intro = (f"A dfkd {role}: a multilayer perceptron ({widths}, {arch['activation']}). The "
+             "exports take the raw features, in the order below, and give the raw targets: the "
+             "scalers are folded into the first and last layers.")
+    lines = [f"# Model card: {source.name}", "", intro, ""]
+    lines += _section("Model", ["", ""], [
+        ("architecture", widths), ("activation", arch["activation"]), ("inputs", d),
+        ("outputs", f"{k}: {', '.join(targets)}"), ("checkpoint", source),
+        ("exported by", f"dfkd {__version__}")])
+    lines += _section("Inputs", ["feature", "mean", "sd"], [
+        (name, f"{m:.6g}", f"{sd:.6g}")
+        for name, m, sd in zip(features, x_mean.tolist(), x_std.tolist())])
+    lines += _section("Provenance", ["", ""], [
+        (key, value) for key in PROVENANCE
+        if (value := metrics.get(key, payload.get(key))) is not None])
+    lines += _section("Metrics", ["metric", "value"], [
+        (key, f"{value:.6g}") for key, value in metrics.items() if _number(value)])
+    lines += _section("Exports", ["file", "format", "max abs diff", "relative to y_std"], [
+        (c.path.name, c.format, f"{c.max_abs:.3g}", f"{c.max_rel:.3g}") for c in checks])
+    lines += [("Each export was compared with the checkpoint's network applied with explicit "
+               "scaling on random raw inputs (x_mean + x_std * N(0, 1))."), "", "## Loading", ""]
+    for c in checks:
+        lines += [LOADING[c.format].format(file=c.path.name), ""]
+    if payload.get("config"):
+        lines += ["## Run config", "", "```yaml", payload["config"].rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def export(path: str | Path, out: str | Path | None = None,
+           formats: Sequence[str] | None = None, samples: int = 1000
+           ) -> tuple[list[Check], Path, str | None]:
+    """Write the exports and model_card.md into `out` (default: <checkpoint folder>/export);
+    returns the checks, the card's path and a note on skipped formats."""
+    if samples < 1:
+        raise UserError(f"--samples must be at least 1, not {samples}")
+    formats, note = requested_formats(formats)
+    source, payload = load(path)
+    out = Path(out) if out is not None else source.parent / "export"
+    model = raw_model(payload)
+    checks = []
+    for fmt in formats:
+        target = out / (source.stem + SUFFIXES[fmt])
+        if fmt == "torchscript":
+            write_torchscript(model, target)
+        else:
+            write_onnx(model, payload["arch"]["input_dim"], target)
+        checks.append(check(fmt, target, payload, samples))
+    card = out / "model_card.md"
+    with atomic_path(card) as tmp:
+        tmp.write_text(model_card(source, payload, checks))
+    return checks, card, note
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="dfkd export",
+        description="Export a dfkd checkpoint as TorchScript and ONNX models that map raw "
+                    "features to raw targets (scalers folded in), check each against the "
+                    "checkpoint, and write a model card.")
+    parser.add_argument("path", metavar="PATH",
+                        help=f"a dfkd checkpoint, or a run directory holding {CHECKPOINT}")
+    parser.add_argument("--out", metavar="DIR",
+                        help="where the files go (default: the checkpoint's folder/export)")
+    parser.add_argument("--formats", nargs="+", choices=FORMATS, metavar="FORMAT",
+                        help="torchscript and/or onnx (default: both; onnx when installed)")
+    parser.add_argument("--samples", type=int, default=1000,
+                        help="random raw inputs the exports are checked on (default: 1000)")
+    parser.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest difference allowed, relative to the target's sd "
+                             "(default: 1e-4)")
+    args = parser.parse_args(argv)
+    try:
+        checks, card, note = export(args.path, args.out, args.formats, args.samples)
+    except UserError as exc:
+        print(f"dfkd export: error: {exc}", file=sys.stderr)
+        return 2
+    if note:
+        print(note)
+    for c in checks:
+        print(f"{c.format:<12} {c.path}  max |diff| {c.max_abs:.3g} "
+              f"({c.max_rel:.3g} of y_std)")
+    print(f"wrote {card}")
+    failed = [c for c in checks if not c.max_rel <= args.tolerance]
+    for c in failed:
+        print(f"dfkd export: error: {c.path} differs from the checkpoint by {c.max_rel:.3g} of "
+              f"y_std, more than --tolerance {args.tolerance:g}", file=sys.stderr)
+    return 1 if failed else 0
