@@ -21,7 +21,7 @@ ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
 SELECTIONS = ("last", "val")
 NONFINITE = ("stop", "skip")
 ALPHA_SCHEDULES = ("decreasing", "increasing", "constant")
-DATASET_SOURCES = ("builtin", "csv", "benchmark")
+DATASET_SOURCES = ("builtin", "csv", "benchmark", "none")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 TEACHER_FORMATS = ("dfkd", "torchscript", "onnx")
 
@@ -31,7 +31,7 @@ class DatasetConfig:
     """Where the rows come from and how they are split (the paper: 5000 train, rest 10/90)."""
 
     name: str = MISSING
-    source: str = "benchmark"  # builtin | csv | benchmark
+    source: str = "benchmark"  # builtin | csv | benchmark | none (no rows: nothing to score on)
     path: Optional[str] = None  # csv only
     target: Any = None  # target column, or a list of them (multi-output); None = last column
     drop: List[str] = field(default_factory=list)
@@ -198,6 +198,12 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.teacher.format in TEACHER_FORMATS, "teacher.format", f"one of {TEACHER_FORMATS}",
            cfg.teacher.format)
     _check_mlp("teacher", cfg.teacher)
+    if ds.source == "none" and cfg.command != "distill":
+        raise UserError(f"dataset=none has no rows, and dfkd {cfg.command} needs them; "
+                        "give a dataset (dataset=csv dataset.path=<file>, or a named one)")
+    if ds.source == "none" and cfg.command == "distill" and cfg.selection == "val":
+        raise UserError("selection=val picks the epoch by validation rows, and dataset=none has "
+                        "none; use selection=last")
     if cfg.command == "train-teacher":
         _check(cfg.patience >= 1, "patience", "an integer >= 1", cfg.patience)
         _check(0 < cfg.lr_factor < 1, "lr_factor", "a number in (0, 1)", cfg.lr_factor)

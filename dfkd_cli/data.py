@@ -147,8 +147,10 @@ def read_csv(path: Path, name: str, target: str | list[str] | None, drop: list[s
     return Table(name, x_frame.to_numpy(dtype=np.float64), y, list(x_frame.columns), targets)
 
 
-def load_table(ds, data_dir: str) -> Table:
-    """The rows that a `dataset` config names."""
+def load_table(ds, data_dir: str) -> Table | None:
+    """The rows that a `dataset` config names; None for dataset=none (data-free: no rows)."""
+    if ds.source == "none":
+        return None
     if ds.source == "builtin":
         return friedman1(ds.n_rows, ds.noise)
     if ds.source == "csv":

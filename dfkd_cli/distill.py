@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from dfkd_cli import metrics, models, runtime, tables
 from dfkd_cli import teacher as teachers
-from dfkd_cli.data import Split, load_table, split
+from dfkd_cli.data import Split, Table, load_table, split
 from dfkd_cli.files import atomic_path
 from dfkd_cli.rng import Streams, member_seeds
 from dfkd_cli.strategies import build_strategy
@@ -31,8 +31,11 @@ from dfkd_cli.student_loop import StudentLoop
 log = logging.getLogger(__name__)
 
 SUMMARY = ["dataset", "seed", "arm", "strategy", "alpha", "selection", "teacher_rmse",
-           "student_rmse", "fidelity_rmse", "student_r2", "wall_s", "device", "status"]
+           "student_rmse", "fidelity_rmse", "fidelity_rmse_prior", "student_r2", "wall_s", "device",
+           "status"]
 CHECKPOINT = "checkpoint.pt"
+PRIOR_ROWS = 10_000  # prior draws for fidelity_rmse_prior
+PRIOR_STREAM = 7_919_000  # offset of their random stream from the member's seed
 
 
 def alpha_label(cfg) -> str:
@@ -80,14 +83,15 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
         return pd.concat(pd.read_csv(d / tables.METRICS) for d in dirs)
     table = load_table(cfg.dataset, cfg.data_dir)
     teacher = teachers.load(cfg, seeds, table, device)
-    splits = [split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s, scaler).to(device)
-              for s, scaler in zip(seeds, teacher.scalers)]
+    splits = None if table is None else [
+        split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s, scaler).to(device)
+        for s, scaler in zip(seeds, teacher.scalers)]
     runtime.seed_everything(seeds[0])
     rng = Streams(seeds, device)
     student = models.StackedMLP(len(seeds), teacher.input_dim, list(cfg.student.hidden),
                                 cfg.student.activation, teacher.output_dim).to(device).init_(rng)
     strategy = build_strategy(cfg.strategy, teacher, rng)
-    loop = StudentLoop(cfg, teacher, student, strategy, stacked(splits, "val"))
+    loop = StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"))
     state_path = run_dir / CHECKPOINT
     if cfg.resume and state_path.is_file():
         loop.load_state_dict(models.load_weights_only(state_path))
@@ -102,8 +106,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
                     loop.epoch, run_dir)
     selected = loop.finish() if not interrupted() else [loop.epoch - 1] * len(seeds)
     statuses = ["interrupted"] * len(seeds) if interrupted() else loop.status()
-    frame = write_members(cfg, loop, splits, teacher, dirs, seeds, selected, statuses, wall,
-                          device)
+    frame = write_members(cfg, loop, table, splits, teacher, dirs, seeds, selected, statuses,
+                          wall, device)
     print(tables.show(frame, SUMMARY))
     if interrupted():
         sys.exit(interrupted.exit_code)
@@ -112,31 +116,63 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     return frame
 
 
-def write_members(cfg, loop: StudentLoop, splits: list[Split], teacher: teachers.Teacher,
-                  dirs: list[Path], seeds: list[int], selected: list[int], statuses: list[str],
-                  wall: float, device: torch.device) -> pd.DataFrame:
-    """Evaluate every member on its real test rows; write its student, history and metrics."""
+def column_names(teacher: teachers.Teacher, table: Table | None) -> tuple[list[str], list[str]]:
+    """Feature and target names: the dataset's, else the teacher's, else x1.. / y, y1.."""
+    if table is not None:
+        return table.features, table.targets
+    k = teacher.output_dim
+    return (teacher.features or [f"x{i + 1}" for i in range(teacher.input_dim)],
+            teacher.targets or (["y"] if k == 1 else [f"y{i + 1}" for i in range(k)]))
+
+
+@torch.no_grad()
+def prior_fidelity(teacher: teachers.Teacher, student: models.StackedMLP, seeds: list[int],
+                   rows: int = PRIOR_ROWS) -> torch.Tensor:
+    """Per member and output, the RMSE between S and T on fresh N(0, I) draws (K, k): the
+    data-free measure of how well the student copies the teacher where it was trained."""
+    x = Streams([s + PRIOR_STREAM for s in seeds], student.weights[0].device).randn(
+        rows, teacher.input_dim)
+    return metrics.rmse(metrics.predict(student, x), metrics.predict(teacher.module, x))
+
+
+def test_scores(splits: list[Split] | None, teacher: teachers.Teacher,
+                student: models.StackedMLP, targets: list[str]) -> list[dict[str, float]]:
+    """Per member, teacher / student / fidelity scores on the real test rows (none without)."""
+    if splits is None:
+        return [{} for _ in teacher.scalers]
     x_test, y_test = stacked(splits, "test")
     t_pred = metrics.predict(teacher.module, x_test)
-    s_pred = metrics.predict(loop.student, x_test)
+    s_pred = metrics.predict(student, x_test)
+    return [metrics.scores("teacher", t_pred[k], y_test[k], targets)
+            | metrics.scores("student", s_pred[k], y_test[k], targets, part.scaler.y_std)
+            | metrics.columns("fidelity_rmse", metrics.rmse(s_pred[k], t_pred[k]), targets)
+            for k, part in enumerate(splits)]
+
+
+def write_members(cfg, loop: StudentLoop, table: Table | None, splits: list[Split] | None,
+                  teacher: teachers.Teacher, dirs: list[Path], seeds: list[int],
+                  selected: list[int], statuses: list[str], wall: float, device: torch.device
+                  ) -> pd.DataFrame:
+    """Evaluate every member (on its real test rows when there is a dataset, and on prior
+    draws); write its student, history and metrics."""
+    features, targets = column_names(teacher, table)
+    scores = test_scores(splits, teacher, loop.student, targets)
+    prior = prior_fidelity(teacher, loop.student, seeds)
     diverged = loop.diverged_epoch.tolist()
     rows = []
-    for k, (seed, part, member_dir) in enumerate(zip(seeds, splits, dirs)):
-        row = {"command": "distill", "dataset": part.name, "seed": seed, "arm": arm_label(cfg),
-               "strategy": cfg.strategy.name, "alpha": alpha_label(cfg.alpha),
-               "selection": cfg.selection,
-               "teacher_hidden": models.arch_name(list(cfg.teacher.hidden),
-                                                  cfg.teacher.activation),
+    for k, (seed, scaler, member_dir) in enumerate(zip(seeds, teacher.scalers, dirs)):
+        row = {"command": "distill", "dataset": cfg.dataset.name, "seed": seed,
+               "arm": arm_label(cfg), "strategy": cfg.strategy.name,
+               "alpha": alpha_label(cfg.alpha), "selection": cfg.selection,
+               "teacher_hidden": (models.arch_name(list(cfg.teacher.hidden),
+                                                   cfg.teacher.activation)
+                                  if cfg.teacher.format == "dfkd" else cfg.teacher.format),
                "student_hidden": models.arch_name(list(cfg.student.hidden),
                                                   cfg.student.activation),
                "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
                "batch_size": cfg.batch_size, "epochs_run": loop.epoch,
-               "selected_epoch": selected[k],
-               **metrics.scores("teacher", t_pred[k], y_test[k], part.targets),
-               **metrics.scores("student", s_pred[k], y_test[k], part.targets,
-                                part.scaler.y_std),
-               **metrics.columns("fidelity_rmse", metrics.rmse(s_pred[k], t_pred[k]),
-                                 part.targets),
+               "selected_epoch": selected[k], **scores[k],
+               **metrics.columns("fidelity_rmse_prior", prior[k], targets),
                "wall_s": wall, "members": len(seeds), "device": str(device),
                "status": statuses[k],
                "diverged_epoch": diverged[k] if diverged[k] >= 0 else None,
@@ -146,9 +182,8 @@ def write_members(cfg, loop: StudentLoop, splits: list[Split], teacher: teachers
             member_dir / "student.pt", loop.student.member_state_dict(k),
             arch={"input_dim": teacher.input_dim, "hidden": list(cfg.student.hidden),
                   "activation": cfg.student.activation, "output_dim": teacher.output_dim},
-            scaler=part.scaler.payload(), features=list(part.features),
-            targets=list(part.targets), dataset=part.name, seed=seed, metrics=row,
-            config=OmegaConf.to_yaml(cfg))
+            scaler=scaler.payload(), features=list(features), targets=list(targets),
+            dataset=cfg.dataset.name, seed=seed, metrics=row, config=OmegaConf.to_yaml(cfg))
         tables.write_history(member_dir, loop.history[k])
         rows.append(tables.write_metrics(member_dir, row))
     return pd.concat(rows, ignore_index=True)

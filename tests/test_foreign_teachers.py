@@ -181,3 +181,26 @@ def test_two_output_dataset_trains_and_distils_two_outputs(tmp_path):
                  "teacher.hidden=[64]", *QUICK,
                  "hydra.run.dir=wrong", cwd=tmp_path, check=False)
     assert wrong.returncode == 2 and "has 2 outputs but dataset 'two' has 1 target" in wrong.stderr
+
+
+def test_no_data_at_all(tmp_path):
+    """dataset=none: the data-free case end to end; fidelity is measured on prior draws."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 2))
+    torch.jit.script(net).save(str(tmp_path / "t.ts"))
+    spec = ["teacher=torchscript", "teacher.path=t.ts", "teacher.targets=[price,volume]",
+            "teacher.mean=[1,2,3,4,5]", "teacher.sd=[1,1,2,2,3]"]
+    dfkd("distill", "dataset=none", *spec, "strategy=bounded", *QUICK, "hydra.run.dir=run",
+         cwd=tmp_path)
+    row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
+    assert row.status == "ok" and row.dataset == "none" and "student_rmse" not in row
+    assert 0 < row.fidelity_rmse_prior_price and 0 < row.fidelity_rmse_prior_volume
+    payload = models.load_checkpoint(tmp_path / "run" / "student.pt")
+    assert payload["targets"] == ["price", "volume"] and payload["features"] == [
+        f"x{i}" for i in range(1, 6)]
+    for args, message in [(["selection=val"], "selection=val picks the epoch by validation"),
+                          (["epochs=0"], "epochs=0 is not valid")]:
+        proc = dfkd("distill", "dataset=none", *spec, *args, cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and message in proc.stderr
+    proc = dfkd("train-teacher", "dataset=none", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "dataset=none has no rows" in proc.stderr
