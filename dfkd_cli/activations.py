@@ -19,8 +19,17 @@ Fn = Callable[[torch.Tensor], torch.Tensor]
 Derivative = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z, a) -> da/dz
 
 
+# 0-dim tensors, not Python numbers: an op with a Python number wraps it in a tensor first, which
+# costs about as much as the op itself on these small arrays
+_ONE, _TWO, _MINUS_ONE = torch.tensor(1.0), torch.tensor(2.0), torch.tensor(-1.0)
+
+
 def tanh(z: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(z * 2).mul(2).sub_(1)
+    return torch.add(_MINUS_ONE, torch.sigmoid(torch.mul(z, _TWO)), alpha=2)
+
+
+def _tanh_derivative(z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    return torch.addcmul(_ONE, a, a, value=-1)  # 1 - a^2
 
 
 def _gelu_derivative(z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -34,7 +43,7 @@ def _silu_derivative(z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 
 ACTIVATIONS: dict[str, tuple[Fn, Derivative]] = {
-    "tanh": (tanh, lambda z, a: 1 - a * a),
+    "tanh": (tanh, _tanh_derivative),
     "sigmoid": (torch.sigmoid, lambda z, a: a * (1 - a)),
     "relu": (torch.relu, lambda z, a: (z > 0).to(z.dtype)),
     "gelu": (F.gelu, _gelu_derivative),

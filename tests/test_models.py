@@ -1,4 +1,5 @@
-"""StackedMLP's hand-written backward pass against autograd, for every activation."""
+"""StackedMLP's hand-written backward pass against autograd, for every activation; the fast
+RMSprop against torch's."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 
 from dfkd_cli.activations import ACTIVATIONS, tanh
 from dfkd_cli.models import StackedMLP
+from dfkd_cli.optim import RMSprop
 from dfkd_cli.rng import Streams
 
 
@@ -30,3 +32,24 @@ def test_hand_written_gradients_match_autograd(activation):
         torch.testing.assert_close(net.input_grad(saved, grad_out), expected[0])
         for ours, theirs in zip(net.param_grads(saved, grad_out), expected[1:], strict=True):
             torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_rmsprop_matches_torch_bit_for_bit(weight_decay):
+    """optim.RMSprop's multi-tensor step is torch.optim.RMSprop's arithmetic, not an approximation."""
+    torch.manual_seed(0)
+    ours = [torch.randn(3, 4, requires_grad=True), torch.randn(5, requires_grad=True)]
+    theirs = [p.detach().clone().requires_grad_(True) for p in ours]
+    opt_ours = RMSprop(ours, lr=1e-2, weight_decay=weight_decay)
+    opt_theirs = torch.optim.RMSprop(theirs, lr=1e-2, weight_decay=weight_decay, foreach=False)
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in ours]
+        for params, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+    state = opt_ours.state_dict()["state"][0]
+    assert float(state["step"]) == 5 and torch.equal(
+        state["square_avg"], opt_theirs.state_dict()["state"][0]["square_avg"])
