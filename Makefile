@@ -45,7 +45,7 @@ REPORT_REFERENCE = $(if $(wildcard $(REFERENCE)),--reference $(REFERENCE))
 SWEEP_REFERENCE = $(if $(wildcard $(REFERENCE)),\
 	hydra.callbacks.sweep_summary.reference=$(REFERENCE))
 
-reproduce: install  ## the paper's protocol (hours on a CPU): teachers, 100 distill jobs, report
+reproduce: install  ## the paper's protocol (hours on a CPU): teachers, 50 distill jobs, report
 	$(BIN)/dfkd train-teacher -m \
 		dataset=$(PAPER_DATASETS) "seeds=[$(PAPER_SEEDS)]" \
 		data_dir=$(DATA_DIR) progress=false $(HYDRA_ARGS)

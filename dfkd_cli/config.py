@@ -18,7 +18,7 @@ from dfkd_cli.errors import UserError
 from dfkd_cli.strategies import STRATEGIES
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
-SELECTIONS = ("last", "val")
+SELECTIONS = ("last", "val", "both")
 NONFINITE = ("stop", "skip")
 ALPHA_SCHEDULES = ("decreasing", "increasing", "constant")
 DATASET_SOURCES = ("builtin", "csv", "benchmark", "none")
@@ -128,7 +128,9 @@ class DistillConfig(RunConfig):
     epochs: int = 2000  # E
     steps_per_epoch: int = 10  # n_s
     batch_size: int = 50  # m
-    selection: str = "last"  # last (data-free) | val (the paper's best epoch on real validation rows)
+    # last (data-free) | val (the paper's best epoch on real validation rows) | both (one
+    # training, a metrics row for each)
+    selection: str = "last"
     label: Optional[str] = None  # the arm's name in tables (set by arm=...); None = derived
     on_nonfinite: str = "stop"  # stop (status=diverged) | skip (roll back and carry on)
     checkpoint_every: int = 100  # epochs between resumable checkpoints (0 = only on a signal)
@@ -201,9 +203,9 @@ def validate(cfg: DictConfig) -> None:
     if ds.source == "none" and cfg.command != "distill":
         raise UserError(f"dataset=none has no rows, and dfkd {cfg.command} needs them; "
                         "give a dataset (dataset=csv dataset.path=<file>, or a named one)")
-    if ds.source == "none" and cfg.command == "distill" and cfg.selection == "val":
-        raise UserError("selection=val picks the epoch by validation rows, and dataset=none has "
-                        "none; use selection=last")
+    if ds.source == "none" and cfg.command == "distill" and cfg.selection != "last":
+        raise UserError(f"selection={cfg.selection} picks an epoch by validation rows, and "
+                        "dataset=none has none; use selection=last")
     if cfg.command == "train-teacher":
         _check(cfg.patience >= 1, "patience", "an integer >= 1", cfg.patience)
         _check(0 < cfg.lr_factor < 1, "lr_factor", "a number in (0, 1)", cfg.lr_factor)

@@ -26,7 +26,7 @@ from dfkd_cli.data import Split, Table, load_table, split
 from dfkd_cli.files import atomic_path
 from dfkd_cli.rng import Streams, member_seeds
 from dfkd_cli.strategies import build_strategy
-from dfkd_cli.student_loop import StudentLoop
+from dfkd_cli.student_loop import StudentLoop, selections
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +104,9 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
         save_state(loop, state_path)
         log.warning("interrupted at epoch %d; continue with resume=true hydra.run.dir=%s",
                     loop.epoch, run_dir)
-    selected = loop.finish() if not interrupted() else [loop.epoch - 1] * len(seeds)
     statuses = ["interrupted"] * len(seeds) if interrupted() else loop.status()
-    frame = write_members(cfg, loop, table, splits, teacher, dirs, seeds, selected, statuses,
-                          wall, device)
+    frame = write_members(cfg, loop, table, splits, teacher, dirs, seeds, statuses, wall, device,
+                          interrupted())
     print(tables.show(frame, SUMMARY))
     if interrupted():
         sys.exit(interrupted.exit_code)
@@ -151,39 +150,47 @@ def test_scores(splits: list[Split] | None, teacher: teachers.Teacher,
 
 def write_members(cfg, loop: StudentLoop, table: Table | None, splits: list[Split] | None,
                   teacher: teachers.Teacher, dirs: list[Path], seeds: list[int],
-                  selected: list[int], statuses: list[str], wall: float, device: torch.device
+                  statuses: list[str], wall: float, device: torch.device, interrupted: bool
                   ) -> pd.DataFrame:
     """Evaluate every member (on its real test rows when there is a dataset, and on prior
-    draws); write its student, history and metrics."""
+    draws) for each selection; write its students, history and metrics rows. The first
+    selection's student is student.pt, a second one's student_<selection>.pt. An interrupted
+    run reports its current weights."""
     features, targets = column_names(teacher, table)
-    scores = test_scores(splits, teacher, loop.student, targets)
-    prior = prior_fidelity(teacher, loop.student, seeds)
     diverged = loop.diverged_epoch.tolist()
-    rows = []
-    for k, (seed, scaler, member_dir) in enumerate(zip(seeds, teacher.scalers, dirs)):
-        row = {"command": "distill", "dataset": cfg.dataset.name, "seed": seed,
-               "arm": arm_label(cfg), "strategy": cfg.strategy.name,
-               "alpha": alpha_label(cfg.alpha), "selection": cfg.selection,
-               "teacher_hidden": (models.arch_name(list(cfg.teacher.hidden),
-                                                   cfg.teacher.activation)
-                                  if cfg.teacher.format == "dfkd" else cfg.teacher.format),
-               "student_hidden": models.arch_name(list(cfg.student.hidden),
-                                                  cfg.student.activation),
-               "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
-               "batch_size": cfg.batch_size, "epochs_run": loop.epoch,
-               "selected_epoch": selected[k], **scores[k],
-               **metrics.columns("fidelity_rmse_prior", prior[k], targets),
-               "wall_s": wall, "members": len(seeds), "device": str(device),
-               "status": statuses[k],
-               "diverged_epoch": diverged[k] if diverged[k] >= 0 else None,
-               "nonfinite_skips": int(loop.skips[k]),
-               "teacher_path": teacher.sources[k]}
-        models.save_checkpoint(
-            member_dir / "student.pt", loop.student.member_state_dict(k),
-            arch={"input_dim": teacher.input_dim, "hidden": list(cfg.student.hidden),
-                  "activation": cfg.student.activation, "output_dim": teacher.output_dim},
-            scaler=scaler.payload(), features=list(features), targets=list(targets),
-            dataset=cfg.dataset.name, seed=seed, metrics=row, config=OmegaConf.to_yaml(cfg))
-        tables.write_history(member_dir, loop.history[k])
-        rows.append(tables.write_metrics(member_dir, row))
-    return pd.concat(rows, ignore_index=True)
+    rows: list[list[dict]] = [[] for _ in seeds]
+    for n, selection in enumerate(selections(cfg.selection)):
+        selected = [loop.epoch - 1] * len(seeds) if interrupted else loop.finish(selection)
+        scores = test_scores(splits, teacher, loop.student, targets)
+        prior = prior_fidelity(teacher, loop.student, seeds)
+        for k, (seed, scaler, member_dir) in enumerate(zip(seeds, teacher.scalers, dirs)):
+            row = {"command": "distill", "dataset": cfg.dataset.name, "seed": seed,
+                   "arm": arm_label(cfg), "strategy": cfg.strategy.name,
+                   "alpha": alpha_label(cfg.alpha), "selection": selection,
+                   "teacher_hidden": (models.arch_name(list(cfg.teacher.hidden),
+                                                       cfg.teacher.activation)
+                                      if cfg.teacher.format == "dfkd" else cfg.teacher.format),
+                   "student_hidden": models.arch_name(list(cfg.student.hidden),
+                                                      cfg.student.activation),
+                   "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
+                   "batch_size": cfg.batch_size, "epochs_run": loop.epoch,
+                   "selected_epoch": selected[k], **scores[k],
+                   **metrics.columns("fidelity_rmse_prior", prior[k], targets),
+                   "wall_s": wall, "members": len(seeds), "device": str(device),
+                   "status": statuses[k],
+                   "diverged_epoch": diverged[k] if diverged[k] >= 0 else None,
+                   "nonfinite_skips": int(loop.skips[k]),
+                   "teacher_path": teacher.sources[k]}
+            models.save_checkpoint(
+                member_dir / ("student.pt" if n == 0 else f"student_{selection}.pt"),
+                loop.student.member_state_dict(k),
+                arch={"input_dim": teacher.input_dim, "hidden": list(cfg.student.hidden),
+                      "activation": cfg.student.activation, "output_dim": teacher.output_dim},
+                scaler=scaler.payload(), features=list(features), targets=list(targets),
+                dataset=cfg.dataset.name, seed=seed, metrics=row,
+                config=OmegaConf.to_yaml(cfg))
+            rows[k].append(row)
+    for member_dir, history in zip(dirs, loop.history):
+        tables.write_history(member_dir, history)
+    return pd.concat([tables.write_metrics(d, r) for d, r in zip(dirs, rows)],
+                     ignore_index=True)

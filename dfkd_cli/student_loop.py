@@ -62,6 +62,12 @@ def student_step(teacher, student: models.StackedMLP, opt: torch.optim.Optimizer
     return loss_g, loss_p
 
 
+def selections(selection: str) -> list[str]:
+    """The weights a run reports: selection=both is one training with two rows, last then val
+    (the trajectory is the same; only which weights are kept differs)."""
+    return ["last", "val"] if selection == "both" else [selection]
+
+
 class StudentLoop:
     """E epochs x n_s steps of L_S for a population; see the module docstring."""
 
@@ -72,7 +78,7 @@ class StudentLoop:
         members, device = student.members, student.weights[0].device
         self.opt = make_optimizer(cfg.optimizer, student.parameters())
         params = list(student.parameters())
-        self.best = Snapshot(params) if cfg.selection == "val" else None
+        self.best = Snapshot(params) if cfg.selection in ("val", "both") else None
         self.best_loss = torch.full((members,), float("inf"), device=device)
         self.best_epoch = torch.full((members,), -1, device=device)
         self.finite = Snapshot(params)  # each member's weights at its last finite log point
@@ -181,11 +187,12 @@ class StudentLoop:
                 if torch.is_tensor(value) and value.shape == p.shape:
                     value.masked_fill_(per_member(members, value).expand_as(value), 0.0)
 
-    def finish(self) -> list[int]:
-        """Final weights per member: the best validation epoch (selection=val), else the last
-        finite weights; returns the selected epoch of each member."""
+    def finish(self, selection: str) -> list[int]:
+        """Put each member's selected weights in the student: the best validation epoch
+        (selection=val), or the last finite weights (last); returns the selected epochs. With
+        both kept, call it for last first: val overwrites the weights."""
         diverged = self.diverged_epoch >= 0
-        if self.best is not None:
+        if selection == "val":
             self.best.restore(torch.ones_like(diverged))
             return self.best_epoch.tolist()
         self.finite.restore(diverged)
@@ -230,7 +237,7 @@ def train_student(cfg, teacher, student: models.StackedMLP, strategy,
                   val: tuple[torch.Tensor, torch.Tensor] | None
                   ) -> tuple[list[list[dict[str, Any]]], list[int]]:
     """Run a StudentLoop start to finish without checkpoints (for probes and tests); returns
-    each member's history rows and selected epoch."""
+    each member's history rows and selected epoch (the first of selection=both's)."""
     loop = StudentLoop(cfg, teacher, student, strategy, val)
     loop.run()
-    return loop.history, loop.finish()
+    return loop.history, loop.finish(selections(cfg.selection)[0])

@@ -13,8 +13,9 @@ METRICS = "metrics.csv"
 HISTORY = "history.csv"
 
 
-def write_metrics(run_dir: Path, row: dict[str, Any]) -> pd.DataFrame:
-    frame = pd.DataFrame([row])
+def write_metrics(run_dir: Path, rows: dict[str, Any] | list[dict[str, Any]]) -> pd.DataFrame:
+    """metrics.csv: one row (a row per selection for selection=both)."""
+    frame = pd.DataFrame([rows] if isinstance(rows, dict) else rows)
     write_csv(frame, Path(run_dir) / METRICS)
     return frame
 

@@ -75,6 +75,24 @@ def test_distill_end_to_end(workdir, strategy, selection):
     assert "student_rmse" in proc.stdout  # the table is printed
 
 
+def test_selection_both_is_the_two_runs_in_one(workdir):
+    """One training, two rows: each equals the run with that selection alone."""
+    rows = {}
+    for selection in ("last", "val", "both"):
+        dfkd("distill", "strategy=bounded", f"selection={selection}", *QUICK_DISTILL,
+             f"hydra.run.dir=sel_{selection}", cwd=workdir)
+        rows[selection] = pd.read_csv(workdir / f"sel_{selection}" / "metrics.csv")
+    both = rows["both"].set_index("selection")
+    assert list(both.index) == ["last", "val"]
+    for selection in ("last", "val"):
+        alone = rows[selection].iloc[0]
+        for column in ("student_rmse", "fidelity_rmse", "selected_epoch", "fidelity_rmse_prior"):
+            assert both.loc[selection, column] == alone[column]
+    kept = load_checkpoint(workdir / "sel_both" / "student_val.pt")["state_dict"]
+    alone = load_checkpoint(workdir / "sel_val" / "student.pt")["state_dict"]
+    assert all(torch.equal(kept[k], alone[k]) for k in kept)
+
+
 def test_multirun_two_jobs(workdir):
     dfkd("distill", "-m", "strategy=random,bounded", *QUICK_DISTILL, cwd=workdir)
     sweep = sorted((workdir / "outputs" / "distill-multirun").glob("*/*"))[-1]

@@ -198,7 +198,7 @@ def test_no_data_at_all(tmp_path):
     payload = models.load_checkpoint(tmp_path / "run" / "student.pt")
     assert payload["targets"] == ["price", "volume"] and payload["features"] == [
         f"x{i}" for i in range(1, 6)]
-    for args, message in [(["selection=val"], "selection=val picks the epoch by validation"),
+    for args, message in [(["selection=val"], "selection=val picks an epoch by validation"),
                           (["epochs=0"], "epochs=0 is not valid")]:
         proc = dfkd("distill", "dataset=none", *spec, *args, cwd=tmp_path, check=False)
         assert proc.returncode == 2 and message in proc.stderr

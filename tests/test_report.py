@@ -257,8 +257,8 @@ def test_paper_preset_is_the_papers_protocol():
     assert params == {"dataset": ["compactiv", "cpusmall", "pole", "puma32h", "mv"],
                       "student": ["mlp25", "mlp50"],
                       "arm": ["random_sampling", "generator", "bounded", "generator_alpha1",
-                              "bounded_alpha1"],
-                      "selection": ["val", "last"]}
+                              "bounded_alpha1"]}
+    assert cfg.selection == "both"  # every job reports the paper's val and the data-free last
     assert params["arm"] == list(report.REFERENCE_ARMS.values())
     for group in ("dataset", "student", "arm"):  # every swept option exists
         for option in params[group]:
@@ -269,4 +269,4 @@ def test_paper_preset_is_the_papers_protocol():
 def test_paper_quick_preset():
     cfg, params = sweep_params("paper_quick")
     assert list(cfg.seeds) == [1, 2, 3] and params["dataset"] == ["cpusmall"]
-    assert len(params["arm"]) == 5 and params["selection"] == ["val", "last"]
+    assert len(params["arm"]) == 5 and cfg.selection == "both"
