@@ -58,6 +58,7 @@ class StackedMLP(nn.Module):
         # (weight, bias) per layer as a plain list: iterating a ParameterList costs microseconds
         # per item, and the student loop runs the network about ten times per step
         self.layers = list(zip(self.weights, self.biases))
+        self.params = [*self.weights, *self.biases]  # self.parameters() as a list, in order
 
     @property
     def members(self) -> int:

@@ -56,7 +56,7 @@ def student_step(teacher, student: models.StackedMLP, opt: torch.optim.Optimizer
     zero = squared.new_zeros(squared.shape[0])
     loss_g = squared[:, :n_g].mean(dim=1) if n_g else zero
     loss_p = squared[:, n_g:].mean(dim=1) if n_g < x.shape[1] else zero
-    for p, g in zip(student.parameters(), student.param_grads(saved, diff * weights)):
+    for p, g in zip(student.params, student.param_grads(saved, diff * weights)):
         p.grad = g
     opt.step()
     return loss_g, loss_p
@@ -125,6 +125,7 @@ class StudentLoop:
         self.x_g = None
         n_g, n_p = (m if alpha > 0 else 0), (m if alpha < 1 else 0)
         weights = row_weights(n_g, n_p, alpha, self.zero.device)
+        epoch_g, epoch_p = self.zero.clone(), self.zero.clone()  # summed over the epoch's steps
         for _ in range(cfg.steps_per_epoch):
             batches = []
             if alpha > 0:
@@ -134,10 +135,12 @@ class StudentLoop:
                 batches.append(self.strategy.prior(m))
             x = torch.cat(batches, dim=1) if len(batches) > 1 else batches[0]
             loss_g, loss_p = student_step(T, S, self.opt, x, n_g, weights)
-            self.sums["loss"] += alpha * loss_g + (1 - alpha) * loss_p
-            self.sums["loss_g"] += loss_g
-            self.sums["loss_p"] += loss_p
-            self.steps_logged += 1
+            epoch_g += loss_g
+            epoch_p += loss_p
+        self.sums["loss"] += alpha * epoch_g + (1 - alpha) * epoch_p
+        self.sums["loss_g"] += epoch_g
+        self.sums["loss_p"] += epoch_p
+        self.steps_logged += cfg.steps_per_epoch
         self.val_rmse = None
         if self.best is not None:
             with torch.no_grad():

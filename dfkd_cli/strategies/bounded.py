@@ -71,8 +71,8 @@ class Bounded(Strategy):
             t_saved, s_saved = teacher.trace(x), student.trace(x)
             s = s_saved[-1]
             diff = (t_saved[-1] - s) * (2 / n)
-            grad = (teacher.input_grad(t_saved, -diff)
-                    + student.input_grad(s_saved, diff.add(s, alpha=2 * cfg.gamma / n)))
+            grad = torch.sub(student.input_grad(s_saved, diff.add(s, alpha=2 * cfg.gamma / n)),
+                             teacher.input_grad(t_saved, diff))
             # One step of torch.optim.RMSprop (no momentum, not centred), written out so the
             # per-step cost is a few tensor ops instead of a new optimiser per batch.
             grad = grad.add(x, alpha=cfg.beta)
