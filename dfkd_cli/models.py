@@ -37,6 +37,23 @@ def mlp(input_dim: int, hidden: list[int], activation: str, output_dim: int = 1)
     return nn.Sequential(*layers)
 
 
+def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.bmm(a, b) for (K, n, m) @ (K, m, p), routed around a slow CPU kernel: with K > 1
+    members and one output column (a batched matrix-vector product) torch.bmm takes 5-12x longer
+    on the project's CPU than the same product transposed, a row vector times a matrix
+    (K = 10, (100, 500) @ (500, 1): 368 us against 83 us)."""
+    if b.shape[2] == 1 and a.shape[0] > 1 and a.device.type == "cpu":
+        return torch.bmm(b.transpose(1, 2), a.transpose(1, 2)).transpose(1, 2)
+    return torch.bmm(a, b)
+
+
+def baddbmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.baddbmm(bias, a, b), with `bmm`'s detour where it applies."""
+    if b.shape[2] == 1 and a.shape[0] > 1 and a.device.type == "cpu":
+        return bmm(a, b).add_(bias)
+    return torch.baddbmm(bias, a, b)
+
+
 class StackedMLP(nn.Module):
     """K independent MLPs of one architecture in one batched program: (K, n, d) -> (K, n, out).
 
@@ -75,7 +92,7 @@ class StackedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, (w, b) in enumerate(self.layers):
-            x = torch.baddbmm(b, x, w)
+            x = baddbmm(b, x, w)
             if i < last:
                 x = self.act(x)
         return x
@@ -87,7 +104,7 @@ class StackedMLP(nn.Module):
         saved = [x]
         last = len(self.layers) - 1
         for i, (w, b) in enumerate(self.layers):
-            x = torch.baddbmm(b, x, w)
+            x = baddbmm(b, x, w)
             saved.append(x)
             if i < last:
                 x = self.act(x)
@@ -101,7 +118,7 @@ class StackedMLP(nn.Module):
         for i in range(len(self.layers) - 1, -1, -1):
             layer_input = saved[2 * i]  # x for layer 0, else the previous layer's output a
             if want_params:
-                weight_grads.append(torch.bmm(layer_input.transpose(1, 2), g))
+                weight_grads.append(bmm(layer_input.transpose(1, 2), g))
                 bias_grads.append(g.sum(dim=1, keepdim=True))
             if i == 0 and not want_input:
                 break

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dfkd_cli.activations import ACTIVATIONS, tanh
-from dfkd_cli.models import StackedMLP
+from dfkd_cli.models import StackedMLP, baddbmm, bmm
 from dfkd_cli.optim import RMSprop
 from dfkd_cli.rng import Streams
 
@@ -53,3 +53,13 @@ def test_rmsprop_matches_torch_bit_for_bit(weight_decay):
     state = opt_ours.state_dict()["state"][0]
     assert float(state["step"]) == 5 and torch.equal(
         state["square_avg"], opt_theirs.state_dict()["state"][0]["square_avg"])
+
+
+def test_batched_matrix_vector_detour_is_the_same_product():
+    """models.bmm / baddbmm take a faster route for one output column with several members."""
+    g = torch.Generator().manual_seed(0)
+    a, b, bias = (torch.randn(*s, generator=g) for s in ((4, 30, 20), (4, 20, 1), (4, 1, 1)))
+    torch.testing.assert_close(bmm(a, b), torch.bmm(a, b))
+    torch.testing.assert_close(baddbmm(bias, a, b), torch.baddbmm(bias, a, b))
+    wide = torch.randn(4, 20, 3, generator=g)
+    torch.testing.assert_close(bmm(a, wide), torch.bmm(a, wide))
