@@ -28,14 +28,18 @@ test: install  ## the full test suite (CPU)
 
 # The paper's table (Zhou & Chiam 2023): train the missing teachers (train-teacher keeps a teacher
 # already in the store), run the experiment preset as one multirun, then `dfkd report` against the
-# published numbers. Hours on a CPU for `reproduce`; `reproduce-quick` is one dataset, three seeds.
+# published numbers. `reproduce` takes 30 min on a 2-core CPU with 2 joblib workers
+# (docs/results.md); `reproduce-quick` is one dataset, three seeds.
 # HYDRA_ARGS picks a launcher for both sweeps, e.g.
 #   make reproduce HYDRA_ARGS="hydra/launcher=joblib hydra.launcher.n_jobs=4"
 # DISTILL_ARGS adds overrides to the distill sweep (e.g. epochs=200 for a smoke run).
 DATA_DIR ?= ../shared/datasets
 REFERENCE ?= ../shared/reference/paper_results_per_seed.csv
 PAPER_DATASETS ?= compactiv,cpusmall,pole,puma32h,mv
-PAPER_SEEDS ?= 1,2,3,4,5,6,7,8,9,10
+# The jobs' populations (teachers and students): groups of 3-4 seeds are fastest on a CPU (their
+# batched arrays stay in cache, and 15 jobs per sweep keep two workers busy; docs/performance.md);
+# on a GPU make it one group, [1,2,...,10] or more.
+PAPER_SEED_GROUPS ?= [1,2,3],[4,5,6],[7,8,9,10]
 QUICK_DATASETS ?= cpusmall
 QUICK_SEEDS ?= 1,2,3
 HYDRA_ARGS ?=
@@ -45,12 +49,12 @@ REPORT_REFERENCE = $(if $(wildcard $(REFERENCE)),--reference $(REFERENCE))
 SWEEP_REFERENCE = $(if $(wildcard $(REFERENCE)),\
 	hydra.callbacks.sweep_summary.reference=$(REFERENCE))
 
-reproduce: install  ## the paper's protocol (hours on a CPU): teachers, 50 distill jobs, report
+reproduce: install  ## the paper's protocol (30 min on 2 CPU cores): teachers, 150 distill jobs, report
 	$(BIN)/dfkd train-teacher -m \
-		dataset=$(PAPER_DATASETS) "seeds=[$(PAPER_SEEDS)]" \
+		dataset=$(PAPER_DATASETS) "seeds=$(PAPER_SEED_GROUPS)" \
 		data_dir=$(DATA_DIR) progress=false $(HYDRA_ARGS)
 	$(BIN)/dfkd distill -m experiment=paper \
-		dataset=$(PAPER_DATASETS) "seeds=[$(PAPER_SEEDS)]" \
+		dataset=$(PAPER_DATASETS) "seeds=$(PAPER_SEED_GROUPS)" \
 		data_dir=$(DATA_DIR) hydra.sweep.dir=outputs/reproduce/paper_$(STAMP) \
 		$(SWEEP_REFERENCE) $(HYDRA_ARGS) $(DISTILL_ARGS)
 	$(BIN)/dfkd report outputs/reproduce/paper_$(STAMP) $(REPORT_REFERENCE)
