@@ -36,9 +36,10 @@ test: install  ## the full test suite (CPU)
 DATA_DIR ?= ../shared/datasets
 REFERENCE ?= ../shared/reference/paper_results_per_seed.csv
 PAPER_DATASETS ?= compactiv,cpusmall,pole,puma32h,mv
-# The jobs' populations (teachers and students): groups of 3-4 seeds are fastest on a CPU (their
-# batched arrays stay in cache, and 15 jobs per sweep keep two workers busy; docs/performance.md);
-# on a GPU make it one group, [1,2,...,10] or more.
+# The seeds: the teachers train as one population per dataset (their steps are small enough
+# that batching pays), the students in groups of 3-4 seeds, the fastest size on a CPU (their
+# batched arrays stay in cache; docs/performance.md); on a GPU make it one group, [1,2,...,10].
+PAPER_SEEDS ?= [1,2,3,4,5,6,7,8,9,10]
 PAPER_SEED_GROUPS ?= [1,2,3],[4,5,6],[7,8,9,10]
 QUICK_DATASETS ?= cpusmall
 QUICK_SEEDS ?= 1,2,3
@@ -51,7 +52,7 @@ SWEEP_REFERENCE = $(if $(wildcard $(REFERENCE)),\
 
 reproduce: install  ## the paper's protocol (30 min on 2 CPU cores): teachers, 150 distill jobs, report
 	$(BIN)/dfkd train-teacher -m \
-		dataset=$(PAPER_DATASETS) "seeds=$(PAPER_SEED_GROUPS)" \
+		dataset=$(PAPER_DATASETS) "seeds=$(PAPER_SEEDS)" \
 		data_dir=$(DATA_DIR) progress=false $(HYDRA_ARGS)
 	$(BIN)/dfkd distill -m experiment=paper \
 		dataset=$(PAPER_DATASETS) "seeds=$(PAPER_SEED_GROUPS)" \
