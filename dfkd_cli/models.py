@@ -83,7 +83,7 @@ class StackedMLP(nn.Module):
 
     @torch.no_grad()
     def init_(self, rng: Streams) -> "StackedMLP":
-        for w, b in zip(self.weights, self.biases):
+        for w, b in self.layers:
             bound = w.shape[1] ** -0.5
             w.copy_(rng.rand(*w.shape[1:]) * 2 * bound - bound)
             b.copy_(rng.rand(*b.shape[1:]) * 2 * bound - bound)
@@ -139,7 +139,7 @@ class StackedMLP(nn.Module):
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Member k as the state dict of the equivalent `mlp(...)` (nn.Sequential)."""
         state = {}
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        for i, (w, b) in enumerate(self.layers):
             state[f"{2 * i}.weight"] = w[k].detach().t().contiguous()
             state[f"{2 * i}.bias"] = b[k, 0].detach().clone()
         return state

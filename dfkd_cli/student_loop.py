@@ -53,9 +53,9 @@ def student_step(teacher, student: models.StackedMLP, opt: torch.optim.Optimizer
     saved = student.trace(x)
     diff = saved[-1] - teacher(x)
     squared = diff.pow(2).sum(dim=2)
-    zero = squared.new_zeros(squared.shape[0])
-    loss_g = squared[:, :n_g].mean(dim=1) if n_g else zero
-    loss_p = squared[:, n_g:].mean(dim=1) if n_g < x.shape[1] else zero
+    loss_g = squared[:, :n_g].mean(dim=1) if n_g else squared.new_zeros(squared.shape[0])
+    loss_p = (squared[:, n_g:].mean(dim=1) if n_g < x.shape[1]
+              else squared.new_zeros(squared.shape[0]))
     for p, g in zip(student.params, student.param_grads(saved, diff * weights)):
         p.grad = g
     opt.step()
