@@ -84,6 +84,8 @@ def _task(run: Callable) -> Callable[[DictConfig], object]:
         try:
             validate(cfg)
             runtime.set_threads(cfg.threads)
+            if cfg.keep_freed_memory:
+                runtime.keep_freed_memory()
             return run(cfg, run_dir)
         except Exception as exc:
             if not _is_multirun():

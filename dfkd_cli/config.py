@@ -101,6 +101,7 @@ class RunConfig:
     seeds: Optional[List[int]] = None  # a population: K runs in one batched program
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = 1  # torch CPU threads; null = torch's default (every core)
+    keep_freed_memory: bool = True  # glibc malloc keeps freed blocks (runtime.keep_freed_memory)
     epochs: int = MISSING
     batch_size: int = MISSING
     data_dir: str = "data"
