@@ -159,6 +159,30 @@ class StackedMLP(nn.Module):
         return model
 
 
+@torch.no_grad()
+def sigmoid_form(model: StackedMLP) -> StackedMLP:
+    """The same function as a tanh network `model`, computed with sigmoids, for weights that no
+    longer change (a loaded teacher). tanh(z) = 2 sigmoid(2z) - 1, so a hidden layer's weights
+    and bias are doubled, and the layer after it, fed s = (a + 1) / 2 instead of a, takes weights
+    2W and bias b - sum_i W_i. One elementwise pass per hidden layer instead of three (the
+    fast tanh's scale, sigmoid and shift): 7% of a bounded step (docs/performance.md).
+    Computed in float64; outputs agree with `model` to float32 rounding."""
+    if model.activation != "tanh":
+        raise ValueError(f"sigmoid_form needs a tanh network, not {model.activation}")
+    widths = [model.layers[0][0].shape[1]] + [w.shape[2] for w, _ in model.layers]
+    out = StackedMLP(model.members, widths[0], widths[1:-1], "sigmoid", widths[-1])
+    last = len(model.layers) - 1
+    for i, ((w, b), (w_new, b_new)) in enumerate(zip(model.layers, out.layers)):
+        w, b = w.double(), b.double()
+        if i > 0:  # input s = (a + 1) / 2: a W + b = s (2 W) + (b - sum over inputs of W)
+            w, b = 2 * w, b - w.sum(dim=1, keepdim=True)
+        if i < last:  # tanh(z) = 2 sigmoid(2 z) - 1
+            w, b = 2 * w, 2 * b
+        w_new.copy_(w)
+        b_new.copy_(b)
+    return out.to(model.layers[0][0].device)
+
+
 def per_member(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """(K,) flags shaped to broadcast against a (K, ...) tensor."""
     return flags.view(-1, *([1] * (like.dim() - 1)))

@@ -119,6 +119,8 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
     arch = payloads[0]["arch"]
     module = models.StackedMLP.from_state_dicts([p["state_dict"] for p in payloads],
                                                 arch["activation"])
+    if arch["activation"] == "tanh":
+        module = models.sigmoid_form(module)  # the same function, cheaper to evaluate
     box = (torch.stack([p["input_spec"]["low"] for p in payloads]),
            torch.stack([p["input_spec"]["high"] for p in payloads]))
     return Teacher(module, arch["input_dim"], box, sources, arch.get("output_dim", 1),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dfkd_cli.activations import ACTIVATIONS, tanh
-from dfkd_cli.models import StackedMLP, baddbmm, bmm
+from dfkd_cli.models import StackedMLP, baddbmm, bmm, sigmoid_form
 from dfkd_cli.optim import RMSprop
 from dfkd_cli.rng import Streams
 
@@ -32,6 +32,24 @@ def test_hand_written_gradients_match_autograd(activation):
         torch.testing.assert_close(net.input_grad(saved, grad_out), expected[0])
         for ours, theirs in zip(net.param_grads(saved, grad_out), expected[1:], strict=True):
             torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("hidden,outputs", [([500], 1), ([30, 20], 2)])
+def test_sigmoid_form_is_the_same_function_with_the_same_input_gradient(hidden, outputs):
+    """A loaded tanh teacher runs as sigmoids (models.sigmoid_form): outputs and the input
+    gradients that bounded follows must not move beyond float32 rounding."""
+    net = StackedMLP(3, 12, hidden, "tanh", output_dim=outputs).init_(
+        Streams([1, 2, 3], torch.device("cpu")))
+    fast = sigmoid_form(net)
+    assert fast.activation == "sigmoid"
+    x = 3 * torch.randn(3, 200, 12, generator=torch.Generator().manual_seed(0))
+    grad_out = torch.randn(3, 200, outputs, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), net(x), atol=5e-6, rtol=0)
+        torch.testing.assert_close(fast.input_grad(fast.trace(x), grad_out),
+                                   net.input_grad(net.trace(x), grad_out), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="tanh"):
+        sigmoid_form(StackedMLP(1, 2, [3], "relu"))
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
