@@ -67,7 +67,7 @@ class StackedMLP(nn.Module):
         super().__init__()
         widths = [input_dim, *hidden, output_dim]
         self.activation = activation
-        self.act, self.act_derivative = ACTIVATIONS[activation]
+        self.act, self.act_backward = ACTIVATIONS[activation]
         self.weights = nn.ParameterList(
             nn.Parameter(torch.empty(members, a, b)) for a, b in zip(widths, widths[1:]))
         self.biases = nn.ParameterList(
@@ -124,7 +124,7 @@ class StackedMLP(nn.Module):
                 break
             g = torch.bmm(g, self.layers[i][0].transpose(1, 2))
             if i > 0:
-                g = g * self.act_derivative(saved[2 * i - 1], layer_input)
+                g = self.act_backward(g, saved[2 * i - 1], layer_input)
         return weight_grads[::-1] + bias_grads[::-1], (g if want_input else None)
 
     def input_grad(self, saved: list[torch.Tensor], grad_out: torch.Tensor) -> torch.Tensor:
