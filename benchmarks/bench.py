@@ -36,8 +36,10 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def configurations(members: list[int]) -> list[tuple[str, list[str], int]]:
-    """(name, overrides, population size); the first is the single-run reference."""
+def configurations(members: list[int], allocator_ab: bool) -> list[tuple[str, list[str], int]]:
+    """(name, overrides, population size); the first is the single-run reference. Each
+    population also runs on both cores (threads=2), and with `allocator_ab` the largest one also
+    without runtime.keep_freed_memory."""
     rows = [("bounded, selection=last (reference)", ["arm=bounded", "selection=last"], 1),
             ("bounded, selection=val", ["arm=bounded", "selection=val"], 1),
             ("bounded alpha=1, selection=last", ["arm=bounded_alpha1", "selection=last"], 1),
@@ -48,6 +50,13 @@ def configurations(members: list[int]) -> list[tuple[str, list[str], int]]:
         seeds = f"seeds=[{','.join(map(str, range(1, k + 1)))}]"
         rows.append((f"bounded, population of {k}, selection=last",
                      ["arm=bounded", "selection=last", seeds], k))
+        rows.append((f"bounded, population of {k}, selection=last, threads=2",
+                     ["arm=bounded", "selection=last", seeds, "threads=2"], k))
+    if allocator_ab and members:
+        k = max(members)
+        seeds = f"seeds=[{','.join(map(str, range(1, k + 1)))}]"
+        rows.append((f"bounded, population of {k}, selection=last, keep_freed_memory=false",
+                     ["arm=bounded", "selection=last", seeds, "keep_freed_memory=false"], k))
     return rows
 
 
@@ -61,6 +70,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--population", type=int, nargs="*", default=[10],
                         help="population sizes to time (seeds 1..K)")
+    parser.add_argument("--allocator-ab", action="store_true",
+                        help="also time the largest population with keep_freed_memory=false")
     parser.add_argument("--only", nargs="*", default=None,
                         help="names (substrings) of the configurations to run")
     parser.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
@@ -82,7 +93,7 @@ def main() -> None:
             {"configuration": f"teachers, population of {k} seeds", "median_process_s": many,
              "peak_rss_mib": many_rss}]
     reference = None
-    for name, overrides, members in configurations(args.population):
+    for name, overrides, members in configurations(args.population, args.allocator_ab):
         if args.only and not any(s in name for s in args.only) and reference is not None:
             continue
         walls, process, rss = [], [], []
@@ -105,7 +116,7 @@ def main() -> None:
         print(f"{name}: {row['median_wall_s']:.2f} s", file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
     print(f"\ndataset={args.dataset} device={args.device} repeats={args.repeats} "
-          f"(dfkd's default threads=1; student steps/s counts every member's steps)")
+          f"(threads=1 unless named; student steps/s counts every member's steps)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if args.out:
         table.to_csv(args.out, index=False)
