@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from dfkd_cli import metrics, models, runtime, tables
 from dfkd_cli import teacher as teachers
-from dfkd_cli.data import Split, Table, load_table, split
+from dfkd_cli.data import Split, Table, load_table
 from dfkd_cli.files import atomic_path
 from dfkd_cli.rng import Streams, member_seeds
 from dfkd_cli.strategies import build_strategy
@@ -83,9 +83,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
         return pd.concat(pd.read_csv(d / tables.METRICS) for d in dirs)
     table = load_table(cfg.dataset, cfg.data_dir)
     teacher = teachers.load(cfg, seeds, table, device)
-    splits = None if table is None else [
-        split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s, scaler).to(device)
-        for s, scaler in zip(seeds, teacher.scalers)]
+    splits = None if table is None else teachers.member_splits(cfg, teacher, table, seeds, device)
     runtime.seed_everything(seeds[0])
     rng = Streams(seeds, device)
     student = models.StackedMLP(len(seeds), teacher.input_dim, list(cfg.student.hidden),

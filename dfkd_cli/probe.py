@@ -29,7 +29,7 @@ import torch
 
 from dfkd_cli import distill, metrics, models, runtime, tables
 from dfkd_cli import teacher as teachers
-from dfkd_cli.data import load_table, split
+from dfkd_cli.data import load_table
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import write_csv
 from dfkd_cli.rng import Streams
@@ -110,8 +110,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     seed = int(cfg.seed)
     table = load_table(cfg.dataset, cfg.data_dir)
     teacher = teachers.load(cfg, [seed], table, device)
-    part = split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, seed,
-                 teacher.scalers[0]).to(device)
+    part = teachers.member_splits(cfg, teacher, table, [seed], device)[0]
     runtime.seed_everything(seed)
     rng = Streams([seed], device)
     student = models.StackedMLP(1, teacher.input_dim, list(cfg.student.hidden),

@@ -47,6 +47,9 @@ class Teacher:
     differentiable: bool = True  # False: strategies that need dT/dx refuse it
     features: list[str] | None = None
     targets: list[str] | None = None
+    # per member, the (training, validation) row counts of the split a store teacher was trained
+    # on; None where unknown (a teacher file named by teacher.path, a foreign teacher)
+    split_sizes: list[tuple[int, int] | None] | None = None
 
 
 class Shared(nn.Module):
@@ -125,7 +128,42 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
            torch.stack([p["input_spec"]["high"] for p in payloads]))
     return Teacher(module, arch["input_dim"], box, sources, arch.get("output_dim", 1),
                    [Scaler.from_payload(p["scaler"]) for p in payloads], spec.differentiable,
-                   payloads[0]["input_spec"].get("features"), payloads[0].get("targets"))
+                   payloads[0]["input_spec"].get("features"), payloads[0].get("targets"),
+                   None if spec.path else [_split_size(p) for p in payloads])
+
+
+def _split_size(payload: dict[str, Any]) -> tuple[int, int] | None:
+    """The (training, validation) row counts a dfkd teacher checkpoint was trained on."""
+    row = payload.get("metrics", {})
+    return (int(row["n_train"]), int(row["n_val"])) if "n_train" in row else None
+
+
+def _split_mismatch(cfg, source: str, trained: tuple[int, int] | None, part: Split
+                    ) -> str | None:
+    """Why teacher `source` does not belong to split `part`, or None when it does."""
+    ours = (len(part.x_train), len(part.x_val))
+    if trained is None or tuple(trained) == ours:
+        return None
+    return (f"teacher {source} was trained on {trained[0]} training and {trained[1]} validation "
+            f"rows of {part.name}, but dataset.n_train={cfg.dataset.n_train} and "
+            f"dataset.val_fraction={cfg.dataset.val_fraction} split it into {ours[0]} and "
+            f"{ours[1]}, so this run's test rows would not be the teacher's held-out rows")
+
+
+def member_splits(cfg, teacher: Teacher, table: Table, seeds: list[int],
+                  device: torch.device) -> list[Split]:
+    """Each member's split of `table` (its seed, the dataset's split settings) in its teacher's
+    units. A store teacher trained on another split is refused: it may have seen this run's
+    test rows."""
+    parts = [split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s, scaler).to(device)
+             for s, scaler in zip(seeds, teacher.scalers)]
+    for source, trained, part in zip(teacher.sources, teacher.split_sizes or [], parts):
+        why = _split_mismatch(cfg, source, trained, part)
+        if why:
+            raise UserError(f"{why}; use the split settings the teacher was trained with, or "
+                            "train teachers for these settings into another store "
+                            "(teacher_store=<dir>)")
+    return parts
 
 
 def _foreign_teacher(cfg, members: int) -> Teacher:
@@ -301,6 +339,11 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
             if path.exists() and not cfg.overwrite:
                 log.info("teacher %s exists; keeping it (overwrite=true retrains)", path)
                 payload = models.load_checkpoint(path)
+                why = _split_mismatch(cfg, str(path), _split_size(payload), split(
+                    table, cfg.dataset.n_train, cfg.dataset.val_fraction, seed))
+                if why:
+                    raise UserError(f"{why}; overwrite=true retrains it, or teacher_store=<dir> "
+                                    "keeps teachers for these settings apart")
                 rows[seed] = tables.write_metrics(member_dir, {**payload["metrics"],
                                                                "status": "exists"})
         todo = [k for k, seed in enumerate(seeds) if seed not in rows]

@@ -154,6 +154,19 @@ def test_teacher_input_dimension_must_match(workdir, tmp_path):
     assert "takes 10 inputs but dataset 'csv' has 3 features" in stderr
 
 
+def test_store_teacher_trained_on_another_split_is_refused(workdir, tmp_path):
+    """The store is keyed by dataset, architecture and seed: a teacher trained with other split
+    settings may have seen this run's test rows, so distill, probe and train-teacher say so."""
+    for command, extra in (("distill", QUICK_DISTILL), ("probe", QUICK_DISTILL),
+                           ("train-teacher", QUICK_TEACHER)):
+        proc = dfkd(command, *extra, "dataset.n_train=300", cwd=workdir, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "mlp64-tanh/seed1/teacher.pt was trained on" in proc.stderr
+        assert "dataset.n_train=300" in proc.stderr and "split it into 300 and" in proc.stderr
+    # the same settings as the teacher's still work
+    dfkd("distill", *QUICK_DISTILL, "dataset.n_train=5000", cwd=workdir)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cuda_without_gpu(workdir):
     stderr = error_of("distill", "device=cuda", *QUICK_DISTILL, cwd=workdir)
