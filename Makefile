@@ -28,7 +28,7 @@ test: install  ## the full test suite (CPU)
 
 # The paper's table (Zhou & Chiam 2023): train the missing teachers (train-teacher keeps a teacher
 # already in the store), run the experiment preset as one multirun, then `dfkd report` against the
-# published numbers. `reproduce` takes 26 min on a 2-core CPU with 2 joblib workers
+# published numbers. `reproduce` takes 24 min on a 2-core CPU with 2 joblib workers
 # (docs/results.md); `reproduce-quick` is one dataset, three seeds.
 # HYDRA_ARGS picks a launcher for both sweeps, e.g.
 #   make reproduce HYDRA_ARGS="hydra/launcher=joblib hydra.launcher.n_jobs=4"
@@ -51,7 +51,7 @@ REPORT_REFERENCE = $(if $(wildcard $(REFERENCE)),--reference $(REFERENCE))
 SWEEP_REFERENCE = $(if $(wildcard $(REFERENCE)),\
 	hydra.callbacks.sweep_summary.reference=$(REFERENCE))
 
-reproduce: install  ## the paper's protocol (26 min on 2 CPU cores): teachers, 50 distill jobs, report
+reproduce: install  ## the paper's protocol (24 min on 2 CPU cores): teachers, 50 distill jobs, report
 	$(BIN)/dfkd train-teacher -m \
 		dataset=$(PAPER_DATASETS) "seeds=$(PAPER_SEEDS)" \
 		data_dir=$(DATA_DIR) progress=false $(HYDRA_ARGS)

@@ -165,7 +165,7 @@ def sigmoid_form(model: StackedMLP) -> StackedMLP:
     longer change (a loaded teacher). tanh(z) = 2 sigmoid(2z) - 1, so a hidden layer's weights
     and bias are doubled, and the layer after it, fed s = (a + 1) / 2 instead of a, takes weights
     2W and bias b - sum_i W_i. One elementwise pass per hidden layer instead of three (the
-    fast tanh's scale, sigmoid and shift): 7% of a bounded step (docs/performance.md).
+    fast tanh's scale, sigmoid and shift): 9-12% of a bounded step (docs/performance.md).
     Computed in float64; outputs agree with `model` to float32 rounding."""
     if model.activation != "tanh":
         raise ValueError(f"sigmoid_form needs a tanh network, not {model.activation}")
