@@ -7,14 +7,19 @@ import sys
 import pytest
 
 # Hold four 8 MiB tensors at once and free them together, as every step of a population does with
-# its layers' activations: after 5 warm-up rounds, print the page faults of the next 50.
+# its layers' activations: after 5 warm-up rounds, print the page faults of the next 200. Mode
+# "returned" holds glibc at its initial 128 KiB mmap threshold, so every block goes back to the
+# kernel when freed (what glibc's own adaptive thresholds do only some of the time, which makes
+# them no fixed reference for a test; the bench measures them: docs/performance.md).
 _FAULTS = """
-import resource, sys, torch
+import ctypes, resource, sys, torch
 from dfkd_cli import runtime
 if sys.argv[1] == "keep":
     assert runtime.keep_freed_memory()
+else:
+    assert ctypes.CDLL(None).mallopt(-3, 128 << 10)  # M_MMAP_THRESHOLD
 x = torch.ones(1 << 21)
-for round in range(55):
+for round in range(205):
     if round == 5:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     held = [x * 2.0 for _ in range(4)]
@@ -31,9 +36,9 @@ def _faults(mode: str) -> int:
 
 @pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallopt"), reason="needs glibc's mallopt")
 def test_keep_freed_memory_stops_page_faults_on_every_large_tensor():
-    default, kept = _faults("default"), _faults("keep")
-    assert default > 5_000  # glibc hands the freed blocks back and faults them in again
-    assert kept < 500  # reused: no new pages
+    returned, kept = _faults("returned"), _faults("keep")
+    assert returned > 200 * 4 * 1_000  # every block's 2,048 pages faulted in again, every round
+    assert kept < 4 * 8_192  # reused: a few blocks' pages at most, not every round's
 
 
 def test_keep_freed_memory_is_on_by_default_and_can_be_turned_off():
