@@ -36,6 +36,11 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
+def seeds_override(k: int) -> str:
+    """The override for a population of seeds 1..k."""
+    return f"seeds=[{','.join(map(str, range(1, k + 1)))}]"
+
+
 def configurations(members: list[int], allocator_ab: bool) -> list[tuple[str, list[str], int]]:
     """(name, overrides, population size); the first is the single-run reference. Each
     population also runs on both cores (threads=2), and with `allocator_ab` the largest one also
@@ -47,16 +52,16 @@ def configurations(members: list[int], allocator_ab: bool) -> list[tuple[str, li
             ("generator, selection=last", ["arm=generator", "selection=last"], 1),
             ("generator alpha=1, selection=last", ["arm=generator_alpha1", "selection=last"], 1)]
     for k in members:
-        seeds = f"seeds=[{','.join(map(str, range(1, k + 1)))}]"
+        seeds = seeds_override(k)
         rows.append((f"bounded, population of {k}, selection=last",
                      ["arm=bounded", "selection=last", seeds], k))
         rows.append((f"bounded, population of {k}, selection=last, threads=2",
                      ["arm=bounded", "selection=last", seeds, "threads=2"], k))
     if allocator_ab and members:
         k = max(members)
-        seeds = f"seeds=[{','.join(map(str, range(1, k + 1)))}]"
         rows.append((f"bounded, population of {k}, selection=last, keep_freed_memory=false",
-                     ["arm=bounded", "selection=last", seeds, "keep_freed_memory=false"], k))
+                     ["arm=bounded", "selection=last", seeds_override(k),
+                      "keep_freed_memory=false"], k))
     return rows
 
 
@@ -86,7 +91,7 @@ def main() -> None:
     # population of seeds 1..K that the distillation runs below use.
     one, _ = run(["train-teacher", *common, "seed=1", f"teacher_store={work}/single",
                   f"hydra.run.dir={work}/teacher1"], work, env)
-    population = f"seeds=[{','.join(map(str, range(1, k + 1)))}]"
+    population = seeds_override(k)
     many, many_rss = run(["train-teacher", *common, population, f"hydra.run.dir={work}/teachers"],
                          work, env)
     rows = [{"configuration": "teacher, 1 seed", "median_process_s": one},
