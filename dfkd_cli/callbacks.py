@@ -1,16 +1,23 @@
 """Hydra callbacks (registered in configs/hydra/dfkd.yaml under hydra.callbacks).
 
+WritableOutput refuses, with one line and exit 2, a run or sweep directory that cannot be
+written, before Hydra tries to write its .hydra/ files there (which would end in a traceback).
+
 SweepSummary writes `dfkd report`'s files (report.csv, report.md, report.tex and runs.csv, every
 job's metrics rows concatenated) into the sweep directory when a multirun ends. Hydra calls
 on_multirun_end in the process that ran the sweeper, after the launcher has returned every job,
 so the summary is written the same way whichever launcher ran the jobs (basic, joblib,
 submitit, ray, ...). A summary that cannot be written only logs a warning: the jobs' own files
-are the record, and `dfkd report <sweep dir>` rebuilds the summary at any time.
+are the record, and `dfkd report <sweep dir>` rebuilds the summary at any time. It also counts
+the jobs that failed (`SWEEP_END`), so that `dfkd -m` ends with a non-zero exit code after the
+summary is written.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,36 @@ from dfkd_cli import report
 from dfkd_cli.errors import UserError
 
 log = logging.getLogger("dfkd")
+
+# statuses of a job that did not finish (diverged: it finished, with a status the table shows)
+UNFINISHED = ("failed", "unreadable", report.MISSING, "interrupted", "unknown")
+# set at the end of a multirun, in the launching process: jobs gathered, jobs failed, summary
+SWEEP_END: dict[str, Any] = {}
+
+
+def _unwritable(folder: Path) -> Path | None:
+    """The folder, or its nearest existing parent, when the process cannot write there."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return None if path.is_dir() and os.access(path, os.W_OK | os.X_OK) else path
+    return None
+
+
+class WritableOutput(Callback):
+    """Check the run (or sweep) directory can be written before any job starts."""
+
+    def _check(self, folder: str, key: str) -> None:
+        blocked = _unwritable(Path(folder).absolute())
+        if blocked is not None:
+            print(f"dfkd: error: cannot write the output directory {folder}: {blocked} is not "
+                  f"a writable folder; set {key}=<a folder you can write>", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(str(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")
 
 
 class SweepSummary(Callback):
@@ -41,11 +78,18 @@ class SweepSummary(Callback):
             log.warning("sweep summary: reference %s not found; summarising without it",
                         self.reference)
         try:
+            runs = report.gather([sweep_dir])
+        except UserError:
+            runs = None
+        if runs is not None:
+            SWEEP_END.update(jobs=len(runs), summary=sweep_dir / "report.md",
+                             failed=int(runs["status"].isin(UNFINISHED).sum()))
+        try:
             result = report.write_report([sweep_dir], sweep_dir, self.baseline, reference)
         except UserError as exc:
             log.warning("sweep summary not written: %s", exc)
             return
-        except Exception as exc:  # noqa: BLE001 - never turn a finished sweep into a failure
+        except Exception as exc:  # noqa: BLE001 - never lose the sweep's end to a summary bug
             log.warning("sweep summary not written (%s: %s); run `dfkd report %s`",
                         type(exc).__name__, exc, sweep_dir)
             return
@@ -54,4 +98,4 @@ class SweepSummary(Callback):
                  sweep_dir / "report.md")
         for _, row in fails.iterrows():
             log.warning("not ok: %s (%s) %s", row.get("run_dir"), row.get("status"),
-                        row.get("error", ""))
+                        report.text_cell(row.get("error")))

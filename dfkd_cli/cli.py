@@ -13,9 +13,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dfkd_cli import __version__, distill, evaluate, export, probe, report, runtime, teacher
+from dfkd_cli import __version__, callbacks, distill, evaluate, export, probe, report, runtime
+from dfkd_cli import teacher
 from dfkd_cli.config import register_configs, validate
-from dfkd_cli.errors import UserError
+from dfkd_cli.errors import explain
 from dfkd_cli.tables import write_metrics
 
 log = logging.getLogger("dfkd")
@@ -73,8 +74,9 @@ def _is_multirun() -> bool:
 
 
 def _task(run: Callable) -> Callable[[DictConfig], object]:
-    """Wrap a command so user errors print one line and exit 2 before any work. In a multirun a
-    failing job records its status and error in its own metrics row and the sweep goes on."""
+    """Wrap a command so user errors (bad input, memory running out, a file that cannot be
+    written) print one line and exit 2. In a multirun a failing job records its status and
+    error in its own metrics row and the sweep goes on."""
 
     def task(cfg: DictConfig) -> object:
         global _composed
@@ -88,15 +90,17 @@ def _task(run: Callable) -> Callable[[DictConfig], object]:
                 runtime.keep_freed_memory()
             return run(cfg, run_dir)
         except Exception as exc:
+            message = explain(exc, f"lower batch_size (now {cfg.batch_size})"
+                              + (" or run fewer seeds at once" if cfg.seeds else ""))
             if not _is_multirun():
-                if isinstance(exc, UserError):
-                    print(f"dfkd: error: {exc}", file=sys.stderr)
+                if message is not None:
+                    print(f"dfkd: error: {message}", file=sys.stderr)
                     sys.exit(2)
                 raise
             log.error("job failed: %s\n%s", exc, traceback.format_exc())
             write_metrics(run_dir, {"command": cfg.command, "dataset": cfg.dataset.name,
                                     "seed": cfg.seed, "status": "failed",
-                                    "error": f"{type(exc).__name__}: {exc}"})
+                                    "error": message or f"{type(exc).__name__}: {exc}"})
             return None
 
     return task
@@ -117,7 +121,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     config_name, run, _ = COMMANDS[command]
     if config_name is None:
-        sys.exit(run(rest))
+        try:
+            sys.exit(run(rest))
+        except Exception as exc:  # a file it cannot write, memory: one line; a bug: traceback
+            message = explain(exc)
+            if message is None:
+                raise
+            print(f"dfkd {command}: error: {message}", file=sys.stderr)
+            sys.exit(2)
     register_configs()
     register_resolvers()
     sys.argv = [f"dfkd {command}", *rest]
@@ -130,3 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         if stop.code == 1 and not _composed:
             sys.exit(2)
         raise
+    end = callbacks.SWEEP_END
+    if end.get("failed"):
+        print(f"dfkd: error: {end['failed']} of {end['jobs']} jobs failed or did not finish "
+              f"(listed in {end['summary']})", file=sys.stderr)
+        sys.exit(1)

@@ -8,6 +8,7 @@ composes the config, before any work. Range checks that a type cannot express li
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -24,6 +25,10 @@ ALPHA_SCHEDULES = ("decreasing", "increasing", "constant")
 DATASET_SOURCES = ("builtin", "csv", "benchmark", "none")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 TEACHER_FORMATS = ("dfkd", "torchscript", "onnx")
+MAX_EPOCHS = 1_000_000  # 500x the paper's 2000; more is a typo (epochs=1e20), not a plan
+MAX_SEED = 2**32 - 1  # numpy's seeding takes [0, 2**32 - 1]
+# a dataset name is a folder of the teacher store: a plain name, never a path
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
 @dataclass
@@ -65,6 +70,9 @@ class TeacherConfig(MLPConfig):
     path: Optional[str] = None
     input_dim: Optional[int] = None  # when neither the file nor the spec says
     differentiable: bool = True  # false: refuse the strategies that need dT/dx
+    # true: use a dfkd teacher whose checkpoint records other data (dataset, seed, split,
+    # features or targets) than the run's; its test rows may then be the teacher's training rows
+    allow_mismatch: bool = False
     spec: Optional[str] = None  # a YAML or CSV file with the keys below
     features: Optional[List[str]] = None
     mean: Optional[List[float]] = None  # per feature: a prior draw z is the input mean + sd * z
@@ -182,7 +190,17 @@ def _check_mlp(prefix: str, mlp: Any) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Range checks that types cannot express; raises UserError naming the key."""
-    _check(cfg.epochs >= 1, "epochs", "an integer >= 1", cfg.epochs)
+    _check(1 <= cfg.epochs <= MAX_EPOCHS, "epochs", f"an integer in [1, {MAX_EPOCHS}]",
+           cfg.epochs)
+    _check(0 <= cfg.seed <= MAX_SEED, "seed", f"an integer in [0, {MAX_SEED}]", cfg.seed)
+    if cfg.seeds is not None:
+        _check(len(cfg.seeds) >= 1, "seeds", "a non-empty list (or null: use seed=)",
+               list(cfg.seeds))
+        _check(all(0 <= s <= MAX_SEED for s in cfg.seeds), "seeds",
+               f"integers in [0, {MAX_SEED}]", list(cfg.seeds))
+    _check(PLAIN_NAME.fullmatch(cfg.dataset.name) is not None, "dataset.name",
+           "a plain name (letters, digits, _ . + -; no path: it names a folder of the teacher "
+           "store)", cfg.dataset.name)
     _check(cfg.batch_size >= 1, "batch_size", "an integer >= 1", cfg.batch_size)
     _check(cfg.log_every >= 1, "log_every", "an integer >= 1", cfg.log_every)
     _check(cfg.threads is None or cfg.threads >= 1, "threads", "null or an integer >= 1",

@@ -118,12 +118,15 @@ def read_csv(path: Path, name: str, target: str | list[str] | None, drop: list[s
     try:
         frame = pd.read_csv(path)
     except Exception as exc:  # pandas raises many types for unreadable files
-        raise UserError(f"dataset file {path} could not be read as CSV: {exc}") from exc
+        raise UserError(f"dataset file {path} could not be read as CSV: "
+                        f"{' '.join(str(exc).split())}") from exc
     missing = [c for c in drop if c not in frame.columns]
     if missing:
         raise UserError(f"dataset.drop names columns not in {path}: {missing}; "
                         f"columns are {list(frame.columns)}")
     frame = frame.drop(columns=list(drop))
+    if frame.shape[1] == 0:
+        raise UserError(f"dataset.drop={list(drop)} drops every column of {path}")
     targets = ([target] if isinstance(target, str) else list(target or [])) or [frame.columns[-1]]
     missing = [t for t in targets if t not in frame.columns]
     if missing:
@@ -144,6 +147,9 @@ def read_csv(path: Path, name: str, target: str | list[str] | None, drop: list[s
         frame = frame[~bad_rows]
     y = frame[targets].to_numpy(dtype=np.float64)
     x_frame = frame.drop(columns=targets)
+    if x_frame.shape[1] == 0:
+        raise UserError(f"dataset file {path} has no feature columns left after the targets "
+                        f"{targets} and dataset.drop={list(drop)}; a teacher needs at least one")
     return Table(name, x_frame.to_numpy(dtype=np.float64), y, list(x_frame.columns), targets)
 
 

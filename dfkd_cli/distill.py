@@ -20,9 +20,10 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from dfkd_cli import metrics, models, runtime, tables
+from dfkd_cli import metrics, models, resume, runtime, tables
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import Split, Table, load_table
+from dfkd_cli.errors import UserError
 from dfkd_cli.files import atomic_path
 from dfkd_cli.rng import Streams, member_seeds
 from dfkd_cli.strategies import build_strategy
@@ -36,6 +37,14 @@ SUMMARY = ["dataset", "seed", "arm", "strategy", "alpha", "selection", "teacher_
 CHECKPOINT = "checkpoint.pt"
 PRIOR_ROWS = 10_000  # prior draws for fidelity_rmse_prior
 PRIOR_STREAM = 7_919_000  # offset of their random stream from the member's seed
+# status=unstable when the student's fidelity RMSE on the prior draws ends more than this many
+# times the untrained student's (docs/reliability.md says why 10)
+UNSTABLE_RATIO = 10.0
+FINISHED = ("ok", "diverged", "unstable")  # statuses of a run that ran to its end
+
+
+UNTRAINED = ("no finite weights after training began: these are the untrained start's "
+             "(selected_epoch -1)")
 
 
 def alpha_label(cfg) -> str:
@@ -62,14 +71,29 @@ def finished(dirs: list[Path]) -> bool:
     """True when every member's metrics row says the run finished (ok or diverged)."""
     for d in dirs:
         path = d / tables.METRICS
-        if not path.is_file() or pd.read_csv(path).status.iloc[0] not in ("ok", "diverged"):
+        if not path.is_file() or pd.read_csv(path).status.iloc[0] not in FINISHED:
             return False
     return True
 
 
-def save_state(loop: StudentLoop, path: Path) -> None:
+def save_state(loop: StudentLoop, path: Path, config: dict) -> None:
+    """The loop's whole state and the run's config (resume.saved) in checkpoint.pt."""
     with atomic_path(path) as tmp:
-        torch.save(loop.state_dict(), tmp)
+        torch.save(loop.state_dict() | {"run_config": config}, tmp)
+
+
+def stored_run(state_path: Path, dirs: list[Path]) -> tuple[dict | None, dict | None]:
+    """(the loop state in checkpoint.pt or None, the config the run started with or None):
+    from checkpoint.pt, else from a finished run's student.pt."""
+    if state_path.is_file():
+        state = models.load_weights_only(state_path)
+        if not isinstance(state, dict):
+            raise UserError(f"{state_path} is not a dfkd resumable checkpoint")
+        return state, state.get("run_config")
+    student = dirs[0] / "student.pt"
+    if finished(dirs) and student.is_file():
+        return None, {"config": models.load_checkpoint(student).get("config")}
+    return None, None
 
 
 def run(cfg, run_dir: Path) -> pd.DataFrame | None:
@@ -78,6 +102,9 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     device = runtime.resolve_device(cfg.device)
     seeds = member_seeds(cfg)
     dirs = member_dirs(cfg, run_dir, seeds)
+    state_path = run_dir / CHECKPOINT
+    state, stored = stored_run(state_path, dirs) if cfg.resume else (None, None)
+    resume.check(cfg, run_dir, stored)
     if cfg.resume and finished(dirs):
         log.info("resume=true: %s has finished already; nothing to do", run_dir)
         return pd.concat(pd.read_csv(d / tables.METRICS) for d in dirs)
@@ -90,21 +117,27 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
                                 cfg.student.activation, teacher.output_dim).to(device).init_(rng)
     strategy = build_strategy(cfg.strategy, teacher, rng)
     loop = StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"))
-    state_path = run_dir / CHECKPOINT
-    if cfg.resume and state_path.is_file():
-        loop.load_state_dict(models.load_weights_only(state_path))
+    untrained = prior_fidelity(teacher, student, seeds)  # (K, k), before any step (or resume)
+    if state is not None:
+        try:
+            loop.load_state_dict(state)
+        except Exception as exc:  # a missing key, a wrong shape or type: not this run's state
+            why = " ".join(str(exc).split())[:200]
+            raise UserError(f"{state_path} does not fit this run ({type(exc).__name__}: {why}); "
+                            "delete it to start over, or start a new run directory") from exc
         log.info("resumed %s at epoch %d of %d", run_dir, loop.epoch, cfg.epochs)
+    config = resume.saved(cfg)
     started = time.perf_counter()
     with runtime.Interrupts() as interrupted:
-        loop.run(should_stop=interrupted, checkpoint=lambda: save_state(loop, state_path))
+        loop.run(should_stop=interrupted, checkpoint=lambda: save_state(loop, state_path, config))
     wall = time.perf_counter() - started
     if interrupted():
-        save_state(loop, state_path)
+        save_state(loop, state_path, config)
         log.warning("interrupted at epoch %d; continue with resume=true hydra.run.dir=%s",
                     loop.epoch, run_dir)
     statuses = ["interrupted"] * len(seeds) if interrupted() else loop.status()
     frame = write_members(cfg, loop, table, splits, teacher, dirs, seeds, statuses, wall, device,
-                          interrupted())
+                          interrupted(), untrained)
     print(tables.show(frame, SUMMARY))
     if interrupted():
         sys.exit(interrupted.exit_code)
@@ -148,12 +181,14 @@ def test_scores(splits: list[Split] | None, teacher: teachers.Teacher,
 
 def write_members(cfg, loop: StudentLoop, table: Table | None, splits: list[Split] | None,
                   teacher: teachers.Teacher, dirs: list[Path], seeds: list[int],
-                  statuses: list[str], wall: float, device: torch.device, interrupted: bool
-                  ) -> pd.DataFrame:
+                  statuses: list[str], wall: float, device: torch.device, interrupted: bool,
+                  untrained: torch.Tensor) -> pd.DataFrame:
     """Evaluate every member (on its real test rows when there is a dataset, and on prior
     draws) for each selection; write its students, history and metrics rows. The first
     selection's student is student.pt, a second one's student_<selection>.pt. An interrupted
-    run reports its current weights."""
+    run reports its current weights. `prior_ratio` is the student's fidelity RMSE on the prior
+    draws over the `untrained` student's: above UNSTABLE_RATIO a run that ended ok says
+    status=unstable (its loss ended far above where it started)."""
     features, targets = column_names(teacher, table)
     diverged = loop.diverged_epoch.tolist()
     rows: list[list[dict]] = [[] for _ in seeds]
@@ -161,7 +196,10 @@ def write_members(cfg, loop: StudentLoop, table: Table | None, splits: list[Spli
         selected = [loop.epoch - 1] * len(seeds) if interrupted else loop.finish(selection)
         scores = test_scores(splits, teacher, loop.student, targets)
         prior = prior_fidelity(teacher, loop.student, seeds)
+        ratio = (prior.pow(2).mean(dim=1) / untrained.pow(2).mean(dim=1)).sqrt().tolist()
         for k, (seed, scaler, member_dir) in enumerate(zip(seeds, teacher.scalers, dirs)):
+            status = ("unstable" if statuses[k] == "ok" and not ratio[k] <= UNSTABLE_RATIO
+                      else statuses[k])
             row = {"command": "distill", "dataset": cfg.dataset.name, "seed": seed,
                    "arm": arm_label(cfg), "strategy": cfg.strategy.name,
                    "alpha": alpha_label(cfg.alpha), "selection": selection,
@@ -175,7 +213,8 @@ def write_members(cfg, loop: StudentLoop, table: Table | None, splits: list[Spli
                    "selected_epoch": selected[k], **scores[k],
                    **metrics.columns("fidelity_rmse_prior", prior[k], targets),
                    "wall_s": wall, "members": len(seeds), "device": str(device),
-                   "status": statuses[k],
+                   "prior_ratio": ratio[k], "status": status,
+                   "note": (UNTRAINED if selected[k] < 0 and not interrupted else None),
                    "diverged_epoch": diverged[k] if diverged[k] >= 0 else None,
                    "nonfinite_skips": int(loop.skips[k]),
                    "teacher_path": teacher.sources[k]}

@@ -1,7 +1,8 @@
 """`dfkd evaluate --model PATH --data FILE.csv`: RMSE, MAE and R^2 on labelled rows, in raw units.
 
 A model is a dfkd checkpoint (student or teacher, its scalers folded in exactly as `dfkd export`
-does), a TorchScript or torch.export file, or an ONNX file; each maps raw features to raw targets.
+does), a TorchScript or ONNX file, or with --allow-torch-export a torch.export archive (which can
+run code from the file when loaded); each maps raw features to raw targets.
 The targets are `--target` columns, else those a dfkd checkpoint records, else the last k
 columns for a model of k outputs. The features are the columns a checkpoint records, else every
 other column but `--drop`, in the file's order. With `--teacher`, the model's row also gets the
@@ -26,7 +27,7 @@ from dfkd_cli import metrics, models
 from dfkd_cli.errors import UserError
 from dfkd_cli.export import feature_names, raw_model, target_names
 from dfkd_cli.files import write_csv
-from dfkd_cli.model_files import load_model_file
+from dfkd_cli.model_files import KINDS, SAFE_KINDS, load_model_file
 
 ROWS = 8192  # rows per forward pass
 SCORES = {"rmse": metrics.rmse, "mae": metrics.mae, "r2": metrics.r2}
@@ -56,7 +57,12 @@ def _is_checkpoint(path: Path) -> bool:
     return isinstance(payload, dict) and payload.get("format") == models.FORMAT
 
 
-def load_model(path: str | Path) -> Model:
+ALLOW_TORCH_EXPORT = "--allow-torch-export"
+
+
+def load_model(path: str | Path, allow_torch_export: bool = False) -> Model:
+    """A dfkd checkpoint (read with weights only), or a TorchScript / ONNX file; a torch.export
+    archive only with `allow_torch_export` (loading one can run code from the file)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model {path} not found")
@@ -65,7 +71,8 @@ def load_model(path: str | Path) -> Model:
         arch = payload["arch"]
         return Model(path, "dfkd-checkpoint", raw_model(payload), arch["input_dim"],
                      arch.get("output_dim", 1), feature_names(payload), target_names(payload))
-    file = load_model_file(path)
+    kinds = KINDS if allow_torch_export else SAFE_KINDS
+    file = load_model_file(path, kinds, f"pass {ALLOW_TORCH_EXPORT} if you trust it")
     return Model(path, file.kind, file.module, file.input_dim, file.output_dim)
 
 
@@ -86,8 +93,8 @@ def read_data(path: str | Path) -> pd.DataFrame:
         raise UserError(f"data file {path} not found")
     try:
         frame = pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not a readable CSV file: {exc}") from exc
+    except Exception as exc:  # pandas, gzip (a truncated .gz: EOFError) and codecs raise many types
+        raise UserError(f"{path} is not a readable CSV file: {first_line(exc)}") from exc
     if frame.empty:
         raise UserError(f"{path} has no data rows")
     return frame
@@ -187,15 +194,16 @@ def scores(pred: torch.Tensor, y: torch.Tensor, targets: list[str]) -> dict[str,
 
 
 def evaluate(model: str | Path, data: str | Path, teacher: str | Path | None = None,
-             targets: Sequence[str] = (), drop: Sequence[str] = ()) -> pd.DataFrame:
+             targets: Sequence[str] = (), drop: Sequence[str] = (),
+             allow_torch_export: bool = False) -> pd.DataFrame:
     """One row per model: model, file, kind, n_rows, rmse, mae, r2 (+ per output), and
     fidelity_rmse (+ per output) on the model's row when a teacher is given."""
     data = Path(data)
     frame = read_data(data)
     _require(frame, drop, "--drop", data)
-    loaded = {"model": load_model(model)}
+    loaded = {"model": load_model(model, allow_torch_export)}
     if teacher is not None:
-        loaded["teacher"] = load_model(teacher)
+        loaded["teacher"] = load_model(teacher, allow_torch_export)
     names = target_columns(frame, loaded["model"], loaded.get("teacher"), targets, drop, data)
     y = numeric(frame, names, data)
     rows, preds = [], []
@@ -227,9 +235,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--drop", nargs="+", default=[], metavar="COL",
                         help="columns that are neither features nor targets")
     parser.add_argument("--out", metavar="FILE.csv", help="also write the table here")
+    parser.add_argument(ALLOW_TORCH_EXPORT, action="store_true",
+                        help="accept torch.export (.pt2) archives; loading one can run code "
+                             "stored in the file, so only for files you trust")
     args = parser.parse_args(argv)
     try:
-        table = evaluate(args.model, args.data, args.teacher, args.target, args.drop)
+        table = evaluate(args.model, args.data, args.teacher, args.target, args.drop,
+                         args.allow_torch_export)
     except UserError as exc:
         print(f"dfkd evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -143,7 +143,7 @@ def check(fmt: str, path: Path, payload: dict, samples: int) -> Check:
     noise = torch.randn(samples, len(x_mean), generator=torch.Generator().manual_seed(CHECK_SEED))
     x = x_mean + x_std * noise
     with torch.no_grad():
-        exported = load_model_file(path).module(x)
+        exported = load_model_file(path, (fmt,)).module(x)
     diff = (exported.double() - scaled_predict(payload, x)).abs().amax(dim=0)
     return Check(fmt, path, float(diff.max()), float((diff / y_std.double()).max()))
 

@@ -1,9 +1,15 @@
 """Models from elsewhere: TorchScript, torch.export (.pt2) and ONNX files as (n, d) -> (n, k) modules.
 
 These are the formats a user brings a teacher in, and the formats `dfkd export` writes. A
-TorchScript or torch.export file runs TorchScript / ATen operations only (no pickled Python), and
-autograd goes through it, so the gradient-based strategies can use it. An ONNX file runs in
-onnxruntime (the optional `onnx` extra) on the CPU and cannot be differentiated.
+TorchScript or torch.export file runs TorchScript / ATen operations, and autograd goes through it,
+so the gradient-based strategies can use it. An ONNX file runs in onnxruntime (the optional `onnx`
+extra) on the CPU and cannot be differentiated.
+
+Loading a torch.export archive can run code from the file: torch.export.load unpickles any
+weight its weights config marks `use_pickle` (torch.load without weights_only). So a file is
+told apart by content *before* loading, and each caller names the kinds it accepts: a
+torch.export archive loads only where the user asked for one (`teacher=torchscript`, `dfkd
+evaluate --allow-torch-export`).
 """
 
 from __future__ import annotations
@@ -81,12 +87,35 @@ def _is_torch_export(path: Path) -> bool:
         return any(name.endswith("models/model.json") for name in archive.namelist())
 
 
-def load_model_file(path: str | Path) -> ModelFile:
-    """A TorchScript, torch.export or ONNX file (told apart by content, not by name)."""
+KINDS = ("torchscript", "torch.export", "onnx")
+SAFE_KINDS = ("torchscript", "onnx")  # loading them runs no Python from the file
+
+
+def file_kind(path: Path) -> str:
+    """torchscript, torch.export or onnx, by content (zip archives are TorchScript or
+    torch.export; anything else is taken for ONNX), without loading the model."""
+    if not zipfile.is_zipfile(path):
+        return "onnx"
+    try:
+        return "torch.export" if _is_torch_export(path) else "torchscript"
+    except zipfile.BadZipFile:
+        return "torchscript"  # a damaged archive: torch.jit.load reports it
+
+
+def load_model_file(path: str | Path, kinds: tuple[str, ...] = SAFE_KINDS,
+                    allow_hint: str = "") -> ModelFile:
+    """A TorchScript, torch.export or ONNX file (told apart by content, not by name), if its
+    kind is one of `kinds`; `allow_hint` says how the user allows a refused kind."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model file {path} not found")
-    if not zipfile.is_zipfile(path):  # TorchScript and torch.export files are zip archives
+    kind = file_kind(path)
+    if kind not in kinds:
+        why = (" (loading one can run code stored in the file: torch.export unpickles its "
+               "weights; load only files you trust)" if kind == "torch.export" else "")
+        hint = f"; {allow_hint}" if allow_hint else ""
+        raise UserError(f"{path} is a {kind} file{why}; accepted here: {', '.join(kinds)}{hint}")
+    if kind == "onnx":
         try:
             session = OnnxModule(path)
         except UserError as exc:
@@ -97,10 +126,10 @@ def load_model_file(path: str | Path) -> ModelFile:
     try:
         with warnings.catch_warnings():  # torch.jit.load is deprecated but still the loader
             warnings.simplefilter("ignore", DeprecationWarning)
-            if _is_torch_export(path):
-                module, kind = torch.export.load(str(path)).module(), "torch.export"
+            if kind == "torch.export":
+                module = torch.export.load(str(path)).module()
             else:
-                module, kind = torch.jit.load(str(path), map_location="cpu"), "torchscript"
+                module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError and others for foreign archives
         raise UserError(f"{path} is neither a TorchScript nor a torch.export file (a dfkd "
                         f"checkpoint is loaded by teacher=mlp500 teacher.path=...): "

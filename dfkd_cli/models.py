@@ -11,7 +11,6 @@ torch.save and read back with `torch.load(weights_only=True)`, so loading never 
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from dfkd_cli.activations import ACTIVATIONS, Activation
-from dfkd_cli.errors import UserError
+from dfkd_cli.errors import UserError, first_line
 from dfkd_cli.files import atomic_path
 from dfkd_cli.rng import Streams
 
@@ -230,10 +229,9 @@ def load_weights_only(path: str | Path) -> Any:
         raise UserError(f"checkpoint {path} not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # torch.load raises many types on a foreign file (KeyError: text)
         raise UserError(f"checkpoint {path} is not a file dfkd wrote, or is damaged: it does not "
-                        f"load with weights only ({first})") from exc
+                        f"load with weights only ({first_line(exc)})") from exc
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -244,10 +242,32 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if payload.get("version") != VERSION:
         raise UserError(f"checkpoint {path} has format version {payload.get('version')}; "
                         f"this dfkd reads version {VERSION}")
+    try:
+        _check_structure(payload)
+    except Exception as exc:  # a missing key, a wrong type or shape, whatever it raises
+        raise UserError(f"checkpoint {path} is incomplete or damaged (a dfkd checkpoint has "
+                        f"arch, state_dict and scaler that fit together): "
+                        f"{type(exc).__name__}: {first_line(exc)}") from exc
     bad = [k for k, v in payload["state_dict"].items() if not torch.isfinite(v).all()]
     if bad:
         raise UserError(f"checkpoint {path} has non-finite weights in {bad}")
     return payload
+
+
+def _check_structure(payload: dict[str, Any]) -> None:
+    """Raise unless arch, state_dict and scaler describe one network: the MLP rebuilds from the
+    weights (names and shapes), and the scaler has a column per input and output."""
+    arch = payload["arch"]
+    d, k = int(arch["input_dim"]), int(arch.get("output_dim", 1))
+    if not all(torch.is_tensor(v) for v in payload["state_dict"].values()):
+        raise TypeError("state_dict holds values that are not tensors")
+    model_from_checkpoint(payload)
+    scaler = {key: torch.as_tensor(payload["scaler"][key]).reshape(-1)
+              for key in ("x_mean", "x_std", "y_mean", "y_std")}
+    if {len(scaler["x_mean"]), len(scaler["x_std"])} != {d}:
+        raise ValueError(f"the input scaler does not have {d} columns")
+    if {len(scaler["y_mean"]), len(scaler["y_std"])} - {1, k}:
+        raise ValueError(f"the output scaler does not have {k} columns")
 
 
 def model_from_checkpoint(payload: dict[str, Any]) -> nn.Sequential:

@@ -2,7 +2,8 @@
 
 It reads every `metrics.csv` below the given paths (single runs, sweeps, population members,
 partial or failed sweeps alike) into one pandas table of runs, and summarises the distillation
-runs per cell (dataset x student_hidden x arm x selection, plus any `--by` columns):
+runs per cell (dataset x student_hidden x arm x selection, x every override that varies across
+the gathered jobs where it splits a cell, x any `--by` metrics column or config key):
 
 - n, and mean +/- sd (ddof 1) of student_rmse over the seeds of the cell;
 - the ratio to the teacher: the mean over seeds of student_rmse / teacher_rmse;
@@ -37,6 +38,7 @@ from omegaconf import OmegaConf
 
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import atomic_path, write_csv
+from dfkd_cli.resume import MAY_CHANGE
 from dfkd_cli.tables import HISTORY, METRICS
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ log = logging.getLogger(__name__)
 KEYS = ["dataset", "student_hidden", "arm", "selection"]
 BASELINE = "random_sampling"
 OK_STATUSES = ("ok", "exists")  # exists: train-teacher kept a teacher already in the store
+# keys that make an arm: a cell is paired with the baseline arm's cell that agrees on the others
+ARM_KEYS = ("arm", "strategy", "alpha", "batch_size", "label")
 MISSING = "missing"  # a job directory with a config but no metrics.csv below it
 WRITES_METRICS = ("distill", "train-teacher")  # commands whose jobs end with a metrics.csv
 # The reference file's arm columns and the arm labels of configs/arm/*.yaml, in the paper's order.
@@ -76,14 +80,76 @@ def _job_config(run_dir: Path):
     return None, None
 
 
-def _overrides(job_dir: Path | None) -> str:
+def _override_list(job_dir: Path | None) -> list[str]:
     path = None if job_dir is None else job_dir / ".hydra" / "overrides.yaml"
     if path is None or not path.is_file():
-        return ""
+        return []
     try:
-        return " ".join(str(o) for o in OmegaConf.load(path))
+        return [str(o) for o in OmegaConf.load(path)]
     except Exception:  # noqa: BLE001
-        return ""
+        return []
+
+
+def _overrides(job_dir: Path | None) -> str:
+    return " ".join(_override_list(job_dir))
+
+
+def _override_keys(job_dir: Path | None) -> dict[str, str]:
+    """A job's command-line overrides as key -> value (`+`/`~` dropped; Hydra's own skipped)."""
+    out = {}
+    for override in _override_list(job_dir):
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if not key.startswith("hydra"):
+            out[key] = value
+    return out
+
+
+def _config_value(cfg, key: str, override: str | None) -> str | None:
+    """A config key's value in a job's saved config, as text (a group's: its override)."""
+    try:
+        value = OmegaConf.select(cfg, key) if cfg is not None else None
+    except Exception:  # noqa: BLE001 - an interpolation we cannot resolve here
+        value = None
+    if OmegaConf.is_dict(value) or value is None:
+        return override
+    return str(OmegaConf.to_container(value) if OmegaConf.is_list(value) else value)
+
+
+def add_config_columns(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """A column per config key (e.g. optimizer.lr) from each row's job config (.hydra/)."""
+    keys = [k for k in keys if k not in runs.columns]
+    if not keys or "job_dir" not in runs.columns:
+        return runs.assign(**{k: pd.NA for k in keys})
+    values: dict[str, list] = {k: [] for k in keys}
+    cache: dict[str, tuple] = {}
+    for job in runs["job_dir"]:
+        if not isinstance(job, str):
+            for k in keys:
+                values[k].append(pd.NA)
+            continue
+        if job not in cache:
+            cache[job] = (_job_config(Path(job))[0], _override_keys(Path(job)))
+        cfg, overrides = cache[job]
+        for k in keys:
+            values[k].append(_config_value(cfg, k, overrides.get(k)))
+    return runs.assign(**values)
+
+
+def swept_keys(runs: pd.DataFrame) -> list[str]:
+    """The overridden keys whose values differ between the runs' jobs (a sweep's axes), except
+    the seeds (replicates) and keys that do not change a result (resume.MAY_CHANGE)."""
+    if "job_dir" not in runs.columns:
+        return []
+    seen: dict[str, set] = {}
+    jobs = [Path(j) for j in runs["job_dir"].dropna().unique()]
+    per_job = [_override_keys(job) for job in jobs]
+    for overrides in per_job:
+        for key, value in overrides.items():
+            seen.setdefault(key, set()).add(value)
+    ignored = {"seed", "seeds", *MAY_CHANGE}
+    return [k for k, values in seen.items() if k.split(".")[0] not in ignored
+            and (len(values) > 1 or any(k not in o for o in per_job))]
 
 
 def _cell_of(cfg) -> dict:
@@ -130,10 +196,11 @@ def _read_metrics(path: Path) -> pd.DataFrame:
         frame = pd.DataFrame([{"status": "unreadable", "error": f"{type(exc).__name__}: {exc}"}])
     frame["run_dir"] = str(path.parent)
     frame["mtime"] = path.stat().st_mtime
+    cfg, job_dir = _job_config(path.parent)
     if "status" not in frame.columns or (frame["status"] != "ok").any():
-        cfg, job_dir = _job_config(path.parent)
         frame = _fill(frame, _cell_of(cfg))
-        frame["overrides"] = _overrides(job_dir)
+    frame["overrides"] = _overrides(job_dir)
+    frame["job_dir"] = None if job_dir is None else str(job_dir)
     return frame
 
 
@@ -171,7 +238,7 @@ def gather(paths: Sequence[str | Path]) -> pd.DataFrame:
                         continue  # e.g. a dfkd probe run: it writes probe.csv
                     row = {"status": MISSING, "error": "no metrics.csv (still running, killed, "
                            "or stopped before writing)", "run_dir": str(job),
-                           **_cell_of(cfg), "overrides": _overrides(job)}
+                           **_cell_of(cfg), "overrides": _overrides(job), "job_dir": str(job)}
                     frames.append(pd.DataFrame([row]))
     if not frames:
         raise UserError(f"no {METRICS} below {', '.join(map(str, paths))}")
@@ -270,9 +337,13 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = 
     notes: list[str] = []
     distill = runs[runs.get("command", pd.Series("distill", index=runs.index))
                    .fillna("distill") == "distill"]
-    for key in keys:
-        if key not in distill.columns:
-            distill = distill.assign(**{key: pd.NA})
+    swept = [k for k in swept_keys(distill) if k not in keys]
+    distill = add_config_columns(distill.assign(**{k: pd.NA for k in KEYS
+                                                   if k not in distill.columns}),
+                                 [*keys, *swept])
+    # a swept key is a cell key where it splits a cell (strategy=a,b already differs by arm)
+    keys += [k for k in swept if len(distill) and distill.groupby(keys, dropna=False)[k]
+             .nunique(dropna=False).gt(1).any()]
     ok = distill[distill["status"] == "ok"]
     bad = distill[distill["status"] != "ok"]
     ok, superseded = _newest_per_seed(ok, keys)
@@ -298,7 +369,7 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = 
     if len(ok) and base.empty:
         notes.append(f"baseline arm {baseline!r} is not among these runs: no paired comparison "
                      f"(--baseline picks another; arms here: {sorted(ok['arm'].astype(str).unique())})")
-    pair_keys = [k for k in keys if k != "arm"]
+    pair_keys = [k for k in keys if k.split(".")[0] not in ARM_KEYS]
     base_by = {tuple(c) if isinstance(c, tuple) else (c,): g.set_index("seed")["student_rmse"]
                for c, g in base.groupby(pair_keys, dropna=False, sort=False)}
     rows = []
@@ -306,7 +377,10 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = 
         row = dict(zip(keys, cell)) | {"n_failed": 0} | stats
         if not base.empty and row["arm"] != baseline and row["n"]:
             ref = base_by.get(tuple(row[k] for k in pair_keys))
-            if ref is not None:
+            if ref is not None and ref.index.has_duplicates:
+                notes.append(f"no paired comparison for {cell}: the baseline arm has several "
+                             "runs per seed there (cells it splits into; --by picks one)")
+            elif ref is not None:
                 mine = members[cell].set_index("seed")["student_rmse"]
                 common = mine.index.intersection(ref.index)
                 diff = (mine[common] - ref[common]).tolist()
@@ -389,10 +463,16 @@ def _by_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in known and c not in KEYS]
 
 
+def text_cell(value) -> str:
+    """A cell as text: empty for a missing value (NaN, None, pd.NA), else str(value)."""
+    return "" if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) \
+        else str(value)
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "(none)\n"
-    cells = frame.astype(str).map(lambda s: s.replace("|", "\\|").replace("\n", " "))
+    cells = frame.map(lambda v: text_cell(v).replace("|", "\\|").replace("\n", " "))
     lines = ["| " + " | ".join(frame.columns) + " |",
              "|" + "|".join("---" for _ in frame.columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
@@ -412,8 +492,8 @@ def latex_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "% no distillation runs\n"
     head = " & ".join(_tex(str(c)) for c in frame.columns) + r" \\"
-    body = [" & ".join(_tex(str(v)) for v in row) + r" \\"
-            for row in frame.astype(str).itertuples(index=False)]
+    body = [" & ".join(_tex(text_cell(v)) for v in row) + r" \\"
+            for row in frame.itertuples(index=False)]
     return "\n".join([r"\begin{tabular}{" + "l" * len(frame.columns) + "}", r"\toprule", head,
                       r"\midrule", *body, r"\bottomrule", r"\end{tabular}"]) + "\n"
 
@@ -553,8 +633,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "random_gaussian, ...): adds the published mean per cell")
     parser.add_argument("--out", metavar="DIR",
                         help="where report.csv/.md/.tex and runs.csv go (default: the first PATH)")
-    parser.add_argument("--by", nargs="*", default=[], metavar="COLUMN",
-                        help="more metrics columns that split cells (e.g. epochs batch_size)")
+    parser.add_argument("--by", nargs="*", default=[], metavar="KEY",
+                        help="more metrics columns or config keys that split cells (e.g. "
+                             "batch_size optimizer.momentum); the overrides a sweep varied "
+                             "split cells without it")
     parser.add_argument("--plots", action="store_true",
                         help="also draw plots/ (needs matplotlib: the [plots] extra)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the file names")

@@ -82,6 +82,7 @@ class StudentLoop:
         self.best_loss = torch.full((members,), float("inf"), device=device)
         self.best_epoch = torch.full((members,), -1, device=device)
         self.finite = Snapshot(params)  # each member's weights at its last finite log point
+        self.finite_epoch = torch.full((members,), -1, device=device)  # -1: the untrained start
         self.diverged_epoch = torch.full((members,), -1, device=device)
         self.skips = torch.zeros(members, dtype=torch.long, device=device)
         self.zero = torch.zeros(members, device=device)
@@ -172,7 +173,9 @@ class StudentLoop:
             self._reset_optimizer_state(bad)
         else:
             self.diverged_epoch = torch.where(bad, epoch, self.diverged_epoch)
-        self.finite.take(finite & (self.diverged_epoch < 0))
+        kept = finite & (self.diverged_epoch < 0)
+        self.finite.take(kept)
+        self.finite_epoch = torch.where(kept, epoch, self.finite_epoch)
         stats["nonfinite"] = (~finite).float()
         columns = {k: v.tolist() for k, v in stats.items()}  # one host sync per log row
         for k, rows in enumerate(self.history):
@@ -192,14 +195,14 @@ class StudentLoop:
 
     def finish(self, selection: str) -> list[int]:
         """Put each member's selected weights in the student: the best validation epoch
-        (selection=val), or the last finite weights (last); returns the selected epochs. With
-        both kept, call it for last first: val overwrites the weights."""
+        (selection=val), or the last finite weights (last); returns the selected epochs (-1: the
+        untrained start). With both kept, call it for last first: val overwrites the weights."""
         diverged = self.diverged_epoch >= 0
         if selection == "val":
             self.best.restore(torch.ones_like(diverged))
             return self.best_epoch.tolist()
         self.finite.restore(diverged)
-        return [self.epoch - 1] * self.student.members
+        return torch.where(diverged, self.finite_epoch, self.epoch - 1).tolist()
 
     def status(self) -> list[str]:
         return ["diverged" if e >= 0 else "ok" for e in self.diverged_epoch.tolist()]
@@ -213,7 +216,8 @@ class StudentLoop:
                 "torch_rng": torch.get_rng_state(),
                 "best": None if self.best is None else self.best.kept,
                 "best_loss": self.best_loss, "best_epoch": self.best_epoch,
-                "finite": self.finite.kept, "diverged_epoch": self.diverged_epoch,
+                "finite": self.finite.kept, "finite_epoch": self.finite_epoch,
+                "diverged_epoch": self.diverged_epoch,
                 "skips": self.skips, "sums": self.sums, "steps_logged": self.steps_logged,
                 "history": self.history}
 
@@ -232,6 +236,7 @@ class StudentLoop:
         self.epoch, self.prepared = state["epoch"], state["prepared"]
         self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
         self.diverged_epoch, self.skips = state["diverged_epoch"], state["skips"]
+        self.finite_epoch = state.get("finite_epoch", self.finite_epoch)
         self.sums, self.steps_logged = state["sums"], state["steps_logged"]
         self.history = state["history"]
 

@@ -8,6 +8,7 @@ early stopping on validation loss (patience 50), best validation epoch kept.
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -20,16 +21,18 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dfkd_cli import metrics, models, runtime, tables, teacher_spec
+from dfkd_cli.config import DatasetConfig, TeacherConfig
 from dfkd_cli.data import Scaler, Split, Table, load_table, split
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import exclusive_lock
-from dfkd_cli.model_files import load_model_file
+from dfkd_cli.model_files import KINDS, load_model_file
 from dfkd_cli.optim import make_optimizer
 from dfkd_cli.rng import Streams, member_seeds
 from dfkd_cli.strategies.base import Box
 
 log = logging.getLogger(__name__)
 
+DEFAULT_STORE = "outputs/teachers"
 SUMMARY = ["dataset", "seed", "teacher_hidden", "best_epoch", "teacher_rmse", "teacher_r2",
            "wall_s", "status"]
 
@@ -47,9 +50,9 @@ class Teacher:
     differentiable: bool = True  # False: strategies that need dT/dx refuse it
     features: list[str] | None = None
     targets: list[str] | None = None
-    # per member, the (training, validation) row counts of the split a store teacher was trained
-    # on; None where unknown (a teacher file named by teacher.path, a foreign teacher)
-    split_sizes: list[tuple[int, int] | None] | None = None
+    # per member, what a dfkd teacher's checkpoint records of the data it was trained on
+    # (dataset, seed, features, targets, split); None for a foreign teacher
+    recorded: list[dict[str, Any]] | None = None
 
 
 class Shared(nn.Module):
@@ -91,18 +94,52 @@ def store_path(cfg, seed: int) -> Path:
     return Path(cfg.teacher_store) / cfg.dataset.name / arch / f"seed{seed}" / "teacher.pt"
 
 
+def _override(key: str, value: Any) -> str:
+    """key=value as a command-line override (lists as [a,b]), quoted for a POSIX shell."""
+    if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
+        value = "[" + ",".join(str(v) for v in value) + "]"
+    return shlex.quote(f"{key}={value}")
+
+
 def _train_command(cfg, seed: int) -> str:
-    overrides = [f"dataset={cfg.dataset.name}", f"seed={seed}"]
-    if cfg.dataset.source != "builtin":
-        overrides.append(f"data_dir={cfg.data_dir}")
-    return "dfkd train-teacher " + " ".join(overrides)
+    """The train-teacher command that writes the teacher this run looks for: the dataset (a CSV
+    by its path, name, target and drop keys), its split settings, the architecture and the
+    store, whatever differs from the defaults."""
+    ds, default = cfg.dataset, DatasetConfig()
+    keys: dict[str, Any] = {}
+    if ds.source == "csv":
+        keys = {"dataset": "csv", "dataset.path": ds.path, "dataset.name": ds.name}
+        keys |= {f"dataset.{k}": ds[k] for k in ("target", "drop", "nonfinite")
+                 if ds[k] != getattr(default, k) and ds[k]}
+    else:
+        keys = {"dataset": "friedman" if ds.source == "builtin" else ds.name}
+        if ds.source == "builtin" and ds.name != "friedman":
+            keys["dataset.name"] = ds.name
+        if ds.source == "benchmark":
+            keys["data_dir"] = cfg.data_dir
+        keys |= {f"dataset.{k}": ds[k] for k in ("n_rows", "noise") if ds.source == "builtin"
+                 and ds[k] != getattr(default, k)}
+    keys |= {f"dataset.{k}": ds[k] for k in ("n_train", "val_fraction")
+             if ds[k] != getattr(default, k)}
+    keys["seed"] = seed
+    keys |= {f"teacher.{k}": cfg.teacher[k] for k in ("hidden", "activation")
+             if cfg.teacher[k] != getattr(TeacherConfig(), k)}
+    if cfg.teacher_store != DEFAULT_STORE:
+        keys["teacher_store"] = cfg.teacher_store
+    return "dfkd train-teacher " + " ".join(_override(k, v) for k, v in keys.items())
 
 
 def _read(cfg, path: Path, seed: int | None) -> dict[str, Any]:
     if not path.is_file():
         hint = "" if seed is None else f"; train it first with: {_train_command(cfg, seed)}"
         raise UserError(f"no teacher checkpoint at {path}{hint}")
-    return models.load_checkpoint(path)
+    payload = models.load_checkpoint(path)
+    spec, d = payload.get("input_spec"), payload["arch"]["input_dim"]
+    if not (isinstance(spec, dict) and all(
+            torch.is_tensor(spec.get(k)) and tuple(spec[k].shape) == (d,) for k in ("low", "high"))):
+        raise UserError(f"checkpoint {path} is not a teacher checkpoint: it lacks an input_spec "
+                        f"with low / high of {d} features (dfkd train-teacher writes them)")
+    return payload
 
 
 def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
@@ -129,13 +166,24 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
     return Teacher(module, arch["input_dim"], box, sources, arch.get("output_dim", 1),
                    [Scaler.from_payload(p["scaler"]) for p in payloads], spec.differentiable,
                    payloads[0]["input_spec"].get("features"), payloads[0].get("targets"),
-                   None if spec.path else [_split_size(p) for p in payloads])
+                   [_recorded(p) for p in payloads])
+
+
+def _recorded(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a dfkd teacher checkpoint says about its training data; None where it is silent."""
+    features = payload["input_spec"].get("features")
+    return {"dataset": payload.get("dataset"), "seed": payload.get("seed"),
+            "features": None if features is None else list(features),
+            "targets": None if payload.get("targets") is None else list(payload["targets"]),
+            "split": _split_size(payload)}
 
 
 def _split_size(payload: dict[str, Any]) -> tuple[int, int] | None:
     """The (training, validation) row counts a dfkd teacher checkpoint was trained on."""
-    row = payload.get("metrics", {})
-    return (int(row["n_train"]), int(row["n_val"])) if "n_train" in row else None
+    row = payload.get("metrics")
+    if not isinstance(row, dict) or "n_train" not in row:
+        return None
+    return int(row["n_train"]), int(row["n_val"])
 
 
 def _split_mismatch(cfg, source: str, trained: tuple[int, int] | None, part: Split
@@ -150,19 +198,37 @@ def _split_mismatch(cfg, source: str, trained: tuple[int, int] | None, part: Spl
             f"{ours[1]}, so this run's test rows would not be the teacher's held-out rows")
 
 
+def _data_mismatch(recorded: dict[str, Any], seed: int, table: Table) -> list[str]:
+    """What differs between the data a teacher checkpoint records and this member's."""
+    ours = {"dataset": table.name, "seed": seed, "features": list(table.features),
+            "targets": list(table.targets)}
+    return [f"{key} {recorded[key]!r} (this run: {ours[key]!r})" for key in ours
+            if recorded.get(key) is not None and recorded[key] != ours[key]]
+
+
 def member_splits(cfg, teacher: Teacher, table: Table, seeds: list[int],
                   device: torch.device) -> list[Split]:
     """Each member's split of `table` (its seed, the dataset's split settings) in its teacher's
-    units. A store teacher trained on another split is refused: it may have seen this run's
-    test rows."""
+    units. A dfkd teacher whose checkpoint records other data (dataset, seed, features, targets)
+    or another split is refused, unless teacher.allow_mismatch=true: it may have seen this run's
+    test rows, or learned another data set."""
     parts = [split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s, scaler).to(device)
              for s, scaler in zip(seeds, teacher.scalers)]
-    for source, trained, part in zip(teacher.sources, teacher.split_sizes or [], parts):
-        why = _split_mismatch(cfg, source, trained, part)
+    if cfg.teacher.allow_mismatch:
+        return parts
+    for source, recorded, part, seed in zip(teacher.sources, teacher.recorded or [], parts,
+                                            seeds):
+        differs = _data_mismatch(recorded, seed, table)
+        if differs:
+            raise UserError(f"teacher {source} was trained on other data: {'; '.join(differs)}; "
+                            "its test rows may be the teacher's training rows, or it learned "
+                            "another data set. Use the teacher of this dataset and seed, or "
+                            "teacher.allow_mismatch=true to use it anyway")
+        why = _split_mismatch(cfg, source, recorded["split"], part)
         if why:
             raise UserError(f"{why}; use the split settings the teacher was trained with, or "
                             "train teachers for these settings into another store "
-                            "(teacher_store=<dir>)")
+                            "(teacher_store=<dir>), or teacher.allow_mismatch=true")
     return parts
 
 
@@ -171,10 +237,10 @@ def _foreign_teacher(cfg, members: int) -> Teacher:
     tcfg = cfg.teacher
     if not tcfg.path:
         raise UserError(f"teacher.format={tcfg.format} needs teacher.path=<file>")
-    file = load_model_file(tcfg.path)
-    if tcfg.format == "onnx" and file.kind != "onnx":
-        raise UserError(f"teacher.path={tcfg.path} is a {file.kind} file, not ONNX; use "
-                        "teacher=torchscript")
+    # teacher=torchscript asks for TorchScript or torch.export by name; teacher=onnx for ONNX
+    # only, so a torch.export archive (which can run code when loaded) is refused unopened
+    file = (load_model_file(tcfg.path, ("onnx",), "use teacher=torchscript for it")
+            if tcfg.format == "onnx" else load_model_file(tcfg.path, KINDS))
     spec = teacher_spec.read(tcfg)
     dims = {"teacher.input_dim": tcfg.input_dim, "the teacher spec": spec.input_dim(),
             f"the {file.kind} file": file.input_dim}
@@ -338,13 +404,13 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
         for seed, path, member_dir in zip(seeds, paths, dirs):
             if path.exists() and not cfg.overwrite:
                 log.info("teacher %s exists; keeping it (overwrite=true retrains)", path)
-                payload = models.load_checkpoint(path)
+                payload = _read(cfg, path, seed)
                 why = _split_mismatch(cfg, str(path), _split_size(payload), split(
                     table, cfg.dataset.n_train, cfg.dataset.val_fraction, seed))
                 if why:
                     raise UserError(f"{why}; overwrite=true retrains it, or teacher_store=<dir> "
                                     "keeps teachers for these settings apart")
-                rows[seed] = tables.write_metrics(member_dir, {**payload["metrics"],
+                rows[seed] = tables.write_metrics(member_dir, {**(payload.get("metrics") or {}),
                                                                "status": "exists"})
         todo = [k for k, seed in enumerate(seeds) if seed not in rows]
         if todo:

@@ -29,7 +29,7 @@ import torch
 from omegaconf import OmegaConf
 
 from dfkd_cli.data import Scaler
-from dfkd_cli.errors import UserError
+from dfkd_cli.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +69,22 @@ def _read_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"teacher.spec={path} not found")
     if path.suffix.lower() == ".csv":
-        frame = pd.read_csv(path)
+        try:
+            frame = pd.read_csv(path)
+        except Exception as exc:  # pandas raises many types for unreadable files
+            raise UserError(f"teacher.spec={path} could not be read as CSV: "
+                            f"{first_line(exc)}") from exc
         unknown = sorted(set(frame.columns) - set(CSV_COLUMNS))
         if unknown:
             raise UserError(f"teacher.spec={path} has unknown columns {unknown}; valid columns "
                             f"are {list(CSV_COLUMNS)}")
         return {CSV_COLUMNS[c]: frame[c].tolist() for c in frame.columns}
     if path.suffix.lower() in (".yaml", ".yml"):
-        values = OmegaConf.to_container(OmegaConf.load(path)) or {}
+        try:
+            values = OmegaConf.to_container(OmegaConf.load(path)) or {}
+        except Exception as exc:  # yaml's parser and scanner errors, OmegaConf's own
+            raise UserError(f"teacher.spec={path} is not valid YAML: "
+                            f"{' '.join(str(exc).split())}") from exc
         valid = [f.name for f in fields(Spec)]
         if not isinstance(values, dict) or set(values) - set(valid):
             raise UserError(f"teacher.spec={path}: expected a mapping with keys from {valid}")
