@@ -215,8 +215,9 @@ def test_report_on_a_real_sweep_with_a_failed_job(workdir, tmp_path):
     """seed 99 has no teacher in the store: those jobs fail, the sweep goes on, and both the
     sweep-end summary and `dfkd report` list them as failed."""
     sweep = tmp_path / "sweep"
-    dfkd("distill", "-m", "arm=random_sampling,bounded", "seed=1,99", *QUICK_DISTILL,
-         f"hydra.sweep.dir={sweep}", cwd=workdir)
+    proc = dfkd("distill", "-m", "arm=random_sampling,bounded", "seed=1,99", *QUICK_DISTILL,
+                f"hydra.sweep.dir={sweep}", cwd=workdir, check=False)
+    assert proc.returncode == 1 and "2 of 4 jobs failed" in proc.stderr
     # the end-of-sweep callback already wrote the summary and every job's row
     runs = pd.read_csv(sweep / "runs.csv")
     assert sorted(runs.status) == ["failed", "failed", "ok", "ok"]
