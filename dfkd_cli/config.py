@@ -21,7 +21,7 @@ ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
 SELECTIONS = ("last", "val", "both")
 NONFINITE = ("stop", "skip")
 ALPHA_SCHEDULES = ("decreasing", "increasing", "constant")
-DATASET_SOURCES = ("builtin", "csv", "benchmark", "none")
+DATASET_SOURCES = ("builtin", "csv", "benchmark", "mnist", "none")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 TEACHER_FORMATS = ("dfkd", "torchscript", "onnx")
 
@@ -31,15 +31,19 @@ class DatasetConfig:
     """Where the rows come from and how they are split (the paper: 5000 train, rest 10/90)."""
 
     name: str = MISSING
-    source: str = "benchmark"  # builtin | csv | benchmark | none (no rows: nothing to score on)
+    # builtin | csv | benchmark | mnist (IDX files) | none (no rows: nothing to score on)
+    source: str = "benchmark"
     path: Optional[str] = None  # csv only
     target: Any = None  # target column, or a list of them (multi-output); None = last column
     drop: List[str] = field(default_factory=list)
     nonfinite: str = "error"  # rows with missing / infinite values: error | drop (counted in the log)
     n_rows: int = 8000  # builtin only
     noise: float = 1.0  # builtin only
+    parts: List[str] = field(default_factory=lambda: ["t10k"])  # mnist only: IDX file prefixes
+    input_shape: Optional[List[int]] = None  # the shape of one row's inputs, e.g. [1, 28, 28]
     n_train: int = 5000
     val_fraction: float = 0.1
+    max_train_fraction: float = 0.7  # a smaller table trains on this fraction of its rows
 
 
 @dataclass
@@ -198,6 +202,8 @@ def validate(cfg: DictConfig) -> None:
            ds.nonfinite)
     _check(ds.n_train >= 2, "dataset.n_train", "an integer >= 2", ds.n_train)
     _check(0 < ds.val_fraction < 1, "dataset.val_fraction", "a number in (0, 1)", ds.val_fraction)
+    _check(0 < ds.max_train_fraction < 1, "dataset.max_train_fraction", "a number in (0, 1)",
+           ds.max_train_fraction)
     _check(cfg.teacher.format in TEACHER_FORMATS, "teacher.format", f"one of {TEACHER_FORMATS}",
            cfg.teacher.format)
     _check_mlp("teacher", cfg.teacher)

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dfkd_cli import metrics, models, runtime, tables, teacher_spec
-from dfkd_cli.data import Scaler, Split, Table, load_table, split
+from dfkd_cli.data import Scaler, Split, Table, load_table, split_for
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import exclusive_lock
 from dfkd_cli.model_files import load_model_file
@@ -155,7 +155,7 @@ def member_splits(cfg, teacher: Teacher, table: Table, seeds: list[int],
     """Each member's split of `table` (its seed, the dataset's split settings) in its teacher's
     units. A store teacher trained on another split is refused: it may have seen this run's
     test rows."""
-    parts = [split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s, scaler).to(device)
+    parts = [split_for(cfg, table, s, scaler).to(device)
              for s, scaler in zip(seeds, teacher.scalers)]
     for source, trained, part in zip(teacher.sources, teacher.split_sizes or [], parts):
         why = _split_mismatch(cfg, source, trained, part)
@@ -339,8 +339,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
             if path.exists() and not cfg.overwrite:
                 log.info("teacher %s exists; keeping it (overwrite=true retrains)", path)
                 payload = models.load_checkpoint(path)
-                why = _split_mismatch(cfg, str(path), _split_size(payload), split(
-                    table, cfg.dataset.n_train, cfg.dataset.val_fraction, seed))
+                why = _split_mismatch(cfg, str(path), _split_size(payload),
+                                      split_for(cfg, table, seed))
                 if why:
                     raise UserError(f"{why}; overwrite=true retrains it, or teacher_store=<dir> "
                                     "keeps teachers for these settings apart")
@@ -358,8 +358,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
 
 def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
            device: torch.device) -> list[pd.DataFrame]:
-    splits = [split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s).to(device)
-              for s in seeds]
+    splits = [split_for(cfg, table, s).to(device) for s in seeds]
     runtime.seed_everything(seeds[0])
     started = time.perf_counter()
     model, history, best_epoch = fit(cfg, splits, seeds, device)
