@@ -23,7 +23,7 @@ NONFINITE = ("stop", "skip")
 ALPHA_SCHEDULES = ("decreasing", "increasing", "constant")
 DATASET_SOURCES = ("builtin", "csv", "benchmark", "mnist", "none")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
-TEACHER_FORMATS = ("dfkd", "torchscript", "onnx")
+TEACHER_FORMATS = ("dfkd", "torchscript", "onnx", "sklearn")
 
 
 @dataclass
@@ -61,11 +61,14 @@ class TeacherConfig(MLPConfig):
     format=dfkd loads a checkpoint written by `dfkd train-teacher` (from the store unless `path`
     is given); format=torchscript a TorchScript or torch.export file and format=onnx an ONNX
     file from `path`, taking raw features and described by the spec keys below (inline, or in
-    the YAML / CSV file `spec`; see dfkd_cli/teacher_spec.py).
+    the YAML / CSV file `spec`; see dfkd_cli/teacher_spec.py); format=sklearn the scikit-learn
+    regressor `estimator` names, fitted by train-teacher into the store as ONNX
+    (dfkd_cli/sklearn_teacher.py).
     """
 
     hidden: List[int] = field(default_factory=lambda: [500])
-    format: str = "dfkd"  # dfkd | torchscript | onnx
+    format: str = "dfkd"  # dfkd | torchscript | onnx | sklearn (fitted into the store as ONNX)
+    estimator: Optional[Dict[str, Any]] = None  # sklearn: {_target_: <regressor class>, args}
     path: Optional[str] = None
     input_dim: Optional[int] = None  # when neither the file nor the spec says
     differentiable: bool = True  # false: refuse the strategies that need dT/dx

@@ -89,6 +89,7 @@ class Split:
     x_test: torch.Tensor
     y_test: torch.Tensor
     scaler: Scaler
+    rows: tuple[np.ndarray, ...] = ()  # the table's row numbers of train / validation / test
 
     @property
     def input_dim(self) -> int:
@@ -246,7 +247,8 @@ def split(table: Table, n_train: int, val_fraction: float, seed: int,
         return scaler.x(x).float(), scaler.y(y).float()
 
     (xtr, ytr), (xva, yva), (xte, yte) = (tensors(p) for p in parts)
-    return Split(table.name, table.features, table.targets, xtr, ytr, xva, yva, xte, yte, scaler)
+    return Split(table.name, table.features, table.targets, xtr, ytr, xva, yva, xte, yte, scaler,
+                 tuple(parts))
 
 
 def split_for(cfg, table: Table, seed: int, scaler: Scaler | None = None) -> Split:
