@@ -158,6 +158,9 @@ class ProbeConfig(DistillConfig):
     strategies: Dict[str, Any] = field(default_factory=dict)
     samples: int = 2000  # inputs drawn per strategy, in batches of batch_size
     quantiles: List[float] = field(default_factory=lambda: [0.1, 0.5, 0.9, 0.99])
+    # probe_images.png and probe_predictions.png; null = when dataset.input_shape is an image
+    figures: Optional[bool] = None
+    images: int = 8  # samples drawn per strategy in probe_images.png
 
 
 def register_configs() -> None:
@@ -234,6 +237,7 @@ def validate(cfg: DictConfig) -> None:
         _check(cfg.samples >= 1, "samples", "an integer >= 1", cfg.samples)
         _check(all(0 <= q <= 1 for q in cfg.quantiles), "quantiles", "numbers in [0, 1]",
                list(cfg.quantiles))
+        _check(cfg.images >= 1, "images", "an integer >= 1", cfg.images)
         for label, strategy in cfg.strategies.items():
             _check_strategy(f"strategies.{label}", strategy)
 

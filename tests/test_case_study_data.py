@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import gzip
-
 import numpy as np
+import pandas as pd
 import pytest
 
-from conftest import SHARED_DATA, dfkd, make_config
+from conftest import SHARED_DATA, dfkd, fake_mnist, make_config, write_idx
 from dfkd_cli.data import friedman1, load_split, read_idx, read_mnist, split
 from dfkd_cli.errors import UserError
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/datasets")
-
-
-def write_idx(path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">i4").tobytes()
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
 
 
 def test_max_train_fraction_is_a_split_key():
@@ -85,3 +77,37 @@ def test_missing_mnist_folder_says_where_the_files_go(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert f"{tmp_path}/mnist" in lines[0] and "t10k-images-idx3-ubyte.gz" in lines[0]
     assert "<data_dir>/mnist/" in lines[0]
+
+
+def test_probe_draws_images_and_prediction_histograms(tmp_path):
+    """For an image-shaped dataset the probe writes a grid of each strategy's samples and the
+    histogram of the teacher's predictions on them, in raw units."""
+    import torch
+
+    from dfkd_cli import teacher as teachers
+    from dfkd_cli.data import load_table
+    from dfkd_cli.teacher import member_splits
+
+    pytest.importorskip("matplotlib")
+    fake_mnist(tmp_path)
+    data = ["dataset=mnist", "data_dir=.", "dataset.n_train=200", "teacher.hidden=[16]"]
+    dfkd("train-teacher", *data, "epochs=2", cwd=tmp_path)
+    dfkd("probe", *data, "epochs=2", "samples=40", "batch_size=20", "images=3",
+         "~strategy@strategies.impressions", "~strategy@strategies.generator",
+         "~strategy@strategies.lhs", "~strategy@strategies.sobol", "hydra.run.dir=probe",
+         cwd=tmp_path)
+    for name in ("probe_images.png", "probe_predictions.png"):
+        assert (tmp_path / "probe" / name).read_bytes()[:4] == b"\x89PNG"
+    table = pd.read_csv(tmp_path / "probe" / "probe.csv").set_index("strategy")
+    cfg = make_config("probe", [*data, f"data_dir={tmp_path}",
+                                f"teacher_store={tmp_path / 'outputs/teachers'}"])
+    table_rows = load_table(cfg.dataset, cfg.data_dir)
+    teacher = teachers.load(cfg, [1], table_rows, torch.device("cpu"))
+    part = member_splits(cfg, teacher, table_rows, [1], torch.device("cpu"))[0]
+    with torch.no_grad():
+        raw = teacher.module(part.x_test[None])[0, :, 0] * part.scaler.y_std + part.scaler.y_mean
+    assert table.loc["test_rows", "pred_mean"] == pytest.approx(float(raw.mean()), rel=1e-4)
+    assert table.loc["test_rows", "pred_sd"] == pytest.approx(float(raw.std()), rel=1e-3)
+    no_figures = dfkd("probe", *data, "epochs=1", "samples=20", "batch_size=20", "figures=false",
+                      "~strategy@strategies.impressions", "hydra.run.dir=plain", cwd=tmp_path)
+    assert no_figures.returncode == 0 and not (tmp_path / "plain" / "probe_images.png").exists()
