@@ -161,3 +161,10 @@ def test_protein_svr_teacher_matches_the_case_study(tmp_path):
     row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
     assert (row.n_train, row.n_val, row.n_test) == (2500, 65, 583)
     assert 0.33 < row.teacher_r2 < 0.45
+    dfkd("distill", "dataset=protein", "teacher=svr", f"data_dir={SHARED_DATA}",
+         "arm=case_study_de", "epochs=2", "steps_per_epoch=5", "progress=false",
+         "hydra.run.dir=de", cwd=tmp_path)
+    history = pd.read_csv(tmp_path / "de" / "history.csv")
+    assert (history.evo_objective_end >= history.evo_objective_start).all()
+    row = pd.read_csv(tmp_path / "de" / "metrics.csv").iloc[0]
+    assert row.status == "ok" and row.arm == "case_study_de" and row.batch_size == 10
