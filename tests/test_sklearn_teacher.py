@@ -105,8 +105,8 @@ def test_svr_teacher_distils_with_evolution_and_bounded_refuses_it(compositions)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "strategy=bounded needs the teacher's gradients" in refused.stderr
     with pytest.raises(UserError, match=(
-            "train it first with: dfkd train-teacher dataset=comp seed=3 teacher=sklearn "
-            "teacher.estimator._target_=sklearn.svm.SVR")):
+            "train it first with: dfkd train-teacher dataset=csv .*dataset.name=comp .*seed=3 "
+            "teacher=sklearn teacher.estimator._target_=sklearn.svm.SVR")):
         teachers.load(config(root, "teacher=svr"), [3], None, CPU)
 
 
