@@ -15,6 +15,7 @@ warning and is dropped for the rest of the run: the run and its CSV files never 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from dfkd_cli import tables
+from dfkd_cli.files import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +226,13 @@ class MLflow:
         from mlflow import MlflowClient
 
         database = sqlite_path(self.tracking_uri)
-        if database is not None:
-            database.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
-        experiment = self._experiment(database)
+        # parallel jobs (joblib) opening a new SQLite store would each create its tables: one at
+        # a time, under a lock beside the database
+        lock = (exclusive_lock(database.with_name(f".{database.name}.lock")) if database
+                else contextlib.nullcontext())
+        with lock:
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            experiment = self._experiment(database)
         name = self.run_name or str(info.dirs[0].parent if len(info.dirs) > 1 else info.dirs[0])
         if len(info.dirs) > 1:
             self.parent = self._open(experiment, name, info.params, info.dirs[0].parent, {})
