@@ -29,10 +29,12 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from dfkd_cli import tables
-from dfkd_cli.files import exclusive_lock
+from dfkd_cli.files import atomic_path, exclusive_lock
 
 log = logging.getLogger(__name__)
 
+# In a member's directory: the MLflow store and run its tracker logged to (for `dfkd export`).
+MLFLOW_RUN = "mlflow_run.json"
 # A member's status -> the MLflow run status it ends with.
 MLFLOW_STATUS = {"ok": "FINISHED", "interrupted": "KILLED"}
 
@@ -158,10 +160,6 @@ class Trackers:
         self.active.clear()
 
 
-def tensorboard_value(value: Any) -> str | int | float | bool:
-    return value if isinstance(value, (str, int, float, bool)) else str(value)
-
-
 class TensorBoard:
     """Event files in each member's directory (TensorBoard: `tensorboard --logdir outputs`): the
     history per logged epoch, the final metrics at the last epoch, and the config as hparams
@@ -188,8 +186,7 @@ class TensorBoard:
         from torch.utils.tensorboard.summary import hparams
 
         writer = self.writers[k]
-        params = {key: tensorboard_value(v) for key, v in self.info.member_params(k).items()}
-        for summary in hparams(params, metrics):
+        for summary in hparams(self.info.member_params(k), metrics):
             writer.file_writer.add_summary(summary)
         for name, value in metrics.items():
             writer.add_scalar(name, value, step)
@@ -210,7 +207,8 @@ class MLflow:
     """An MLflow run per member in a local store, no server (default: the SQLite database
     outputs/mlflow/mlflow.db, artifacts beside it): the composed config as params (seed = the
     member's), the history as metrics per epoch, the final metrics, and the student checkpoints,
-    metrics.csv and history.csv as artifacts. A population's members are nested under a run for
+    metrics.csv and history.csv as artifacts (`dfkd export` adds its files under export/, found
+    through mlflow_run.json in the member's directory). A population's members are nested under a run for
     the job, which gets the mean of each final metric over the members. See them with the full
     `mlflow` package: `mlflow ui --backend-store-uri sqlite:///outputs/mlflow/mlflow.db`."""
 
@@ -240,6 +238,10 @@ class MLflow:
                                 info.member_params(k), d,
                                 {"mlflow.parentRunId": self.parent} if self.parent else {})
                      for k, (s, d) in enumerate(zip(info.seeds, info.dirs))]
+        uri = f"sqlite:///{database.resolve()}" if database else self.tracking_uri
+        for run_id, member_dir in zip(self.runs, info.dirs):
+            with atomic_path(member_dir / MLFLOW_RUN) as tmp:
+                tmp.write_text(json.dumps({"tracking_uri": uri, "run_id": run_id}) + "\n")
 
     def _experiment(self, database: Path | None) -> str:
         """The experiment's id, created on first use (artifacts in `artifact_location`, else
@@ -297,3 +299,21 @@ class MLflow:
         for run_id in [*self.runs[len(self.finals):], *([self.parent] if self.parent else [])]:
             self.client.set_terminated(run_id, "FINISHED" if ok else "FAILED")
         self.runs, self.parent = [], None
+
+
+def log_export(run_dir: Path, files: list[Path]) -> None:
+    """`dfkd export` of a run that logged to MLflow (its directory holds mlflow_run.json): the
+    exported files join that run's artifacts under export/. A store that cannot be reached only
+    warns: the exports are written already."""
+    record = run_dir / MLFLOW_RUN
+    if not record.is_file():
+        return
+    try:
+        from mlflow import MlflowClient
+
+        where = json.loads(record.read_text())
+        client = MlflowClient(tracking_uri=where["tracking_uri"])
+        for path in files:
+            client.log_artifact(where["run_id"], str(path), "export")
+    except Exception as exc:  # noqa: BLE001 - the export itself has succeeded
+        log.warning("exports not logged to MLflow (%s: %s)", type(exc).__name__, exc)

@@ -77,6 +77,11 @@ def test_tensorboard_and_mlflow_say_what_the_csv_files_say(two_teachers, tmp_pat
     artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
     assert artifacts == {"student.pt", "metrics.csv", "history.csv"}
 
+    # `dfkd export` of the run adds its files to the same MLflow run
+    dfkd("export", str(run), "--formats", "torchscript", cwd=two_teachers)
+    exported = {a.path for a in client.list_artifacts(logged.info.run_id, "export")}
+    assert exported == {"export/student.torchscript.pt", "export/model_card.md"}
+
 
 def test_a_population_is_one_run_per_member_nested_under_the_job(two_teachers, tmp_path):
     run, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
