@@ -31,18 +31,24 @@ def job_params(job_dir: Path) -> dict[str, str]:
     return {p: pairs.get(p, "") for p in PARAMS}
 
 
-def trials(path: Path) -> pd.DataFrame:
-    """One row per job below `path` (a sweep, or one run): its settings and mean scores."""
+def members(path: Path) -> pd.DataFrame:
+    """Every ok metrics row below `path`, with the directory of the job that wrote it."""
     runs = report.gather([path])
-    runs = runs[runs.status == "ok"]
+    runs = runs[runs.status == "ok"].copy()
     runs["job_dir"] = [d if (Path(d) / ".hydra").is_dir() else str(Path(d).parent)
                        for d in runs.run_dir]
+    return runs
+
+
+def trials(path: Path) -> pd.DataFrame:
+    """One row per job below `path` (a sweep, or one run): its settings and mean scores."""
+    runs = members(path)
     table = runs.groupby("job_dir")[SCORES].mean().join(runs.groupby("job_dir").seed.count()
                                                         .rename("seeds"))
     params = pd.DataFrame([job_params(Path(d)) | {"job_dir": d} for d in table.index])
     table = params.set_index("job_dir").join(table)
     table["trial"] = [Path(d).name for d in table.index]
-    return table.reset_index(drop=True)
+    return table.reset_index()
 
 
 def spearman(a: pd.Series, b: pd.Series) -> float:
@@ -64,6 +70,7 @@ def section(root: Path, dataset: str) -> str:
         shown = found
     pick = found.loc[found.fidelity_rmse_prior.idxmin()]
     test_rank = int((found.student_rmse < pick.student_rmse).sum()) + 1
+    better_half = found.nsmallest(len(found) // 2, "fidelity_rmse_prior")
     lines = [f"### {dataset}", "",
              "| trial | strategy.steps | strategy.lr | alpha | objective: fidelity_rmse_prior "
              "| val_rmse | test student_rmse |", "|---|---|---|---|---|---|---|"]
@@ -74,12 +81,20 @@ def section(root: Path, dataset: str) -> str:
     lines += ["",
               f"- Spearman rank correlation with the test RMSE over the {len(found)} trials: "
               f"objective {spearman(found.fidelity_rmse_prior, found.student_rmse):+.2f}, "
-              f"validation RMSE {spearman(found.val_rmse, found.student_rmse):+.2f}.",
+              f"validation RMSE {spearman(found.val_rmse, found.student_rmse):+.2f}; over "
+              f"the {len(better_half)} trials with the lowest objective: objective "
+              f"{spearman(better_half.fidelity_rmse_prior, better_half.student_rmse):+.2f}, "
+              f"validation RMSE {spearman(better_half.val_rmse, better_half.student_rmse):+.2f}.",
               f"- The objective's pick (trial {pick.trial}) has test RMSE "
               f"{pick.student_rmse:.4f}, rank {test_rank} of {len(found)} by test RMSE; the best "
               f"trial by test RMSE has {found.student_rmse.min():.4f}."]
     if default.is_dir():
-        lines[-1] += f" The default settings: {row.student_rmse.iloc[0]:.4f}."
+        per_seed = (members(root / dataset).query("job_dir == @pick.job_dir")
+                    .set_index("seed").student_rmse)
+        base = members(default).set_index("seed").student_rmse
+        wins = int((per_seed < base.reindex(per_seed.index)).sum())
+        lines[-1] += (f" The default settings: {row.student_rmse.iloc[0]:.4f}; the pick is "
+                      f"lower on {wins} of {len(per_seed)} seeds.")
     return "\n".join(lines) + "\n"
 
 
