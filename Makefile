@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 # The CPU build of torch by default (a local file on the project's machines, seconds to install).
 # GPU users: install the torch build for your CUDA into $(VENV) first; an existing torch is kept.
 TORCH ?= torch==2.13.0
-# The extras `make install` adds: test tools, the launchers, report, ONNX, tracker and search
-# extras the tests use.
-EXTRAS ?= test,joblib,slurm,stats,plots,onnx,tensorboard,mlflow,optuna
+# The extras `make install` adds: test tools, the launchers, report, ONNX, scikit-learn, tracker
+# and search extras the tests use.
+EXTRAS ?= test,joblib,slurm,stats,plots,onnx,sklearn,tensorboard,mlflow,optuna
 
 .PHONY: install run test reproduce reproduce-quick bench search clean
 
