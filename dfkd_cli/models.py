@@ -76,6 +76,7 @@ class StackedMLP(nn.Module):
         # per item, and the student loop runs the network about ten times per step
         self.layers = list(zip(self.weights, self.biases))
         self.params = [*self.weights, *self.biases]  # self.parameters() as a list, in order
+        self.opt_params, self.owners = self.params, None  # the optimiser steps the stacks
 
     @property
     def members(self) -> int:

@@ -113,8 +113,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     part = teachers.member_splits(cfg, teacher, table, [seed], device)[0]
     runtime.seed_everything(seed)
     rng = Streams([seed], device)
-    student = models.StackedMLP(1, teacher.input_dim, list(cfg.student.hidden),
-                                cfg.student.activation, teacher.output_dim).to(device).init_(rng)
+    _, student = distill.build_student(cfg, teacher, rng)
     trainer = build_strategy(cfg.strategy, teacher, rng)
     history, _ = train_student(cfg, teacher, student, trainer, distill.stacked([part], "val"))
     tables.write_history(run_dir, history[0])

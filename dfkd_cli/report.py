@@ -92,7 +92,7 @@ def _cell_of(cfg) -> dict:
     if cfg is None:
         return {}
     from dfkd_cli.distill import arm_label  # the label the runs themselves write
-    from dfkd_cli.models import arch_name
+    from dfkd_cli.teacher import config_arch_name
 
     out = {"command": cfg.get("command")}
     try:
@@ -100,8 +100,8 @@ def _cell_of(cfg) -> dict:
         if cfg.get("command") == "distill":
             out["arm"] = arm_label(cfg)
             out["selection"] = cfg.selection
-            out["student_hidden"] = arch_name(list(cfg.student.hidden), cfg.student.activation)
-        out["teacher_hidden"] = arch_name(list(cfg.teacher.hidden), cfg.teacher.activation)
+            out["student_hidden"] = config_arch_name(cfg.student)
+        out["teacher_hidden"] = config_arch_name(cfg.teacher)
         out["seed"] = cfg.seed
         if cfg.get("seeds"):
             out["seeds"] = ",".join(str(s) for s in cfg.seeds)

@@ -14,7 +14,9 @@ GROUPS = {"distill": ["dataset", "teacher", "student", "strategy", "optimizer", 
           "train_teacher": ["dataset", "teacher", "optimizer"]}
 REQUIRED = {"dataset/csv": ["dataset.path=x.csv"],
             "teacher/torchscript": ["teacher.path=t.pt", "teacher.input_dim=3"],
-            "teacher/onnx": ["teacher.path=t.onnx"]}
+            "teacher/onnx": ["teacher.path=t.onnx"],
+            "teacher/custom": ["teacher.net._target_=my_nets.Wide"],
+            "student/custom": ["student.net._target_=my_nets.Wide"]}
 
 
 def options(group: str) -> list[str]:
@@ -80,6 +82,9 @@ def test_strategy_keys_of_another_strategy_are_refused():
     ("alpha=constant", None), ("alpha.value=1.5", "alpha.value"), ("selection=best", "selection"),
     ("student.hidden=[]", "student.hidden"), ("student.activation=swish", "student.activation"),
     ("strategy.lr=0", "strategy.lr"), ("strategy.steps=-1", "strategy.steps"),
+    ("student=custom", "student.net._target_"), ("fast_path=on", "fast_path"),
+    ("optimizer.name=Adamm", "optimizer.name"), ("student.name=vit", "student.name"),
+    ("dataset.input_shape=[4]", "dataset.input_shape"),
 ])
 def test_out_of_range_values_name_the_key(override, key):
     cfg = make_config("distill", [override])
