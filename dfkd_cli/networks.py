@@ -290,5 +290,14 @@ def from_states(arch: dict[str, Any], states: list[dict[str, torch.Tensor]],
     return ModulePopulation(members).to(device)
 
 
-def count_parameters(arch: dict[str, Any]) -> int:
-    return sum(math.prod(p.shape) for p in _seeded_module(arch, 0).parameters())
+def from_checkpoint(payload: dict[str, Any], named: str | None, key: str, source: str
+                    ) -> nn.Module:
+    """The one network a checkpoint holds, its weights loaded (a custom network only when the
+    user `named` its target; `key` is how to name it)."""
+    arch = payload["arch"]
+    check_target(arch, named, key, source)
+    return from_states(arch, [payload["state_dict"]], "off").nets[0]
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in module.parameters())
