@@ -17,6 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dfkd_cli.errors import UserError
 from dfkd_cli.networks import FAST_PATHS, NAMES as NET_NAMES, TARGET
+from dfkd_cli.optim import optimizer_class
 from dfkd_cli.strategies import STRATEGIES
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
@@ -212,6 +213,7 @@ def _check_optimizer(opt: Any) -> None:
     if opt._target_ is None:
         _check(opt.name in OPTIMIZERS or isinstance(getattr(torch.optim, opt.name, None), type),
                "optimizer.name", f"one of {OPTIMIZERS} or a torch.optim class", opt.name)
+    optimizer_class(opt)  # a _target_ that is not an optimiser class fails here
     _check(opt.lr > 0, "optimizer.lr", "a number > 0", opt.lr)
     _check(opt.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0", opt.weight_decay)
 

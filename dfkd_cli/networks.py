@@ -142,12 +142,16 @@ class ModulePopulation(AutogradBackward, nn.Module):
             for name, stacked in zip(self.buffer_names, buffers):
                 owner, _, leaf = name.rpartition(".")
                 net.get_submodule(owner)._buffers[leaf] = stacked[k]
-        self._requires_grad = [p.requires_grad for p in self.params]
 
     def _apply(self, fn, recurse=True):  # .to(device), .double(): rebind the members' views
         out = super()._apply(fn, recurse)
         self._bind()
         return out
+
+    def requires_grad_(self, requires_grad: bool = True) -> "ModulePopulation":
+        for p in [*self.params, *self.opt_params]:
+            p.requires_grad_(requires_grad)
+        return self
 
     def train(self, mode: bool = True) -> "ModulePopulation":
         super().train(mode)
@@ -156,12 +160,8 @@ class ModulePopulation(AutogradBackward, nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flags = [p.requires_grad for p in self.params]
-        if flags != self._requires_grad:  # requires_grad_ was called on the stacked parameters
-            count = len(flags)
-            for i, p in enumerate(self.opt_params):
-                p.requires_grad_(flags[i % count])
-            self._requires_grad = flags
+        if len(self.nets) == 1:  # x[0] and the gradient of the output start where x and it do
+            return _columns(self.nets[0](_aligned(x[0]))).unsqueeze(0)
         return _Stack.apply(*(_columns(net(_aligned(x[k]))) for k, net in enumerate(self.nets)))
 
     def param_grads(self, saved: list[torch.Tensor], grad_out: torch.Tensor

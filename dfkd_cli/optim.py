@@ -67,8 +67,9 @@ def optimizer_class(cfg) -> type:
     else:
         cls = NAMES.get(cfg.name) or getattr(torch.optim, cfg.name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        raise UserError(f"optimizer {cfg._target_ or cfg.name} is not a torch.optim.Optimizer "
-                        f"class; valid names: {sorted(NAMES)} or a torch.optim class")
+        key = f"optimizer._target_={cfg._target_}" if cfg._target_ else f"optimizer.name={cfg.name}"
+        raise UserError(f"{key} is not a torch.optim.Optimizer class; valid names: "
+                        f"{sorted(NAMES)}, a torch.optim class, or a dotted class (_target_)")
     return cls
 
 

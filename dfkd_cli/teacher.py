@@ -228,8 +228,7 @@ def load(cfg, seeds: list[int], table: Table | None, device: torch.device) -> Te
                             f"dataset {cfg.dataset.name!r} has {table.y.shape[1]} target columns "
                             f"{table.targets} (dataset.target=[...] picks them)")
     teacher.module = teacher.module.to(device).eval()
-    for p in teacher.module.parameters():
-        p.requires_grad_(False)
+    teacher.module.requires_grad_(False)
     if teacher.box is not None:
         teacher.box = (teacher.box[0].to(device), teacher.box[1].to(device))
     return teacher

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
@@ -101,3 +102,18 @@ def test_every_config_folder_ships_in_the_wheel():
         if folder.is_dir() and not folder.name.startswith("__"):
             assert f'"dfkd_cli.configs.{folder.name}" = "configs/{folder.name}"' in pyproject
             assert f'"dfkd_cli.configs.{folder.name}" = ["*.yaml"]' in pyproject
+
+
+def test_optimisers_by_name_or_target_with_their_own_keys():
+    from dfkd_cli.optim import make_optimizer
+
+    cfg = make_config("distill", ["optimizer=adam", "+optimizer.kwargs.betas=[0.8,0.9]"])
+    validate(cfg)
+    opt = make_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["betas"] == (0.8, 0.9)
+    cfg = make_config("distill", ["optimizer._target_=torch.optim.Adagrad"])
+    validate(cfg)
+    assert type(make_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(2))])) is \
+        torch.optim.Adagrad
+    with pytest.raises(UserError, match="^optimizer._target_=collections.OrderedDict is not a "):
+        validate(make_config("distill", ["optimizer._target_=collections.OrderedDict"]))

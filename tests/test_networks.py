@@ -3,14 +3,16 @@ a population on the autograd path is its members run alone; built-in networks by
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
-from conftest import make_config
+from conftest import dfkd, make_config
 from dfkd_cli import distill, models, networks
 from dfkd_cli import teacher as teachers
-from dfkd_cli.data import Scaler
+from dfkd_cli.data import Scaler, load_table, split
 from dfkd_cli.errors import UserError
+from dfkd_cli.models import load_checkpoint
 from dfkd_cli.rng import Streams
 from dfkd_cli.strategies import STRATEGIES, build_strategy
 from dfkd_cli.student_loop import StudentLoop
@@ -115,3 +117,48 @@ def test_a_custom_checkpoint_needs_its_target_named():
     for named in (None, "other.Net"):
         with pytest.raises(UserError, match="pass teacher.net._target_=my_nets.Wide$"):
             networks.check_target(arch, named, "teacher.net._target_", "t.pt")
+
+
+def test_an_autograd_teacher_population_is_its_members_alone():
+    """train-teacher seeds=[1,2] on the autograd path: each member as trained alone, early
+    stopping (patience 1) included."""
+    cfg = make_config("train_teacher", ["teacher=rbf", "epochs=4", "batch_size=64", "patience=1",
+                                        "dataset.n_train=400"])
+    table = load_table(cfg.dataset, cfg.data_dir)
+    splits = {s: split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s) for s in (1, 2)}
+    together, _, history, best = teachers.fit(cfg, [splits[1], splits[2]], [1, 2], CPU)
+    for k, seed in enumerate([1, 2]):
+        alone, _, alone_history, alone_best = teachers.fit(cfg, [splits[seed]], [seed], CPU)
+        assert history[k] == alone_history[0] and best[k] == alone_best[0]
+        for name, tensor in alone.member_state_dict(0).items():
+            assert torch.equal(together.member_state_dict(k)[name], tensor), name
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """A CSV of 300 rows of 2 x 3 x 3 'images' (18 columns) and a target of their pixels."""
+    path = tmp_path_factory.mktemp("images") / "images.csv"
+    x = torch.rand(300, 18, generator=torch.Generator().manual_seed(0))
+    y = x.view(300, 2, 3, 3)[:, 0, :2, :2].sum((1, 2)) - x.view(300, 2, 9)[:, 1].mean(1)
+    frame = pd.DataFrame(x.numpy(), columns=[f"p{i}" for i in range(18)]).assign(y=y.numpy())
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("teacher,student,data", [
+    ("rbf", "resmlp", []), ("resmlp", "rbf", []), ("cnn", "cnn", ["images"])])
+def test_builtin_networks_train_as_teacher_and_student(tmp_path, images, teacher, student, data):
+    """Through the installed dfkd: train-teacher teacher=<name>, then distil it into
+    student=<name> (a cnn on image-shaped rows: dataset.input_shape=[2,3,3])."""
+    dataset = (["dataset=csv", f"dataset.path={images}", "dataset.name=images",
+                "dataset.input_shape=[2,3,3]"] if data else [])
+    dfkd("train-teacher", f"teacher={teacher}", *dataset, "epochs=3", "batch_size=64",
+         "progress=false", cwd=tmp_path)
+    dfkd("distill", f"teacher={teacher}", f"student={student}", *dataset, "epochs=4",
+         "steps_per_epoch=3", "log_every=2", "progress=false", "hydra.run.dir=run", cwd=tmp_path)
+    row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
+    assert row.status == "ok" and row.student_hidden.startswith(student)
+    assert row.teacher_hidden.startswith(teacher) and pd.notna(row.student_rmse)
+    payload = load_checkpoint(tmp_path / "run" / "student.pt")
+    if student == "cnn":
+        assert payload["arch"]["kwargs"]["input_shape"] == [2, 3, 3]
