@@ -14,19 +14,27 @@ NAMES = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.
 EPS = 1e-8  # torch.optim.RMSprop's default
 
 
-def rmsprop_(params: list[torch.Tensor], grads: list[torch.Tensor],
-             squares: list[torch.Tensor], lr: float, alpha: float, eps: float = EPS,
+# the operations of `rmsprop_` on one tensor, and on lists of tensors (multi-tensor kernels)
+_ONE = (torch.add, torch.Tensor.mul_, torch.Tensor.addcmul_, torch.sqrt, torch.Tensor.add_,
+        torch.Tensor.addcdiv_)
+_MANY = (torch._foreach_add, torch._foreach_mul_, torch._foreach_addcmul_, torch._foreach_sqrt,
+         torch._foreach_add_, torch._foreach_addcdiv_)
+
+
+def rmsprop_(params, grads, squares, lr: float, alpha: float, eps: float = EPS,
              weight_decay: float = 0.0) -> None:
-    """One plain RMSprop step in place (torch.optim.RMSprop without momentum, not centred):
-    g += weight_decay * p; v = alpha v + (1 - alpha) g^2; p -= lr g / (sqrt(v) + eps). The
-    same arithmetic in the same order as torch's, as six multi-tensor operations."""
+    """One plain RMSprop step in place (torch.optim.RMSprop without momentum, not centred), on
+    one tensor or on lists of tensors: g += weight_decay * p; v = alpha v + (1 - alpha) g^2;
+    p -= lr g / (sqrt(v) + eps). The same arithmetic in the same order as torch's, as six
+    operations (multi-tensor ones for lists)."""
+    add, mul_, addcmul_, sqrt, add_, addcdiv_ = _MANY if isinstance(params, list) else _ONE
     if weight_decay:
-        grads = torch._foreach_add(grads, params, alpha=weight_decay)
-    torch._foreach_mul_(squares, alpha)
-    torch._foreach_addcmul_(squares, grads, grads, value=1 - alpha)
-    avg = torch._foreach_sqrt(squares)
-    torch._foreach_add_(avg, eps)
-    torch._foreach_addcdiv_(params, grads, avg, value=-lr)
+        grads = add(grads, params, alpha=weight_decay)
+    mul_(squares, alpha)
+    addcmul_(squares, grads, grads, value=1 - alpha)
+    avg = sqrt(squares)
+    add_(avg, eps)
+    addcdiv_(params, grads, avg, value=-lr)
 
 
 class RMSprop(torch.optim.RMSprop):

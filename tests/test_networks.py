@@ -162,3 +162,10 @@ def test_builtin_networks_train_as_teacher_and_student(tmp_path, images, teacher
     payload = load_checkpoint(tmp_path / "run" / "student.pt")
     if student == "cnn":
         assert payload["arch"]["kwargs"]["input_shape"] == [2, 3, 3]
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_every_strategy_distils_into_a_radial_basis_student(teacher_file, strategy):
+    loop, _ = train(teacher_file, [1], ["student=rbf", f"strategy={strategy}", "epochs=2",
+                                        "steps_per_epoch=3", *QUICK.get(strategy, [])])
+    assert all(row["nonfinite"] == 0 and row["loss"] > 0 for row in loop.history[0])

@@ -75,7 +75,7 @@ class Bounded(Strategy):
                              teacher.input_grad(t_saved, diff))
             # one step of torch.optim.RMSprop (no momentum, not centred) with its state
             # square_avg, through the kernel the fast path's optimiser runs
-            rmsprop_([x], [grad], [square_avg], cfg.lr, cfg.rho, EPS, cfg.beta)
+            rmsprop_(x, grad, square_avg, cfg.lr, cfg.rho, EPS, cfg.beta)
             if cfg.radius is not None:
                 x = torch.maximum(torch.minimum(x, start + cfg.radius), start - cfg.radius)
             if cfg.clip_to_box:
