@@ -108,19 +108,23 @@ def main() -> None:
     rows = [{"configuration": "teacher, 1 seed", "median_process_s": one},
             {"configuration": f"teachers, population of {k} seeds", "median_process_s": many,
              "peak_rss_mib": many_rss}]
-    reference = None
-    for name, overrides, members in configurations(args.population, args.allocator_ab):
-        if args.only and not any(s in name for s in args.only) and reference is not None:
-            continue
-        walls, process, rss = [], [], []
-        for r in range(args.repeats):
-            out = work / f"run{len(rows)}-{r}"
+    chosen = [c for i, c in enumerate(configurations(args.population, args.allocator_ab))
+              if i == 0 or not args.only or any(s in c[0] for s in args.only)]
+    # round robin: repeat r of every configuration before repeat r + 1 of any, so that a
+    # machine whose load changes weighs on every configuration alike
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in chosen}
+    for r in range(args.repeats):
+        for i, (name, overrides, _) in enumerate(chosen):
+            out = work / f"run{i}-{r}"
             wall, peak = run(["distill", *distill_common, *overrides, f"hydra.run.dir={out}"],
                              work, env)
             metrics = pd.concat(pd.read_csv(p) for p in out.rglob("metrics.csv"))
-            walls.append(float(metrics.wall_s.iloc[0]))
-            process.append(wall)
-            rss.append(peak)
+            runs[name].append((float(metrics.wall_s.iloc[0]), wall, peak))
+            print(f"{name} ({r + 1}/{args.repeats}): {runs[name][-1][0]:.2f} s",
+                  file=sys.stderr, flush=True)
+    reference = None
+    for name, _, members in chosen:
+        walls, process, rss = (list(column) for column in zip(*runs[name]))
         steps = args.epochs * 10 * members
         row = {"configuration": name, "median_wall_s": statistics.median(walls),
                "min_wall_s": min(walls), "max_wall_s": max(walls),
@@ -130,7 +134,6 @@ def main() -> None:
         reference = reference or row["median_wall_s"]
         row["ratio_to_single"] = row["median_wall_s"] / reference
         rows.append(row)
-        print(f"{name}: {row['median_wall_s']:.2f} s", file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
     print(f"\ndataset={args.dataset} device={args.device} repeats={args.repeats} "
           f"epochs={args.epochs} "
