@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from conftest import DFKD, dfkd
+from dfkd_cli import evaluate
+from dfkd_cli.errors import UserError
 from dfkd_cli.models import load_checkpoint
 
 TARGET = "test_custom_network.Wide"
@@ -85,6 +87,14 @@ def test_custom_student_resumes_bit_for_bit_after_sigterm_and_exports(store, env
     out = dfkd("export", str(cut / "student.pt"), "--net-target", TARGET, "--out",
                str(tmp_path / "export"), cwd=store, env=env)
     assert "torchscript" in out.stdout and "onnx" in out.stdout  # each within --tolerance
+    # evaluate rebuilds the same raw-unit network (in this process: the class is importable)
+    x = torch.randn(64, full["arch"]["input_dim"], generator=torch.Generator().manual_seed(0))
+    scripted = torch.jit.load(str(tmp_path / "export" / "student.torchscript.pt"))
+    with torch.no_grad():
+        torch.testing.assert_close(evaluate.load_model(cut / "student.pt", TARGET).module(x),
+                                   scripted(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(UserError, match=f"pass --net-target={TARGET}$"):
+        evaluate.load_model(cut / "student.pt")
     refused = dfkd("export", str(cut / "student.pt"), cwd=store, env=env, check=False)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [

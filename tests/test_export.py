@@ -112,8 +112,8 @@ def test_a_wrong_export_fails_the_check(tmp_path, monkeypatch, capsys):
     hand_checkpoint(tmp_path / "student.pt")
     wrong = export.raw_model
 
-    def shifted(payload: dict) -> nn.Sequential:
-        model = wrong(payload)
+    def shifted(payload: dict, net_target: str | None = None) -> nn.Sequential:
+        model = wrong(payload, net_target)
         with torch.no_grad():
             model[-1].bias.add_(0.01)  # 0.01 / y_std >= 2.5e-3, above the 1e-4 tolerance
         return model
