@@ -92,7 +92,7 @@ def _cell_of(cfg) -> dict:
     if cfg is None:
         return {}
     from dfkd_cli.distill import arm_label  # the label the runs themselves write
-    from dfkd_cli.teacher import config_arch_name
+    from dfkd_cli.teacher import arch_label, config_arch_name
 
     out = {"command": cfg.get("command")}
     try:
@@ -101,7 +101,7 @@ def _cell_of(cfg) -> dict:
             out["arm"] = arm_label(cfg)
             out["selection"] = cfg.selection
             out["student_hidden"] = config_arch_name(cfg.student)
-        out["teacher_hidden"] = config_arch_name(cfg.teacher)
+        out["teacher_hidden"] = arch_label(cfg.teacher)
         out["seed"] = cfg.seed
         if cfg.get("seeds"):
             out["seeds"] = ",".join(str(s) for s in cfg.seeds)

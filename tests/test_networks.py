@@ -10,7 +10,7 @@ import torch
 from conftest import dfkd, make_config
 from dfkd_cli import distill, models, networks
 from dfkd_cli import teacher as teachers
-from dfkd_cli.data import Scaler, load_table, split
+from dfkd_cli.data import Scaler, load_table, split_for
 from dfkd_cli.errors import UserError
 from dfkd_cli.models import load_checkpoint
 from dfkd_cli.rng import Streams
@@ -125,7 +125,7 @@ def test_an_autograd_teacher_population_is_its_members_alone():
     cfg = make_config("train_teacher", ["teacher=rbf", "epochs=4", "batch_size=64", "patience=1",
                                         "dataset.n_train=400"])
     table = load_table(cfg.dataset, cfg.data_dir)
-    splits = {s: split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s) for s in (1, 2)}
+    splits = {s: split_for(cfg, table, s) for s in (1, 2)}
     together, _, history, best = teachers.fit(cfg, [splits[1], splits[2]], [1, 2], CPU)
     for k, seed in enumerate([1, 2]):
         alone, _, alone_history, alone_best = teachers.fit(cfg, [splits[seed]], [seed], CPU)
