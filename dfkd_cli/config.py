@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig
 
 from dfkd_cli.errors import UserError
 from dfkd_cli.strategies import STRATEGIES
+from dfkd_cli.strategies.base import no_rows
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
 SELECTIONS = ("last", "val", "both")
@@ -221,6 +222,8 @@ def validate(cfg: DictConfig) -> None:
            cfg.alpha.schedule)
     _check(0 <= cfg.alpha.value <= 1, "alpha.value", "a number in [0, 1]", cfg.alpha.value)
     _check_strategy("strategy", cfg.strategy)
+    if ds.source == "none" and STRATEGIES[cfg.strategy.name].needs_rows:
+        raise no_rows(cfg.strategy.name)
     if cfg.command == "probe":
         _check(cfg.samples >= 1, "samples", "an integer >= 1", cfg.samples)
         _check(all(0 <= q <= 1 for q in cfg.quantiles), "quantiles", "numbers in [0, 1]",

@@ -73,12 +73,13 @@ def measure(teacher, student, x: torch.Tensor, start: torch.Tensor | None, box
     return out
 
 
-def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int,
-                   device: torch.device) -> dict[str, Any]:
-    """Prepare, warm up and sample one strategy; its table row."""
+def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int, device: torch.device,
+                   train: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    """Prepare, warm up and sample one strategy (`train`: the split's training rows, for one
+    that draws them); its table row."""
     T, S, m = teacher.module, student, int(cfg.batch_size)
     try:
-        strategy = build_strategy(scfg, teacher, Streams([seed], device))
+        strategy = build_strategy(scfg, teacher, Streams([seed], device), train)
     except UserError as exc:  # e.g. a box strategy with a teacher that has no box
         log.warning("probe: skipping %s: %s", label, exc)
         return {"strategy": label, "note": str(exc)}
@@ -115,7 +116,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     rng = Streams([seed], device)
     student = models.StackedMLP(1, teacher.input_dim, list(cfg.student.hidden),
                                 cfg.student.activation, teacher.output_dim).to(device).init_(rng)
-    trainer = build_strategy(cfg.strategy, teacher, rng)
+    train = distill.stacked([part], "train")
+    trainer = build_strategy(cfg.strategy, teacher, rng, train)
     history, _ = train_student(cfg, teacher, student, trainer, distill.stacked([part], "val"))
     tables.write_history(run_dir, history[0])
     student.requires_grad_(False)
@@ -126,7 +128,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     rows = [summarise(REFERENCE, reference["gap"], reference["norm"], reference.get("outside"),
                       None, list(cfg.quantiles))]
     for label, scfg in cfg.strategies.items():
-        rows.append(probe_strategy(cfg, label, scfg, teacher, student, seed, device))
+        rows.append(probe_strategy(cfg, label, scfg, teacher, student, seed, device, train))
     frame = pd.DataFrame(rows)
     frame.insert(0, "dataset", part.name)
     frame.insert(1, "seed", seed)
