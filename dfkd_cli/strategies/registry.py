@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import torch
+
 from dfkd_cli.errors import UserError
 
 STRATEGIES: dict[str, type] = {}
@@ -30,4 +32,8 @@ def build_strategy(cfg: Any, teacher: Any, rng: Any, rows: Any = None) -> Any:
                         f"teacher.differentiable=false); strategies that need only its outputs: "
                         f"{', '.join(usable)}")
     extra = {"rows": rows} if cls.needs_rows else {}
-    return cls(cfg, teacher.input_dim, teacher.box, rng, **extra)
+    strategy = cls(cfg, teacher.input_dim, teacher.box, rng, **extra)
+    if teacher.scalers:
+        strategy.y_scale = tuple(torch.stack([getattr(s, k) for s in teacher.scalers]
+                                             ).to(rng.device) for k in ("y_mean", "y_std"))
+    return strategy
