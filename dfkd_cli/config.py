@@ -20,6 +20,7 @@ from dfkd_cli.errors import UserError
 from dfkd_cli.networks import FAST_PATHS, NAMES as NET_NAMES, TARGET
 from dfkd_cli.optim import optimizer_class
 from dfkd_cli.strategies import STRATEGIES
+from dfkd_cli.strategies.base import no_rows
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
 SELECTIONS = ("last", "val", "both")
@@ -276,6 +277,8 @@ def validate(cfg: DictConfig) -> None:
            cfg.alpha.schedule)
     _check(0 <= cfg.alpha.value <= 1, "alpha.value", "a number in [0, 1]", cfg.alpha.value)
     _check_strategy("strategy", cfg.strategy)
+    if ds.source == "none" and STRATEGIES[cfg.strategy.name].needs_rows:
+        raise no_rows(cfg.strategy.name)
     search.check(cfg)
     if cfg.command == "probe":
         _check(cfg.samples >= 1, "samples", "an integer >= 1", cfg.samples)

@@ -25,7 +25,7 @@ from dfkd_cli import teacher as teachers
 from dfkd_cli.data import Split, Table, load_table
 from dfkd_cli.files import atomic_path
 from dfkd_cli.rng import Streams, member_seeds
-from dfkd_cli.strategies import build_strategy
+from dfkd_cli.strategies import STRATEGIES, build_strategy
 from dfkd_cli.student_loop import StudentLoop, selections
 from dfkd_cli.trackers import Trackers
 
@@ -46,11 +46,13 @@ def alpha_label(cfg) -> str:
 def arm_label(cfg) -> str:
     """The arm's name in tables: `label` when set (the arm presets set it), else
     <strategy>_<alpha>_m<batch size>."""
-    return cfg.label or f"{cfg.strategy.name}_{alpha_label(cfg.alpha)}_m{cfg.batch_size}"
+    strategy = STRATEGIES[cfg.strategy.name].label(cfg.strategy)
+    return cfg.label or f"{strategy}_{alpha_label(cfg.alpha)}_m{cfg.batch_size}"
 
 
 def stacked(splits: list[Split], part: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K, n, d) inputs and (K, n, k) targets of one part (val / test) of each member's split."""
+    """(K, n, d) inputs and (K, n, k) targets of one part (train / val / test) of each member's
+    split."""
     return (torch.stack([getattr(s, f"x_{part}") for s in splits]),
             torch.stack([getattr(s, f"y_{part}") for s in splits]))
 
@@ -88,7 +90,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     runtime.seed_everything(seeds[0])
     rng = Streams(seeds, device)
     arch, student = build_student(cfg, teacher, rng)
-    strategy = build_strategy(cfg.strategy, teacher, rng)
+    strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"))
     loop = StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"))
     state_path = run_dir / CHECKPOINT
     if cfg.resume and state_path.is_file():

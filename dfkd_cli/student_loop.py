@@ -43,15 +43,17 @@ def row_weights(n_g: int, n_p: int, alpha: float, device: torch.device) -> torch
 
 
 @torch.no_grad()
-def student_step(teacher, student, opt: torch.optim.Optimizer,
+def student_step(y: torch.Tensor, student, opt: torch.optim.Optimizer,
                  x: torch.Tensor, n_g: int, weights: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on L_S for x = [x_g; x_p] (the first n_g rows of each member's batch
-    are x_g; `weights` from row_weights). Back-propagates through the network seam
-    (`param_grads`: by hand on the fast path, autograd otherwise); returns the per-member means of (T - S)^2 on x_g and on x_p, shape (K,) each. The members
-    are independent: member k's gradient comes from member k's loss only."""
+    are x_g; `weights` from row_weights) and its labels y, T(x) but for the real-data reference
+    (Strategy.labels). Back-propagates through the network seam (`param_grads`: by hand on the
+    fast path, autograd otherwise); returns the per-member means of (y - S)^2 on x_g and on x_p,
+    shape (K,) each. The members are independent: member k's gradient comes from member k's
+    loss only."""
     saved = student.trace(x)
-    diff = saved[-1] - teacher(x)
+    diff = saved[-1] - y
     squared = diff.pow(2).sum(dim=2)
     loss_g = squared[:, :n_g].mean(dim=1) if n_g else squared.new_zeros(squared.shape[0])
     loss_p = (squared[:, n_g:].mean(dim=1) if n_g < x.shape[1]
@@ -140,7 +142,8 @@ class StudentLoop:
             if alpha < 1:
                 batches.append(self.strategy.prior(m))
             x = torch.cat(batches, dim=1) if len(batches) > 1 else batches[0]
-            loss_g, loss_p = student_step(T, S, self.opt, x, n_g, weights)
+            y = self.strategy.labels(T, x, n_g)
+            loss_g, loss_p = student_step(y, S, self.opt, x, n_g, weights)
             epoch_g += loss_g
             epoch_p += loss_p
         self.sums["loss"] += alpha * epoch_g + (1 - alpha) * epoch_p

@@ -148,7 +148,7 @@ def test_onnx_teacher_distils_with_evolution_and_refuses_bounded(tmp_path):
     assert refused.returncode == 2
     assert ("strategy=bounded needs the teacher's gradients, and teacher teacher.onnx cannot "
             "be differentiated") in refused.stderr
-    assert "evolution, lhs, random, sobol, uniform" in refused.stderr
+    assert "evolution, lhs, random, real_rows, sobol, uniform" in refused.stderr
     assert not (tmp_path / "bounded" / "student.pt").exists()
 
 
