@@ -25,7 +25,7 @@ from torch import nn
 
 from dfkd_cli import metrics, models
 from dfkd_cli.errors import UserError
-from dfkd_cli.export import feature_names, raw_model, target_names
+from dfkd_cli.export import TARGET_KEY, feature_names, network, raw_model, target_names
 from dfkd_cli.files import write_csv
 from dfkd_cli.model_files import KINDS, SAFE_KINDS, load_model_file
 
@@ -60,16 +60,19 @@ def _is_checkpoint(path: Path) -> bool:
 ALLOW_TORCH_EXPORT = "--allow-torch-export"
 
 
-def load_model(path: str | Path, allow_torch_export: bool = False) -> Model:
-    """A dfkd checkpoint (read with weights only), or a TorchScript / ONNX file; a torch.export
-    archive only with `allow_torch_export` (loading one can run code from the file)."""
+def load_model(path: str | Path, net_target: str | None = None,
+               allow_torch_export: bool = False) -> Model:
+    """A dfkd checkpoint (read with weights only; a custom network only when `net_target` names
+    its class), or a TorchScript / ONNX file; a torch.export archive only with
+    `allow_torch_export` (loading one can run code from the file)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model {path} not found")
     if _is_checkpoint(path):
         payload = models.load_checkpoint(path)
         arch = payload["arch"]
-        return Model(path, "dfkd-checkpoint", raw_model(payload), arch["input_dim"],
+        network(payload, net_target, f"checkpoint {path}")  # a custom network: named? else fail
+        return Model(path, "dfkd-checkpoint", raw_model(payload, net_target), arch["input_dim"],
                      arch.get("output_dim", 1), feature_names(payload), target_names(payload))
     kinds = KINDS if allow_torch_export else SAFE_KINDS
     file = load_model_file(path, kinds, f"pass {ALLOW_TORCH_EXPORT} if you trust it")
@@ -195,15 +198,15 @@ def scores(pred: torch.Tensor, y: torch.Tensor, targets: list[str]) -> dict[str,
 
 def evaluate(model: str | Path, data: str | Path, teacher: str | Path | None = None,
              targets: Sequence[str] = (), drop: Sequence[str] = (),
-             allow_torch_export: bool = False) -> pd.DataFrame:
+             net_target: str | None = None, allow_torch_export: bool = False) -> pd.DataFrame:
     """One row per model: model, file, kind, n_rows, rmse, mae, r2 (+ per output), and
     fidelity_rmse (+ per output) on the model's row when a teacher is given."""
     data = Path(data)
     frame = read_data(data)
     _require(frame, drop, "--drop", data)
-    loaded = {"model": load_model(model, allow_torch_export)}
+    loaded = {"model": load_model(model, net_target, allow_torch_export)}
     if teacher is not None:
-        loaded["teacher"] = load_model(teacher, allow_torch_export)
+        loaded["teacher"] = load_model(teacher, net_target, allow_torch_export)
     names = target_columns(frame, loaded["model"], loaded.get("teacher"), targets, drop, data)
     y = numeric(frame, names, data)
     rows, preds = [], []
@@ -234,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "the last k columns for a model of k outputs)")
     parser.add_argument("--drop", nargs="+", default=[], metavar="COL",
                         help="columns that are neither features nor targets")
+    parser.add_argument(TARGET_KEY, metavar="CLASS",
+                        help="the class of a custom network a checkpoint holds (its _target_): "
+                             "dfkd imports a checkpoint's code only when named")
     parser.add_argument("--out", metavar="FILE.csv", help="also write the table here")
     parser.add_argument(ALLOW_TORCH_EXPORT, action="store_true",
                         help="accept torch.export (.pt2) archives; loading one can run code "
@@ -241,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         table = evaluate(args.model, args.data, args.teacher, args.target, args.drop,
-                         args.allow_torch_export)
+                         args.net_target, args.allow_torch_export)
     except UserError as exc:
         print(f"dfkd evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -75,6 +75,7 @@ class StackedMLP(nn.Module):
         # per item, and the student loop runs the network about ten times per step
         self.layers = list(zip(self.weights, self.biases))
         self.params = [*self.weights, *self.biases]  # self.parameters() as a list, in order
+        self.opt_params, self.owners = self.params, None  # the optimiser steps the stacks
 
     @property
     def members(self) -> int:
@@ -255,25 +256,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _check_structure(payload: dict[str, Any]) -> None:
-    """Raise unless arch, state_dict and scaler describe one network: the MLP rebuilds from the
-    weights (names and shapes), and the scaler has a column per input and output."""
+    """Raise unless arch, state_dict and scaler describe one network: an MLP rebuilds from the
+    weights (names and shapes; other networks are checked when built, since a custom one is
+    imported only when the user names it), and the scaler has a column per input and output."""
     arch = payload["arch"]
     d, k = int(arch["input_dim"]), int(arch.get("output_dim", 1))
     if not all(torch.is_tensor(v) for v in payload["state_dict"].values()):
         raise TypeError("state_dict holds values that are not tensors")
-    model_from_checkpoint(payload)
+    if arch.get("name", "mlp") == "mlp":
+        mlp(d, list(arch["hidden"]), arch["activation"], k).load_state_dict(payload["state_dict"])
     scaler = {key: torch.as_tensor(payload["scaler"][key]).reshape(-1)
               for key in ("x_mean", "x_std", "y_mean", "y_std")}
     if {len(scaler["x_mean"]), len(scaler["x_std"])} != {d}:
         raise ValueError(f"the input scaler does not have {d} columns")
     if {len(scaler["y_mean"]), len(scaler["y_std"])} - {1, k}:
         raise ValueError(f"the output scaler does not have {k} columns")
-
-
-def model_from_checkpoint(payload: dict[str, Any]) -> nn.Sequential:
-    """Rebuild the MLP a checkpoint describes and load its weights."""
-    arch = payload["arch"]
-    model = mlp(arch["input_dim"], list(arch["hidden"]), arch["activation"],
-                arch.get("output_dim", 1))
-    model.load_state_dict(payload["state_dict"])
-    return model
