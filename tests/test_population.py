@@ -13,8 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd
+from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, make_config
+from dfkd_cli import teacher
+from dfkd_cli.data import load_table, split
 from dfkd_cli.models import load_checkpoint
+
+CPU = torch.device("cpu")
 
 SEEDS = [1, 2, 3]
 RTOL, ATOL = 1e-5, 1e-7  # metrics and history
@@ -79,3 +83,26 @@ def test_teacher_population_equals_separate_teachers(tmp_path):
         assert pop["metrics"]["best_epoch"] == single["metrics"]["best_epoch"]
         member = pd.read_csv(tmp_path / "population" / f"seed{seed}" / "metrics.csv").iloc[0]
         assert member.seed == seed and member.members == 2
+
+
+def test_teacher_population_decays_and_stops_each_member_alone():
+    """On 80 training rows at lr 0.01 the two members' validation loss stalls at different
+    epochs: each halves its learning rate after its own 10-epoch plateau and stops after its
+    own 14 epochs without improvement, in the population exactly when it does alone."""
+    cfg = make_config("train_teacher", ["epochs=40", "patience=14", "batch_size=16",
+                                        "teacher.hidden=[32]", "dataset.n_train=80",
+                                        "optimizer.lr=0.01", "progress=false"])
+    table = load_table(cfg.dataset, cfg.data_dir)
+    splits = [split(table, 80, cfg.dataset.val_fraction, s) for s in (1, 2)]
+    model, history, best = teacher.fit(cfg, splits, [1, 2], CPU)
+    stops = [rows[-1]["epoch"] for rows in history]
+    assert stops[0] < stops[1] < 39 and best[0] < best[1]  # both stop early, at their own epoch
+    for k, seed in enumerate((1, 2)):
+        lrs = [row["lr"] for row in history[k]]
+        assert 0.005 in lrs and lrs[-1] == 0.0  # decayed, then frozen at its stop
+        alone, alone_history, alone_best = teacher.fit(cfg, [splits[k]], [seed], CPU)
+        assert alone_best == [best[k]]
+        assert [r["epoch"] for r in alone_history[0]] == [r["epoch"] for r in history[k]]
+        assert [r["lr"] for r in alone_history[0]] == lrs
+        for p, q in zip(model.parameters(), alone.parameters()):
+            torch.testing.assert_close(p[k], q[0], rtol=1e-4, atol=1e-5)
