@@ -96,6 +96,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                              red=True, bold=True)
     for report in skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        reason = str(reason).removeprefix("Skipped: ")
         terminalreporter.write_line(f"SKIPPED {report.nodeid}: {reason}", yellow=True)
     if _ci_must_run(config):
         terminalreporter.write_line("CI=true: only GPU tests may skip; `make install` installs "
