@@ -97,15 +97,8 @@ def test_distill_and_probe_on_cuda(workdir, tmp_path, strategy):
 
 def test_onnx_teacher_on_cuda(tmp_path):
     """onnxruntime runs on the CPU: a GPU run sends each batch there and the outputs back."""
-    pytest.importorskip("onnxruntime")
-    from test_foreign_teachers import QUICK, raw_friedman_model, write_spec_yaml
-    model, spec = raw_friedman_model()
-    torch.onnx.export(model, (torch.rand(4, 10),), str(tmp_path / "teacher.onnx"),
-                      input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "rows"}, "y": {0: "rows"}}, dynamo=False)
-    write_spec_yaml(tmp_path / "spec.yaml", spec)
-    dfkd("distill", "device=cuda", "teacher=onnx", "teacher.path=teacher.onnx",
-         "teacher.spec=spec.yaml", "strategy=evolution", *QUICK, "hydra.run.dir=evo",
-         cwd=tmp_path)
+    from test_foreign_teachers import QUICK, onnx_teacher
+    dfkd("distill", "device=cuda", *onnx_teacher(tmp_path), "strategy=evolution", *QUICK,
+         "hydra.run.dir=evo", cwd=tmp_path)
     row = pd.read_csv(tmp_path / "evo" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.device.startswith("cuda") and row.teacher_r2 > 0.5
