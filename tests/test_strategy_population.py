@@ -39,8 +39,8 @@ def teachers():
     return states, boxes
 
 
-def loop_for(name: str, members: list[int], states, boxes, extra=("log_every=1",)
-             ) -> StudentLoop:
+def loop_for(name: str, members: list[int], states, boxes, extra=("log_every=1",),
+             val=None) -> StudentLoop:
     cfg = make_config("distill", [f"strategy={name}", "epochs=4", "steps_per_epoch=2",
                                   "batch_size=6", *extra, *QUICK.get(name, [])])
     module = models.StackedMLP.from_state_dicts([states[k] for k in members], "tanh")
@@ -50,7 +50,7 @@ def loop_for(name: str, members: list[int], states, boxes, extra=("log_every=1",
     rng = Streams([SEEDS[k] for k in members], CPU)
     student = models.StackedMLP(len(members), D, [5], "tanh").init_(rng)
     strategy = STRATEGIES[name](cfg.strategy, D, box, rng)
-    return StudentLoop(cfg, teacher, student, strategy, None)
+    return StudentLoop(cfg, teacher, student, strategy, val)
 
 
 def distil(name: str, members: list[int], states, boxes):
@@ -80,27 +80,33 @@ def test_resumed_run_continues_the_same_run(name, tmp_path):
     """Stopped after epoch 1 of 4 with log_every=2: half a log interval's loss sums are in the
     saved state, and the resumed run must end bit for bit as the straight one."""
     states, boxes = teachers()
-    straight = loop_for(name, [0, 1], states, boxes, ["log_every=2"])
+    g = torch.Generator().manual_seed(0)
+    val = (torch.randn(2, 8, D, generator=g), torch.randn(2, 8, 1, generator=g))
+    extra = ["log_every=2", "selection=both"]  # the best-epoch snapshot is resumed too
+    straight = loop_for(name, [0, 1], states, boxes, extra, val)
     straight.run()
-    first = loop_for(name, [0, 1], states, boxes, ["log_every=2"])
+    first = loop_for(name, [0, 1], states, boxes, extra, val)
     first.run(should_stop=lambda: True)  # stop after the first epoch, between log rows
     assert first.epoch == 1 and first.steps_logged == 2 and not first.history[0]
     torch.save(first.state_dict(), tmp_path / "state.pt")
-    resumed = loop_for(name, [0, 1], states, boxes, ["log_every=2"])
+    resumed = loop_for(name, [0, 1], states, boxes, extra, val)
     resumed.load_state_dict(models.load_weights_only(tmp_path / "state.pt"))
     resumed.run()
     assert len(resumed.history[0]) == 2
     assert resumed.history == straight.history
-    for p, q in zip(resumed.student.parameters(), straight.student.parameters()):
-        assert torch.equal(p, q)
+    for selection in ("last", "val"):
+        assert resumed.finish(selection) == straight.finish(selection)
+        for p, q in zip(resumed.student.parameters(), straight.student.parameters()):
+            assert torch.equal(p, q)
 
 
-def poisoned(name: str, on_nonfinite: str, poison: bool = True) -> StudentLoop:
-    """A population of two run for 2 of 4 epochs, member 0's weights then made NaN (unless
+def poisoned(name: str, on_nonfinite: str, poison: bool = True, at: int = 2) -> StudentLoop:
+    """A population of two run for `at` of 4 epochs, member 0's weights then made NaN (unless
     `poison` is false), and run to the end."""
     states, boxes = teachers()
     loop = loop_for(name, [0, 1], states, boxes, ["log_every=1", f"on_nonfinite={on_nonfinite}"])
-    loop.run(should_stop=lambda: loop.epoch == 2)
+    if at:
+        loop.run(should_stop=lambda: loop.epoch == at)
     if poison:
         with torch.no_grad():
             loop.student.weights[0][0, 0, 0] = float("nan")
@@ -122,6 +128,15 @@ def test_a_diverged_member_stops_alone(name):
     for p, q in zip(loop.student.parameters(), clean.student.parameters()):
         assert torch.equal(p[1], q[1])
         assert bool(torch.isfinite(p[0]).all())
+
+
+def test_a_member_diverging_at_the_first_log_row_is_caught():
+    """Epoch 0 is a divergence epoch like any other: reported, and rolled back to the initial
+    weights (the last finite ones)."""
+    loop = poisoned("random", "stop", at=0)
+    assert loop.status() == ["diverged", "ok"] and loop.diverged_epoch.tolist() == [0, -1]
+    loop.finish("last")
+    assert all(bool(torch.isfinite(p[0]).all()) for p in loop.student.parameters())
 
 
 def rmsprop_state(loop: StudentLoop, member: int) -> list[torch.Tensor]:
