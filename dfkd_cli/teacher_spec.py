@@ -84,6 +84,11 @@ def _read_file(path: Path) -> dict[str, Any]:
     raise UserError(f"teacher.spec={path}: expected a .yaml, .yml or .csv file")
 
 
+def from_file(path: Path) -> Spec:
+    """A spec file alone (a YAML or CSV file as above)."""
+    return Spec(**{k: (None if v is None else list(v)) for k, v in _read_file(path).items()})
+
+
 def read(teacher_cfg) -> Spec:
     """The spec from teacher.spec (a file) and the inline teacher.<key> values."""
     values = _read_file(Path(teacher_cfg.spec)) if teacher_cfg.spec else {}

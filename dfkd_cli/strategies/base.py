@@ -34,6 +34,9 @@ class Strategy:
     Config: type = StrategyConfig
     needs_box = False  # samples in the teacher's feature box: a box-less teacher fails at set-up
     needs_gradients = False  # uses dT/dx or dT/dG: a teacher without gradients is refused
+    # the teacher's output scaler, raw = y_mean + y_sd * standardised, (K, k) each; build_strategy
+    # sets it (for targets given in the teacher's raw units)
+    y_scale: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __init__(self, cfg: Any, input_dim: int, box: Box | None, rng: Streams):
         # a plain dataclass: reading a DictConfig attribute costs microseconds, in the hot loop

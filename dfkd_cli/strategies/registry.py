@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import torch
+
 from dfkd_cli.errors import UserError
 
 STRATEGIES: dict[str, type] = {}
@@ -28,4 +30,8 @@ def build_strategy(cfg: Any, teacher: Any, rng: Any) -> Any:
                         f"{teacher.sources[0]} cannot be differentiated (an ONNX file, or "
                         f"teacher.differentiable=false); strategies that need only its outputs: "
                         f"{', '.join(usable)}")
-    return cls(cfg, teacher.input_dim, teacher.box, rng)
+    strategy = cls(cfg, teacher.input_dim, teacher.box, rng)
+    if teacher.scalers:
+        strategy.y_scale = tuple(torch.stack([getattr(s, k) for s in teacher.scalers]
+                                             ).to(rng.device) for k in ("y_mean", "y_std"))
+    return strategy
