@@ -5,11 +5,11 @@ BIN := $(VENV)/bin
 # The CPU build of torch by default (a local file on the project's machines, seconds to install).
 # GPU users: install the torch build for your CUDA into $(VENV) first; an existing torch is kept.
 TORCH ?= torch==2.13.0
-# The extras `make install` adds: test tools, the launchers, report, ONNX and scikit-learn extras
-# the tests use.
-EXTRAS ?= test,joblib,slurm,stats,plots,onnx,sklearn
+# The extras `make install` adds: test tools, the launchers, report, ONNX, scikit-learn, tracker
+# and search extras the tests use.
+EXTRAS ?= test,joblib,slurm,stats,plots,onnx,sklearn,tensorboard,mlflow,optuna
 
-.PHONY: install run test mutate reproduce reproduce-quick bench clean
+.PHONY: install run test mutate reproduce reproduce-quick bench search clean
 
 $(BIN)/dfkd: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -85,6 +85,25 @@ reproduce-quick: install  ## a first look: cpusmall, seeds 1-3, every arm, both 
 
 bench: install  ## distillation speed and memory (docs/performance.md); BENCH_ARGS="--help" lists options
 	DFKD_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# docs/search.md: per dataset, an Optuna search of bounded's settings on the data-free objective
+# (configs/hparams_search/bounded_optuna.yaml, 12 trials), the default settings beside it, and the
+# table of objective against test RMSE. About 15 min per dataset on a loaded 2-core CPU.
+SEARCH_DATASETS ?= cpusmall puma32h
+SEARCH_SEEDS ?= [1,2,3]
+SEARCH_ARGS ?= epochs=500
+SEARCH_DIR ?= outputs/search/$(STAMP)
+
+search: install  ## does the data-free objective pick settings that lower the test RMSE? (docs/search.md)
+	for ds in $(SEARCH_DATASETS); do \
+		$(BIN)/dfkd train-teacher dataset=$$ds "seeds=$(SEARCH_SEEDS)" data_dir=$(DATA_DIR) \
+			progress=false && \
+		$(BIN)/dfkd distill hparams_search=bounded_optuna dataset=$$ds "seeds=$(SEARCH_SEEDS)" \
+			data_dir=$(DATA_DIR) progress=false hydra.sweep.dir=$(SEARCH_DIR)/$$ds $(SEARCH_ARGS) && \
+		$(BIN)/dfkd distill dataset=$$ds "seeds=$(SEARCH_SEEDS)" data_dir=$(DATA_DIR) \
+			progress=false hydra.run.dir=$(SEARCH_DIR)/$${ds}_default $(SEARCH_ARGS) || exit 1; \
+	done
+	$(BIN)/python benchmarks/search_table.py $(SEARCH_DIR)
 
 clean:  ## remove the environment and every run's outputs
 	rm -rf $(VENV) outputs/*/ build *.egg-info mutants

@@ -13,7 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dfkd_cli import __version__, distill, evaluate, export, probe, report, runtime, teacher
+from dfkd_cli import (__version__, distill, evaluate, export, probe, report, runtime, search,
+                      teacher)
 from dfkd_cli.config import register_configs, validate
 from dfkd_cli.errors import UserError
 from dfkd_cli.tables import write_metrics
@@ -25,7 +26,7 @@ log = logging.getLogger("dfkd")
 COMMANDS: dict[str, tuple[str | None, Callable, str]] = {
     "train-teacher": ("train_teacher", teacher.run,
                       "train a teacher on a dataset into the teacher store"),
-    "distill": ("distill", distill.run,
+    "distill": ("distill", search.returning_objective(distill.run),
                 "distil a teacher into a small student with a synthetic-data strategy"),
     "probe": ("probe", probe.run,
               "compare the strategies' inputs: quantiles of (T - S)^2 and ||x|| side by side"),

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from dfkd_cli import search
 from dfkd_cli.errors import UserError
 from dfkd_cli.strategies import STRATEGIES
 
@@ -143,6 +144,9 @@ class DistillConfig(RunConfig):
     on_nonfinite: str = "stop"  # stop (status=diverged) | skip (roll back and carry on)
     checkpoint_every: int = 100  # epochs between resumable checkpoints (0 = only on a signal)
     resume: bool = False  # continue the run in this run directory from its checkpoint
+    # what the job returns to a sweeper (dfkd_cli/search.py): a metrics column, mean over members
+    objective: str = "fidelity_rmse_prior"
+    logger: Dict[str, Any] = field(default_factory=dict)  # the `logger=` group (trackers.py)
     student: MLPConfig = MISSING
     strategy: Any = MISSING
     alpha: AlphaConfig = MISSING
@@ -233,6 +237,7 @@ def validate(cfg: DictConfig) -> None:
            cfg.alpha.schedule)
     _check(0 <= cfg.alpha.value <= 1, "alpha.value", "a number in [0, 1]", cfg.alpha.value)
     _check_strategy("strategy", cfg.strategy)
+    search.check(cfg)
     if cfg.command == "probe":
         _check(cfg.samples >= 1, "samples", "an integer >= 1", cfg.samples)
         _check(all(0 <= q <= 1 for q in cfg.quantiles), "quantiles", "numbers in [0, 1]",

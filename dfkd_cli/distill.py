@@ -28,6 +28,7 @@ from dfkd_cli.files import atomic_path
 from dfkd_cli.rng import Streams, member_seeds
 from dfkd_cli.strategies import build_strategy
 from dfkd_cli.student_loop import StudentLoop, selections
+from dfkd_cli.trackers import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +96,20 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     if cfg.resume and state_path.is_file():
         loop.load_state_dict(models.load_weights_only(state_path))
         log.info("resumed %s at epoch %d of %d", run_dir, loop.epoch, cfg.epochs)
-    started = time.perf_counter()
-    with runtime.Interrupts() as interrupted:
-        loop.run(should_stop=interrupted, checkpoint=lambda: save_state(loop, state_path))
-    wall = time.perf_counter() - started
-    if interrupted():
-        save_state(loop, state_path)
-        log.warning("interrupted at epoch %d; continue with resume=true hydra.run.dir=%s",
-                    loop.epoch, run_dir)
-    statuses = ["interrupted"] * len(seeds) if interrupted() else loop.status()
-    frame = write_members(cfg, loop, table, splits, teacher, dirs, seeds, statuses, wall, device,
-                          interrupted())
+    with Trackers(cfg, seeds, dirs) as trackers:
+        started = time.perf_counter()
+        with runtime.Interrupts() as interrupted:
+            loop.run(should_stop=interrupted, checkpoint=lambda: save_state(loop, state_path),
+                     on_log=lambda: trackers.history(loop.history))
+        wall = time.perf_counter() - started
+        if interrupted():
+            save_state(loop, state_path)
+            log.warning("interrupted at epoch %d; continue with resume=true hydra.run.dir=%s",
+                        loop.epoch, run_dir)
+        statuses = ["interrupted"] * len(seeds) if interrupted() else loop.status()
+        frame = write_members(cfg, loop, table, splits, teacher, dirs, seeds, statuses, wall,
+                              device, interrupted())
+        trackers.finish(frame)
     print(tables.show(frame, SUMMARY))
     if interrupted():
         sys.exit(interrupted.exit_code)
@@ -135,15 +139,19 @@ def prior_fidelity(teacher: teachers.Teacher, student: models.StackedMLP, seeds:
 
 def test_scores(splits: list[Split] | None, teacher: teachers.Teacher,
                 student: models.StackedMLP, targets: list[str]) -> list[dict[str, float]]:
-    """Per member, teacher / student / fidelity scores on the real test rows (none without)."""
+    """Per member, teacher / student / fidelity scores on the real test rows, and the student's
+    RMSE on the validation rows (val_rmse); none without a dataset."""
     if splits is None:
         return [{} for _ in teacher.scalers]
     x_test, y_test = stacked(splits, "test")
+    x_val, y_val = stacked(splits, "val")
     t_pred = metrics.predict(teacher.module, x_test)
     s_pred = metrics.predict(student, x_test)
+    s_val = metrics.predict(student, x_val)
     return [metrics.scores("teacher", t_pred[k], y_test[k], targets)
             | metrics.scores("student", s_pred[k], y_test[k], targets, part.scaler.y_std)
             | metrics.columns("fidelity_rmse", metrics.rmse(s_pred[k], t_pred[k]), targets)
+            | metrics.columns("val_rmse", metrics.rmse(s_val[k], y_val[k]), targets)
             for k, part in enumerate(splits)]
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from dfkd_cli import __version__, models
+from dfkd_cli import __version__, models, trackers
 from dfkd_cli.activations import Activation
 from dfkd_cli.data import Scaler
 from dfkd_cli.errors import UserError
@@ -283,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{c.format:<12} {c.path}  max |diff| {c.max_abs:.3g} "
               f"({c.max_rel:.3g} of y_std)")
     print(f"wrote {card}")
+    source = Path(args.path)
+    trackers.log_export(source if source.is_dir() else source.parent,
+                        [c.path for c in checks] + [card])
     failed = [c for c in checks if not c.max_rel <= args.tolerance]
     for c in failed:
         print(f"dfkd export: error: {c.path} differs from the checkpoint by {c.max_rel:.3g} of "

@@ -169,7 +169,7 @@ def write_figures(run_dir: Path, samples: dict[str, dict[str, torch.Tensor]], te
     predictions = {k: (v["pred"].double().cpu() * float(scaler.y_std[0])
                        + float(scaler.y_mean[0])).numpy() for k, v in drawn.items()}
     probe_figures.prediction_histograms(predictions, target,
-                                        Path(run_dir) / probe_figures.PREDICTIONS)
+                                        Path(run_dir) / probe_figures.PREDICTIONS, REFERENCE)
     if len(shape) < 2:
         return
     raw = {k: (v["x"].cpu() * scaler.x_std + scaler.x_mean).numpy() for k, v in drawn.items()}

@@ -53,12 +53,17 @@ def image_grid(samples: dict[str, np.ndarray], shape: list[int], value_range: tu
     return _save(plt, fig, path)
 
 
-def prediction_histograms(predictions: dict[str, np.ndarray], target: str, path: Path) -> Path:
+def prediction_histograms(predictions: dict[str, np.ndarray], target: str, path: Path,
+                          reference: str | None = None) -> Path:
     """One panel per label: the histogram of the teacher's predictions (raw units) on its
-    samples, on a shared axis."""
+    samples, on a shared axis: the `reference` label's range (the real test rows) widened by
+    half its width on each side, values beyond it piled into the edge bins (an unbounded
+    strategy's far-out predictions would otherwise squeeze every other panel into one bin)."""
     plt = _pyplot()
-    values = np.concatenate(list(predictions.values()))
+    values = predictions.get(reference, np.concatenate(list(predictions.values())))
     low, high = np.nanpercentile(values, [0.5, 99.5]) if len(values) else (0.0, 1.0)
+    if reference in predictions:
+        low, high = low - (high - low) / 2, high + (high - low) / 2
     bins = np.linspace(low, high if high > low else low + 1, 41)
     fig, axes = plt.subplots(len(predictions), 1, figsize=(6, 1.3 * len(predictions)),
                              sharex=True, squeeze=False)

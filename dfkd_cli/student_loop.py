@@ -98,9 +98,11 @@ class StudentLoop:
         return self.epoch >= self.cfg.epochs
 
     def run(self, should_stop: Callable[[], bool] = lambda: False,
-            checkpoint: Callable[[], None] | None = None) -> None:
+            checkpoint: Callable[[], None] | None = None,
+            on_log: Callable[[], None] = lambda: None) -> None:
         """Run epochs until the end, until every member has diverged, or until `should_stop()`
-        (checked after every epoch). `checkpoint()` is called every `checkpoint_every` epochs."""
+        (checked after every epoch). `checkpoint()` is called every `checkpoint_every` epochs,
+        `on_log()` after every history row (the trackers)."""
         cfg, T = self.cfg, self.teacher.module
         if not self.prepared:
             self.prepared_stats = self.strategy.prepare(T)  # joins the first history row
@@ -110,8 +112,11 @@ class StudentLoop:
         for epoch in epochs:
             self._epoch(epoch)
             self.epoch = epoch + 1
-            if (self.epoch % cfg.log_every == 0 or self.done) and self._log(epoch):
-                break  # every member has diverged
+            if self.epoch % cfg.log_every == 0 or self.done:
+                all_diverged = self._log(epoch)
+                on_log()
+                if all_diverged:
+                    break
             if checkpoint and cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0:
                 checkpoint()
             if should_stop():

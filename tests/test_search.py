@@ -1,0 +1,92 @@
+"""Hyper-parameter search: the value a distill job returns (`objective=`, dfkd_cli/search.py) and
+an Optuna sweep through hydra-optuna-sweeper (configs/hparams_search/bounded_optuna.yaml)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import QUICK_DISTILL, make_config
+from conftest import dfkd
+from dfkd_cli import search
+from dfkd_cli.config import validate
+from dfkd_cli.errors import UserError
+
+
+def frame(**columns) -> pd.DataFrame:
+    base = {"seed": [1, 2], "selection": ["last", "last"], "status": ["ok", "ok"],
+            "fidelity_rmse_prior": [0.2, 0.4], "val_rmse": [0.5, 0.7]}
+    return pd.DataFrame(base | columns)
+
+
+def test_the_objective_is_the_named_column_averaged_over_members():
+    cfg = make_config("distill", ["seeds=[1,2]"])
+    assert search.objective(cfg, frame()) == pytest.approx(0.3)
+    cfg = make_config("distill", ["seeds=[1,2]", "objective=val_rmse"])
+    assert search.objective(cfg, frame()) == pytest.approx(0.6)
+
+
+def test_selection_both_scores_the_last_students():
+    rows = pd.concat([frame(), frame(selection=["val", "val"], fidelity_rmse_prior=[9.0, 9.0])])
+    cfg = make_config("distill", ["seeds=[1,2]", "selection=both"])
+    assert search.objective(cfg, rows) == pytest.approx(0.3)
+
+
+def test_a_member_not_ok_makes_the_trial_fail():
+    cfg = make_config("distill", ["seeds=[1,2]"])
+    assert math.isnan(search.objective(cfg, frame(status=["ok", "diverged"])))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["objective=accuracy"], "objective='accuracy' is not valid"),
+    (["objective=student_rmse", "dataset=none"], "dataset=none has none"),
+])
+def test_an_objective_the_run_cannot_have_is_refused_before_any_work(overrides, message):
+    with pytest.raises(UserError, match=message):
+        validate(make_config("distill", overrides))
+
+
+optuna = pytest.importorskip("hydra_plugins.hydra_optuna_sweeper",
+                             reason="the [optuna] extra is not installed")
+
+
+def sweep_jobs(sweep: Path) -> pd.DataFrame:
+    """Each job's overrides and metrics row."""
+    rows = []
+    for job in sorted(p for p in sweep.iterdir() if p.name.isdigit()):
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text())
+        metrics = pd.read_csv(job / "metrics.csv").iloc[0].to_dict()
+        rows.append(metrics | {"overrides": overrides, "job": int(job.name)})
+    return pd.DataFrame(rows)
+
+
+def test_an_optuna_sweep_of_the_preset_writes_the_best_parameters(workdir, tmp_path):
+    sweep = tmp_path / "sweep"
+    dfkd("distill", "hparams_search=bounded_optuna", *QUICK_DISTILL,
+             "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.n_startup_trials=2",
+             f"hydra.sweep.dir={sweep}", cwd=workdir)
+    jobs = sweep_jobs(sweep)
+    assert len(jobs) == 4 and set(jobs.status) == {"ok"}
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    winner = jobs.loc[jobs.fidelity_rmse_prior.idxmin()]
+    assert best["best_value"] == pytest.approx(winner.fidelity_rmse_prior)
+    assert sorted(best["best_params"]) == ["alpha", "strategy.lr", "strategy.steps"]
+    assert {f"{k}={v}" for k, v in best["best_params"].items()} <= set(winner.overrides)
+
+
+def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(workdir, tmp_path):
+    # the shared store has seed 1's teacher and never one for seed 9999: a trial with that seed
+    # fails (its metrics row says so)
+    sweep = tmp_path / "sweep"
+    dfkd("distill", "hparams_search=bounded_optuna", *QUICK_DISTILL,
+             "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.n_startup_trials=4",
+             "seed=choice(1,9999)", f"hydra.sweep.dir={sweep}", cwd=workdir)
+    jobs = sweep_jobs(sweep)
+    assert sorted(set(jobs.status)) == ["failed", "ok"], jobs[["seed", "status"]]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_params"]["seed"] == 1
+    assert best["best_value"] == pytest.approx(jobs[jobs.status == "ok"].fidelity_rmse_prior.min())

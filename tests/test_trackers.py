@@ -1,0 +1,126 @@
+"""The `logger=` group: TensorBoard event files and MLflow runs that say what metrics.csv and
+history.csv say, one tracker run per population member, and a failing tracker that costs the run
+nothing (dfkd_cli/trackers.py)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd
+
+event_accumulator = pytest.importorskip(
+    "tensorboard.backend.event_processing.event_accumulator",
+    reason="the [tensorboard] extra is not installed")
+mlflow = pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
+
+LOGGERS = "logger=[csv,tensorboard,mlflow]"
+
+
+@pytest.fixture(scope="module")
+def two_teachers(tmp_path_factory) -> Path:
+    """A working directory whose store holds quick friedman teachers for seeds 1 and 2."""
+    root = tmp_path_factory.mktemp("trackers")
+    dfkd("train-teacher", *QUICK_TEACHER, "seeds=[1,2]", "progress=false", cwd=root)
+    return root
+
+
+def numeric_columns(row: pd.Series) -> dict[str, float]:
+    return {k: float(v) for k, v in row.items()
+            if isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    assert list(run_dir.glob("events.out.tfevents.*")), f"no event file in {run_dir}"
+    acc = event_accumulator.EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def mlflow_runs(uri: str) -> list:
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("dfkd")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_tensorboard_and_mlflow_say_what_the_csv_files_say(two_teachers, tmp_path):
+    run, uri = tmp_path / "run", f"sqlite:///{tmp_path}/store/mlflow.db"
+    dfkd("distill", *QUICK_DISTILL, LOGGERS, f"logger.mlflow.tracking_uri={uri}",
+         f"hydra.run.dir={run}", cwd=two_teachers)
+    row = pd.read_csv(run / "metrics.csv").iloc[0]
+    history = pd.read_csv(run / "history.csv")
+    assert row.status == "ok"
+
+    scalars = tensorboard_scalars(run)
+    assert scalars["student_rmse"] == [(row.epochs_run, pytest.approx(row.student_rmse, rel=1e-6))]
+    assert [step for step, _ in scalars["loss"]] == list(history.epoch)
+    assert [v for _, v in scalars["loss"]] == pytest.approx(list(history.loss), rel=1e-6)
+
+    client, runs = mlflow_runs(uri)
+    assert len(runs) == 1
+    logged = runs[0]
+    assert logged.info.status == "FINISHED"
+    # a run's metrics: the final numbers, and each history column's last finite value
+    last_logged = history.drop(columns="epoch").apply(lambda column: column.dropna().iloc[-1])
+    assert logged.data.metrics == pytest.approx(numeric_columns(row) | dict(last_logged))
+    params = logged.data.params
+    assert (params["dataset.name"], params["strategy.name"], params["epochs"], params["seed"],
+            params["student.hidden"]) == (row.dataset, row.strategy, str(row.epochs),
+                                          str(row.seed), "[50]")
+    loss = client.get_metric_history(logged.info.run_id, "loss")
+    assert [m.step for m in loss] == list(history.epoch)
+    assert [m.value for m in loss] == pytest.approx(list(history.loss))
+    artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
+    assert artifacts == {"student.pt", "metrics.csv", "history.csv"}
+
+    # `dfkd export` of the run adds its files to the same MLflow run
+    dfkd("export", str(run), "--formats", "torchscript", cwd=two_teachers)
+    exported = {a.path for a in client.list_artifacts(logged.info.run_id, "export")}
+    assert exported == {"export/student.torchscript.pt", "export/model_card.md"}
+
+
+def test_a_population_is_one_run_per_member_nested_under_the_job(two_teachers, tmp_path):
+    run, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
+    dfkd("distill", *QUICK_DISTILL, "seeds=[1,2]", LOGGERS, f"logger.mlflow.tracking_uri={uri}",
+         f"hydra.run.dir={run}", cwd=two_teachers)
+    _, runs = mlflow_runs(uri)
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    members = {r.data.params["seed"]: r for r in runs if r not in parent}
+    assert len(parent) == 1 and sorted(members) == ["1", "2"]
+    for seed, member in members.items():
+        assert member.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+        row = pd.read_csv(run / f"seed{seed}" / "metrics.csv").iloc[0]
+        assert member.data.metrics["student_rmse"] == pytest.approx(row.student_rmse)
+        assert tensorboard_scalars(run / f"seed{seed}")["student_rmse"][0][1] == pytest.approx(
+            row.student_rmse, rel=1e-6)
+    assert parent[0].data.metrics["fidelity_rmse_prior"] == pytest.approx(
+        sum(m.data.metrics["fidelity_rmse_prior"] for m in members.values()) / 2)
+
+
+@pytest.mark.parametrize("fault", ["broken install", "unwritable store"])
+def test_a_failing_tracker_warns_once_and_the_run_and_its_csv_files_stay(two_teachers, tmp_path,
+                                                                         fault):
+    env, uri = {}, f"sqlite:///{tmp_path}/mlflow.db"
+    if fault == "broken install":
+        fake = tmp_path / "site" / "mlflow"
+        fake.mkdir(parents=True)
+        (fake / "__init__.py").write_text("raise ImportError('mlflow is broken here')\n")
+        env["PYTHONPATH"] = str(fake.parent)
+    else:  # a store below a plain file: no one, root included, can create it
+        (tmp_path / "plain").write_text("")
+        uri = f"sqlite:///{tmp_path}/plain/store/mlflow.db"
+    run = tmp_path / "run"
+    proc = dfkd("distill", *QUICK_DISTILL, "seeds=[1,2]", LOGGERS,
+                f"logger.mlflow.tracking_uri={uri}", f"hydra.run.dir={run}", cwd=two_teachers,
+                env=env)
+    assert (proc.stdout + proc.stderr).count("logger mlflow disabled") == 1
+    for seed in (1, 2):
+        member = run / f"seed{seed}"
+        assert pd.read_csv(member / "metrics.csv").status.iloc[0] == "ok"
+        assert len(pd.read_csv(member / "history.csv")) == 3
+        assert (member / "student.pt").is_file()
+        assert "student_rmse" in tensorboard_scalars(member)  # the other tracker carried on
