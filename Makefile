@@ -40,8 +40,9 @@ mutate: install  ## mutation testing of the promise-carrying modules; prints a t
 
 # The paper's table (Zhou & Chiam 2023): train the missing teachers (train-teacher keeps a teacher
 # already in the store), run the experiment preset as one multirun, then `dfkd report` against the
-# published numbers. `reproduce` takes 24 min on a 2-core CPU with 2 joblib workers
-# (docs/results.md); `reproduce-quick` is one dataset, three seeds.
+# published numbers. The paper's 5 arms took 24 min on a 2-core CPU with 2 joblib workers
+# (docs/results.md); the 2 real-data reference arms add 20 jobs. `reproduce-quick` is one
+# dataset, three seeds.
 # HYDRA_ARGS picks a launcher for both sweeps, e.g.
 #   make reproduce HYDRA_ARGS="hydra/launcher=joblib hydra.launcher.n_jobs=4"
 # DISTILL_ARGS adds overrides to the distill sweep (e.g. epochs=200 for a smoke run).
@@ -63,7 +64,7 @@ REPORT_REFERENCE = $(if $(wildcard $(REFERENCE)),--reference $(REFERENCE))
 SWEEP_REFERENCE = $(if $(wildcard $(REFERENCE)),\
 	hydra.callbacks.sweep_summary.reference=$(REFERENCE))
 
-reproduce: install  ## the paper's protocol (24 min on 2 CPU cores): teachers, 50 distill jobs, report
+reproduce: install  ## the paper's protocol and the real-data references: teachers, 70 distill jobs, report
 	$(BIN)/dfkd train-teacher -m \
 		dataset=$(PAPER_DATASETS) "seeds=$(PAPER_SEEDS)" \
 		data_dir=$(DATA_DIR) progress=false $(HYDRA_ARGS)

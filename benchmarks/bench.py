@@ -4,7 +4,9 @@ Runs each configuration as a whole `dfkd distill` process several times and prin
 median training wall seconds (the run's own wall_s), median process wall seconds, student steps
 per second, peak RSS, and the ratio to the single run measured in the same invocation. The
 paper's protocol throughout: E = 2000 epochs x n_s = 10 steps, batch 50 (100 for the alpha = 1
-and random-sampling arms), student of 50 tanh units.
+and random-sampling arms), student of 50 tanh units. The same MLP also runs on the autograd path
+(fast_path=off, teacher and student), beside the fast path, and the built-in rbf, resmlp and cnn
+students on the autograd path (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -50,7 +52,13 @@ def configurations(members: list[int], allocator_ab: bool) -> list[tuple[str, li
             ("bounded alpha=1, selection=last", ["arm=bounded_alpha1", "selection=last"], 1),
             ("random sampling, selection=last", ["arm=random_sampling", "selection=last"], 1),
             ("generator, selection=last", ["arm=generator", "selection=last"], 1),
-            ("generator alpha=1, selection=last", ["arm=generator_alpha1", "selection=last"], 1)]
+            ("generator alpha=1, selection=last", ["arm=generator_alpha1", "selection=last"], 1),
+            ("bounded, fast_path=off (the same MLP on the autograd path)",
+             ["arm=bounded", "selection=last", "fast_path=off"], 1),
+            ("random sampling, fast_path=off",
+             ["arm=random_sampling", "selection=last", "fast_path=off"], 1)]
+    rows += [(f"bounded, student={name}", ["arm=bounded", "selection=last", f"student={name}"], 1)
+             for name in ("rbf", "resmlp", "cnn")]
     for k in members:
         seeds = seeds_override(k)
         rows.append((f"bounded, population of {k}, selection=last",
@@ -73,6 +81,8 @@ def main() -> None:
                         default=os.environ.get("DFKD_DATA_DIR", "../shared/datasets"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2000,
+                        help="student epochs per run (the paper's 2000; fewer for a quick look)")
     parser.add_argument("--population", type=int, nargs="*", default=[10],
                         help="population sizes to time (seeds 1..K)")
     parser.add_argument("--allocator-ab", action="store_true",
@@ -86,6 +96,7 @@ def main() -> None:
     env = {**os.environ, "DFKD_DATA_DIR": str(Path(args.data_dir).resolve()),
            "DFKD_TEACHER_STORE": str(work / "teachers")}
     common = [f"dataset={args.dataset}", f"device={args.device}", "progress=false"]
+    distill_common = [*common, f"epochs={args.epochs}"]
     k = max([1, *args.population])
     # The teachers (the paper's settings, early stopping), timed too: one alone, then the
     # population of seeds 1..K that the distillation runs below use.
@@ -97,19 +108,24 @@ def main() -> None:
     rows = [{"configuration": "teacher, 1 seed", "median_process_s": one},
             {"configuration": f"teachers, population of {k} seeds", "median_process_s": many,
              "peak_rss_mib": many_rss}]
-    reference = None
-    for name, overrides, members in configurations(args.population, args.allocator_ab):
-        if args.only and not any(s in name for s in args.only) and reference is not None:
-            continue
-        walls, process, rss = [], [], []
-        for r in range(args.repeats):
-            out = work / f"run{len(rows)}-{r}"
-            wall, peak = run(["distill", *common, *overrides, f"hydra.run.dir={out}"], work, env)
+    chosen = [c for i, c in enumerate(configurations(args.population, args.allocator_ab))
+              if i == 0 or not args.only or any(s in c[0] for s in args.only)]
+    # round robin: repeat r of every configuration before repeat r + 1 of any, so that a
+    # machine whose load changes weighs on every configuration alike
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _, _ in chosen}
+    for r in range(args.repeats):
+        for i, (name, overrides, _) in enumerate(chosen):
+            out = work / f"run{i}-{r}"
+            wall, peak = run(["distill", *distill_common, *overrides, f"hydra.run.dir={out}"],
+                             work, env)
             metrics = pd.concat(pd.read_csv(p) for p in out.rglob("metrics.csv"))
-            walls.append(float(metrics.wall_s.iloc[0]))
-            process.append(wall)
-            rss.append(peak)
-        steps = 2000 * 10 * members
+            runs[name].append((float(metrics.wall_s.iloc[0]), wall, peak))
+            print(f"{name} ({r + 1}/{args.repeats}): {runs[name][-1][0]:.2f} s",
+                  file=sys.stderr, flush=True)
+    reference = None
+    for name, _, members in chosen:
+        walls, process, rss = (list(column) for column in zip(*runs[name]))
+        steps = args.epochs * 10 * members
         row = {"configuration": name, "median_wall_s": statistics.median(walls),
                "min_wall_s": min(walls), "max_wall_s": max(walls),
                "median_process_s": statistics.median(process),
@@ -118,9 +134,9 @@ def main() -> None:
         reference = reference or row["median_wall_s"]
         row["ratio_to_single"] = row["median_wall_s"] / reference
         rows.append(row)
-        print(f"{name}: {row['median_wall_s']:.2f} s", file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
     print(f"\ndataset={args.dataset} device={args.device} repeats={args.repeats} "
+          f"epochs={args.epochs} "
           f"(threads=1 unless named; student steps/s counts every member's steps)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if args.out:

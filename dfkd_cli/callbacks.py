@@ -27,10 +27,11 @@ class SweepSummary(Callback):
     """At the end of a multirun, summarise the sweep directory into itself."""
 
     def __init__(self, baseline: str = report.BASELINE, reference: str | None = None,
-                 enabled: bool = True) -> None:
+                 enabled: bool = True, reference_arm: str = report.REAL_REFERENCE) -> None:
         self.baseline = baseline
         self.reference = reference
         self.enabled = enabled
+        self.reference_arm = reference_arm
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled:
@@ -41,7 +42,8 @@ class SweepSummary(Callback):
             log.warning("sweep summary: reference %s not found; summarising without it",
                         self.reference)
         try:
-            result = report.write_report([sweep_dir], sweep_dir, self.baseline, reference)
+            result = report.write_report([sweep_dir], sweep_dir, self.baseline, reference,
+                                         reference_arm=self.reference_arm)
         except UserError as exc:
             log.warning("sweep summary not written: %s", exc)
             return

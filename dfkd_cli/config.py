@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+import torch
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dfkd_cli import search
 from dfkd_cli.errors import UserError
+from dfkd_cli.networks import FAST_PATHS, NAMES as NET_NAMES, TARGET
+from dfkd_cli.optim import optimizer_class
 from dfkd_cli.strategies import STRATEGIES
+from dfkd_cli.strategies.base import no_rows
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "silu")
 SELECTIONS = ("last", "val", "both")
@@ -41,25 +45,33 @@ class DatasetConfig:
     n_rows: int = 8000  # builtin only
     noise: float = 1.0  # builtin only
     parts: List[str] = field(default_factory=lambda: ["t10k"])  # mnist only: IDX file prefixes
-    input_shape: Optional[List[int]] = None  # the shape of one row's inputs, e.g. [1, 28, 28]
+    # the shape of one row's inputs, e.g. [1, 28, 28] (a cnn's [channels, length] or [channels,
+    # height, width]), flattened in the columns' order
+    input_shape: Optional[List[int]] = None
     n_train: int = 5000
     val_fraction: float = 0.1
     max_train_fraction: float = 0.7  # a smaller table trains on this fraction of its rows
 
 
 @dataclass
-class MLPConfig:
-    """A fully connected network: input -> hidden... -> 1, one activation throughout."""
+class NetConfig:
+    """A network (dfkd_cli/networks.py): `name` mlp (input -> hidden... -> outputs, one
+    activation throughout), a built-in of dfkd_cli/nets.py (rbf, resmlp, cnn) with its keyword
+    arguments in `net`, or custom: the class `net._target_` with the rest of `net` as keyword
+    arguments. Input and output sizes come from the dataset and the teacher."""
 
-    hidden: List[int] = field(default_factory=lambda: [50])
-    activation: str = "tanh"
+    name: str = "mlp"
+    hidden: List[int] = field(default_factory=lambda: [50])  # mlp only
+    activation: str = "tanh"  # mlp only
+    net: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class TeacherConfig(MLPConfig):
+class TeacherConfig(NetConfig):
     """The teacher: its architecture (the store key) or a file the user names.
 
-    format=dfkd loads a checkpoint written by `dfkd train-teacher` (from the store unless `path`
+    format=dfkd loads a checkpoint written by `dfkd train-teacher` for the network the keys of
+    NetConfig name (from the store unless `path`
     is given); format=torchscript a TorchScript or torch.export file and format=onnx an ONNX
     file from `path`, taking raw features and described by the spec keys below (inline, or in
     the YAML / CSV file `spec`; see dfkd_cli/teacher_spec.py); format=sklearn the scikit-learn
@@ -86,10 +98,16 @@ class TeacherConfig(MLPConfig):
 
 @dataclass
 class OptimizerConfig:
-    name: str = "rmsprop"  # rmsprop | adam | sgd
+    """An optimiser: `name` (rmsprop | adam | sgd, or any other torch.optim class by its name,
+    e.g. AdamW) or `_target_` (a dotted torch.optim.Optimizer class); `kwargs` holds any other
+    keyword of its constructor (e.g. Adam's betas)."""
+
+    name: str = "rmsprop"
     lr: float = 1e-3
     weight_decay: float = 1e-5
     momentum: float = 0.0  # sgd and rmsprop
+    _target_: Optional[str] = None
+    kwargs: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,6 +134,7 @@ class RunConfig:
     teacher_store: str = "outputs/teachers"
     progress: bool = True  # tqdm bars, shown only when stderr is a terminal
     log_every: int = 10  # epochs between history rows
+    fast_path: str = "auto"  # auto: MLPs on the hand-written StackedMLP path | off: autograd
     dataset: DatasetConfig = MISSING
     teacher: TeacherConfig = MISSING
     optimizer: OptimizerConfig = MISSING
@@ -147,7 +166,7 @@ class DistillConfig(RunConfig):
     # what the job returns to a sweeper (dfkd_cli/search.py): a metrics column, mean over members
     objective: str = "fidelity_rmse_prior"
     logger: Dict[str, Any] = field(default_factory=dict)  # the `logger=` group (trackers.py)
-    student: MLPConfig = MISSING
+    student: NetConfig = MISSING
     strategy: Any = MISSING
     alpha: AlphaConfig = MISSING
 
@@ -174,7 +193,7 @@ def register_configs() -> None:
     cs.store(name="distill_schema", node=DistillConfig)
     cs.store(name="probe_schema", node=ProbeConfig)
     cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
-    cs.store(group="schema/mlp", name="mlp", node=MLPConfig)
+    cs.store(group="schema/net", name="net", node=NetConfig)
     cs.store(group="schema/teacher", name="teacher", node=TeacherConfig)
     cs.store(group="schema/optimizer", name="optimizer", node=OptimizerConfig)
     cs.store(group="schema/alpha", name="alpha", node=AlphaConfig)
@@ -187,11 +206,30 @@ def _check(ok: bool, key: str, valid: str, value: Any) -> None:
         raise UserError(f"{key}={value!r} is not valid: expected {valid}")
 
 
-def _check_mlp(prefix: str, mlp: Any) -> None:
-    _check(len(mlp.hidden) >= 1 and all(h >= 1 for h in mlp.hidden), f"{prefix}.hidden",
-           "a non-empty list of sizes >= 1", list(mlp.hidden))
-    _check(mlp.activation in ACTIVATIONS, f"{prefix}.activation", f"one of {ACTIVATIONS}",
-           mlp.activation)
+def _check_net(prefix: str, net: Any) -> None:
+    _check(net.name in NET_NAMES, f"{prefix}.name", f"one of {NET_NAMES}", net.name)
+    target = net.net.get(TARGET) if not OmegaConf.is_missing(net.net, TARGET) else None
+    if net.name == "custom":
+        _check(isinstance(target, str) and bool(target), f"{prefix}.net._target_",
+               "the dotted name of a torch.nn.Module class (custom networks)", target)
+    elif target is not None:
+        raise UserError(f"{prefix}.net._target_={target} names a custom network: add "
+                        f"{prefix}=custom (now {prefix}.name={net.name})")
+    if net.name != "mlp":
+        return
+    _check(len(net.hidden) >= 1 and all(h >= 1 for h in net.hidden), f"{prefix}.hidden",
+           "a non-empty list of sizes >= 1", list(net.hidden))
+    _check(net.activation in ACTIVATIONS, f"{prefix}.activation", f"one of {ACTIVATIONS}",
+           net.activation)
+
+
+def _check_optimizer(opt: Any) -> None:
+    if opt._target_ is None:
+        _check(opt.name in OPTIMIZERS or isinstance(getattr(torch.optim, opt.name, None), type),
+               "optimizer.name", f"one of {OPTIMIZERS} or a torch.optim class", opt.name)
+    optimizer_class(opt)  # a _target_ that is not an optimiser class fails here
+    _check(opt.lr > 0, "optimizer.lr", "a number > 0", opt.lr)
+    _check(opt.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0", opt.weight_decay)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -201,11 +239,8 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.log_every >= 1, "log_every", "an integer >= 1", cfg.log_every)
     _check(cfg.threads is None or cfg.threads >= 1, "threads", "null or an integer >= 1",
            cfg.threads)
-    _check(cfg.optimizer.name in OPTIMIZERS, "optimizer.name", f"one of {OPTIMIZERS}",
-           cfg.optimizer.name)
-    _check(cfg.optimizer.lr > 0, "optimizer.lr", "a number > 0", cfg.optimizer.lr)
-    _check(cfg.optimizer.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0",
-           cfg.optimizer.weight_decay)
+    _check_optimizer(cfg.optimizer)
+    _check(cfg.fast_path in FAST_PATHS, "fast_path", f"one of {FAST_PATHS}", cfg.fast_path)
     ds = cfg.dataset
     _check(ds.source in DATASET_SOURCES, "dataset.source", f"one of {DATASET_SOURCES}", ds.source)
     _check(ds.nonfinite in ("error", "drop"), "dataset.nonfinite", "one of ('error', 'drop')",
@@ -216,7 +251,12 @@ def validate(cfg: DictConfig) -> None:
            ds.max_train_fraction)
     _check(cfg.teacher.format in TEACHER_FORMATS, "teacher.format", f"one of {TEACHER_FORMATS}",
            cfg.teacher.format)
-    _check_mlp("teacher", cfg.teacher)
+    if cfg.teacher.format == "dfkd":
+        _check_net("teacher", cfg.teacher)
+    _check(ds.input_shape is None or (len(ds.input_shape) in (2, 3)
+                                      and all(n >= 1 for n in ds.input_shape)),
+           "dataset.input_shape", "null, [channels, length] or [channels, height, width]",
+           ds.input_shape)
     if ds.source == "none" and cfg.command != "distill":
         raise UserError(f"dataset=none has no rows, and dfkd {cfg.command} needs them; "
                         "give a dataset (dataset=csv dataset.path=<file>, or a named one)")
@@ -232,11 +272,13 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0",
            cfg.checkpoint_every)
     _check(cfg.selection in SELECTIONS, "selection", f"one of {SELECTIONS}", cfg.selection)
-    _check_mlp("student", cfg.student)
+    _check_net("student", cfg.student)
     _check(cfg.alpha.schedule in ALPHA_SCHEDULES, "alpha.schedule", f"one of {ALPHA_SCHEDULES}",
            cfg.alpha.schedule)
     _check(0 <= cfg.alpha.value <= 1, "alpha.value", "a number in [0, 1]", cfg.alpha.value)
     _check_strategy("strategy", cfg.strategy)
+    if ds.source == "none" and STRATEGIES[cfg.strategy.name].needs_rows:
+        raise no_rows(cfg.strategy.name)
     search.check(cfg)
     if cfg.command == "probe":
         _check(cfg.samples >= 1, "samples", "an integer >= 1", cfg.samples)

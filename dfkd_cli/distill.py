@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from dfkd_cli import metrics, models, runtime, tables
+from dfkd_cli import metrics, models, networks, runtime, tables
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import Split, Table, load_table
 from dfkd_cli.files import atomic_path
 from dfkd_cli.rng import Streams, member_seeds
-from dfkd_cli.strategies import build_strategy
+from dfkd_cli.strategies import STRATEGIES, build_strategy
 from dfkd_cli.student_loop import StudentLoop, selections
 from dfkd_cli.trackers import Trackers
 
@@ -47,11 +47,13 @@ def alpha_label(cfg) -> str:
 def arm_label(cfg) -> str:
     """The arm's name in tables: `label` when set (the arm presets set it), else
     <strategy>_<alpha>_m<batch size>."""
-    return cfg.label or f"{cfg.strategy.name}_{alpha_label(cfg.alpha)}_m{cfg.batch_size}"
+    strategy = STRATEGIES[cfg.strategy.name].label(cfg.strategy)
+    return cfg.label or f"{strategy}_{alpha_label(cfg.alpha)}_m{cfg.batch_size}"
 
 
 def stacked(splits: list[Split], part: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K, n, d) inputs and (K, n, k) targets of one part (val / test) of each member's split."""
+    """(K, n, d) inputs and (K, n, k) targets of one part (train / val / test) of each member's
+    split."""
     return (torch.stack([getattr(s, f"x_{part}") for s in splits]),
             torch.stack([getattr(s, f"y_{part}") for s in splits]))
 
@@ -88,9 +90,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     splits = None if table is None else teachers.member_splits(cfg, teacher, table, seeds, device)
     runtime.seed_everything(seeds[0])
     rng = Streams(seeds, device)
-    student = models.StackedMLP(len(seeds), teacher.input_dim, list(cfg.student.hidden),
-                                cfg.student.activation, teacher.output_dim).to(device).init_(rng)
-    strategy = build_strategy(cfg.strategy, teacher, rng)
+    arch, student = build_student(cfg, teacher, rng)
+    strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"))
     loop = StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"))
     state_path = run_dir / CHECKPOINT
     if cfg.resume and state_path.is_file():
@@ -107,8 +108,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
             log.warning("interrupted at epoch %d; continue with resume=true hydra.run.dir=%s",
                         loop.epoch, run_dir)
         statuses = ["interrupted"] * len(seeds) if interrupted() else loop.status()
-        frame = write_members(cfg, loop, table, splits, teacher, dirs, seeds, statuses, wall,
-                              device, interrupted())
+        frame = write_members(cfg, loop, arch, table, splits, teacher, dirs, seeds, statuses,
+                              wall, device, interrupted())
         trackers.finish(frame)
     print(tables.show(frame, SUMMARY))
     if interrupted():
@@ -116,6 +117,15 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     if state_path.is_file():
         state_path.unlink()  # finished: the resumable state is no longer needed
     return frame
+
+
+def build_student(cfg, teacher: teachers.Teacher, rng: Streams):
+    """The student population `cfg.student` names, sized for the teacher (inputs, outputs, a
+    row's shape from the dataset or the teacher), member k initialised from rng's stream k;
+    returns (architecture, population)."""
+    arch = networks.describe(cfg.student, teacher.input_dim, teacher.output_dim,
+                             cfg.dataset.input_shape or teacher.input_shape)
+    return arch, networks.build(arch, rng, cfg.fast_path)
 
 
 def column_names(teacher: teachers.Teacher, table: Table | None) -> tuple[list[str], list[str]]:
@@ -128,17 +138,17 @@ def column_names(teacher: teachers.Teacher, table: Table | None) -> tuple[list[s
 
 
 @torch.no_grad()
-def prior_fidelity(teacher: teachers.Teacher, student: models.StackedMLP, seeds: list[int],
+def prior_fidelity(teacher: teachers.Teacher, student, seeds: list[int],
                    rows: int = PRIOR_ROWS) -> torch.Tensor:
     """Per member and output, the RMSE between S and T on fresh N(0, I) draws (K, k): the
     data-free measure of how well the student copies the teacher where it was trained."""
-    x = Streams([s + PRIOR_STREAM for s in seeds], student.weights[0].device).randn(
+    x = Streams([s + PRIOR_STREAM for s in seeds], student.params[0].device).randn(
         rows, teacher.input_dim)
     return metrics.rmse(metrics.predict(student, x), metrics.predict(teacher.module, x))
 
 
 def test_scores(splits: list[Split] | None, teacher: teachers.Teacher,
-                student: models.StackedMLP, targets: list[str]) -> list[dict[str, float]]:
+                student, targets: list[str]) -> list[dict[str, float]]:
     """Per member, teacher / student / fidelity scores on the real test rows, and the student's
     RMSE on the validation rows (val_rmse); none without a dataset."""
     if splits is None:
@@ -155,7 +165,8 @@ def test_scores(splits: list[Split] | None, teacher: teachers.Teacher,
             for k, part in enumerate(splits)]
 
 
-def write_members(cfg, loop: StudentLoop, table: Table | None, splits: list[Split] | None,
+def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
+                  splits: list[Split] | None,
                   teacher: teachers.Teacher, dirs: list[Path], seeds: list[int],
                   statuses: list[str], wall: float, device: torch.device, interrupted: bool
                   ) -> pd.DataFrame:
@@ -175,8 +186,7 @@ def write_members(cfg, loop: StudentLoop, table: Table | None, splits: list[Spli
                    "arm": arm_label(cfg), "strategy": cfg.strategy.name,
                    "alpha": alpha_label(cfg.alpha), "selection": selection,
                    "teacher_hidden": teachers.arch_label(cfg.teacher),
-                   "student_hidden": models.arch_name(list(cfg.student.hidden),
-                                                      cfg.student.activation),
+                   "student_hidden": networks.arch_name(arch),
                    "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
                    "batch_size": cfg.batch_size, "epochs_run": loop.epoch,
                    "selected_epoch": selected[k], **scores[k],
@@ -189,8 +199,7 @@ def write_members(cfg, loop: StudentLoop, table: Table | None, splits: list[Spli
             models.save_checkpoint(
                 member_dir / ("student.pt" if n == 0 else f"student_{selection}.pt"),
                 loop.student.member_state_dict(k),
-                arch={"input_dim": teacher.input_dim, "hidden": list(cfg.student.hidden),
-                      "activation": cfg.student.activation, "output_dim": teacher.output_dim},
+                arch=arch,
                 scaler=scaler.payload(), features=list(features), targets=list(targets),
                 dataset=cfg.dataset.name, seed=seed, metrics=row,
                 config=OmegaConf.to_yaml(cfg))

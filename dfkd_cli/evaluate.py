@@ -24,7 +24,7 @@ from torch import nn
 
 from dfkd_cli import metrics, models
 from dfkd_cli.errors import UserError
-from dfkd_cli.export import feature_names, raw_model, target_names
+from dfkd_cli.export import TARGET_KEY, feature_names, network, raw_model, target_names
 from dfkd_cli.files import write_csv
 from dfkd_cli.model_files import load_model_file
 
@@ -56,14 +56,17 @@ def _is_checkpoint(path: Path) -> bool:
     return isinstance(payload, dict) and payload.get("format") == models.FORMAT
 
 
-def load_model(path: str | Path) -> Model:
+def load_model(path: str | Path, net_target: str | None = None) -> Model:
+    """A model file; a dfkd checkpoint of a custom network only when `net_target` names its
+    class."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"model {path} not found")
     if _is_checkpoint(path):
         payload = models.load_checkpoint(path)
         arch = payload["arch"]
-        return Model(path, "dfkd-checkpoint", raw_model(payload), arch["input_dim"],
+        network(payload, net_target, f"checkpoint {path}")  # a custom network: named? else fail
+        return Model(path, "dfkd-checkpoint", raw_model(payload, net_target), arch["input_dim"],
                      arch.get("output_dim", 1), feature_names(payload), target_names(payload))
     file = load_model_file(path)
     return Model(path, file.kind, file.module, file.input_dim, file.output_dim)
@@ -187,15 +190,16 @@ def scores(pred: torch.Tensor, y: torch.Tensor, targets: list[str]) -> dict[str,
 
 
 def evaluate(model: str | Path, data: str | Path, teacher: str | Path | None = None,
-             targets: Sequence[str] = (), drop: Sequence[str] = ()) -> pd.DataFrame:
+             targets: Sequence[str] = (), drop: Sequence[str] = (),
+             net_target: str | None = None) -> pd.DataFrame:
     """One row per model: model, file, kind, n_rows, rmse, mae, r2 (+ per output), and
     fidelity_rmse (+ per output) on the model's row when a teacher is given."""
     data = Path(data)
     frame = read_data(data)
     _require(frame, drop, "--drop", data)
-    loaded = {"model": load_model(model)}
+    loaded = {"model": load_model(model, net_target)}
     if teacher is not None:
-        loaded["teacher"] = load_model(teacher)
+        loaded["teacher"] = load_model(teacher, net_target)
     names = target_columns(frame, loaded["model"], loaded.get("teacher"), targets, drop, data)
     y = numeric(frame, names, data)
     rows, preds = [], []
@@ -226,10 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "the last k columns for a model of k outputs)")
     parser.add_argument("--drop", nargs="+", default=[], metavar="COL",
                         help="columns that are neither features nor targets")
+    parser.add_argument(TARGET_KEY, metavar="CLASS",
+                        help="the class of a custom network a checkpoint holds (its _target_): "
+                             "dfkd imports a checkpoint's code only when named")
     parser.add_argument("--out", metavar="FILE.csv", help="also write the table here")
     args = parser.parse_args(argv)
     try:
-        table = evaluate(args.model, args.data, args.teacher, args.target, args.drop)
+        table = evaluate(args.model, args.data, args.teacher, args.target, args.drop,
+                         args.net_target)
     except UserError as exc:
         print(f"dfkd evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,11 @@
 """`dfkd export PATH`: a dfkd checkpoint -> TorchScript and ONNX models of raw features -> raw
 targets, checked against the checkpoint, plus a model card.
 
-The scalers are folded into the first and last Linear layers (`raw_model`), so an export needs
-no preprocessing: first layer W' = W / x_std, b' = b - W' x_mean; last layer W' = y_std W,
-b' = y_std b + y_mean. The activations are torch's own modules (nn.Tanh, ...), which every
-runtime knows. Each export is then compared with the checkpoint's MLP applied with explicit
+An export needs no preprocessing (`raw_model`). For an MLP the scalers are folded into the first
+and last Linear layers: first layer W' = W / x_std, b' = b - W' x_mean; last layer W' = y_std W,
+b' = y_std b + y_mean; the activations are torch's own modules (nn.Tanh, ...), which every
+runtime knows. Any other network is wrapped between two explicit layers, `Standardise` and
+`Unstandardise`. A custom network is rebuilt only when `--net-target` names its class. Each export is then compared with the checkpoint's MLP applied with explicit
 scaling on random raw inputs x_mean + x_std * N(0, 1); a difference above `--tolerance` (relative
 to y_std) exits 1.
 """
@@ -23,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from dfkd_cli import __version__, models, trackers
+from dfkd_cli import __version__, models, networks, trackers
 from dfkd_cli.activations import Activation
 from dfkd_cli.data import Scaler
 from dfkd_cli.errors import UserError
@@ -62,19 +63,55 @@ def target_names(payload: dict) -> list[str] | None:
     return list(payload["targets"]) if payload.get("targets") else None
 
 
-def scaled_predict(payload: dict, x: torch.Tensor) -> torch.Tensor:
-    """The checkpoint's MLP with explicit scaling, in float64: (x - mean) / sd -> mlp -> y sd +
-    mean. The reference every export is checked against."""
+TARGET_KEY = "--net-target"  # how a user names a custom network's class to these commands
+
+
+def network(payload: dict, net_target: str | None, source: str = "the checkpoint"
+            ) -> nn.Module:
+    """The checkpoint's network (standardised units), its weights loaded; a custom network's
+    class only when `net_target` names it, else a UserError naming the key to pass."""
+    return networks.from_checkpoint(payload, net_target, TARGET_KEY, source)
+
+
+def scaled_predict(payload: dict, x: torch.Tensor, net_target: str | None = None
+                   ) -> torch.Tensor:
+    """The checkpoint's network with explicit scaling, in float64: (x - mean) / sd -> network ->
+    y sd + mean. The reference every export is checked against."""
     x_mean, x_std, y_mean, y_std = (v.double() for v in scaler(payload))
-    model = models.model_from_checkpoint(payload).double()
+    model = network(payload, net_target).double().eval()
     with torch.no_grad():
-        return model((x.double() - x_mean) / x_std) * y_std + y_mean
+        return columns(model((x.double() - x_mean) / x_std)) * y_std + y_mean
+
+
+def columns(y: torch.Tensor) -> torch.Tensor:
+    """(n, k) outputs, also from a network that returns a vector (n,)."""
+    return y.unsqueeze(-1) if y.dim() == 1 else y
+
+
+class Standardise(nn.Module):
+    """Raw features -> the network's standardised inputs, (x - mean) / sd."""
+
+    def __init__(self, mean: torch.Tensor, sd: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("sd", sd.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.sd
+
+
+class Unstandardise(Standardise):
+    """The network's standardised outputs -> raw targets, y sd + mean, as (n, k)."""
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return columns(y) * self.sd + self.mean
 
 
 @torch.no_grad()
-def raw_model(payload: dict) -> nn.Sequential:
-    """The checkpoint's MLP as an nn.Sequential of raw features -> raw targets: the scalers
-    folded into the first and last Linear layers (in float64), standard activation modules."""
+def raw_model(payload: dict, net_target: str | None = None) -> nn.Sequential:
+    """The checkpoint's network as an nn.Sequential of raw features -> raw targets: for an MLP
+    the scalers folded into the first and last Linear layers (in float64) with standard
+    activation modules, for any other network explicit Standardise / Unstandardise layers."""
     arch = payload["arch"]
     x_mean, x_std, y_mean, y_std = (v.double() for v in scaler(payload))
     if len(x_mean) != arch["input_dim"] or len(x_std) != arch["input_dim"]:
@@ -83,8 +120,11 @@ def raw_model(payload: dict) -> nn.Sequential:
     if {len(y_mean), len(y_std)} - {1, arch.get("output_dim", 1)}:
         raise UserError(f"the output scaler has {len(y_mean)} columns but the model gives "
                         f"{arch.get('output_dim', 1)} outputs")
-    layers = [STANDARD_ACTIVATIONS[m.name]() if isinstance(m, Activation) else m
-              for m in models.model_from_checkpoint(payload)]
+    net = network(payload, net_target)
+    if arch.get("name", "mlp") != "mlp":
+        x_mean, x_std, y_mean, y_std = scaler(payload)
+        return nn.Sequential(Standardise(x_mean, x_std), net, Unstandardise(y_mean, y_std)).eval()
+    layers = [STANDARD_ACTIVATIONS[m.name]() if isinstance(m, Activation) else m for m in net]
     first, last = layers[0], layers[-1]
     weight = first.weight.double() / x_std
     first.bias.copy_(first.bias.double() - weight @ x_mean)
@@ -112,10 +152,15 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
-def write_torchscript(model: nn.Module, path: Path) -> None:
+def write_torchscript(model: nn.Module, input_dim: int, path: Path) -> None:
+    """Scripted when TorchScript compiles the network, else traced on two rows."""
     with warnings.catch_warnings(), atomic_path(path) as tmp:
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.jit.save(torch.jit.script(model), str(tmp))
+        warnings.simplefilter("ignore")
+        try:
+            compiled = torch.jit.script(model)
+        except Exception:  # noqa: BLE001 - TorchScript rejects much of Python: trace instead
+            compiled = torch.jit.trace(model, (torch.zeros(2, input_dim),))
+        torch.jit.save(compiled, str(tmp))
 
 
 def write_onnx(model: nn.Module, input_dim: int, path: Path) -> None:
@@ -137,14 +182,15 @@ class Check:
     max_rel: float  # per output divided by y_std, the largest
 
 
-def check(fmt: str, path: Path, payload: dict, samples: int) -> Check:
+def check(fmt: str, path: Path, payload: dict, samples: int, net_target: str | None = None
+          ) -> Check:
     """Run the export on `samples` seeded raw inputs x_mean + x_std * N(0, 1) and compare."""
     x_mean, x_std, _, y_std = scaler(payload)
     noise = torch.randn(samples, len(x_mean), generator=torch.Generator().manual_seed(CHECK_SEED))
     x = x_mean + x_std * noise
     with torch.no_grad():
         exported = load_model_file(path).module(x)
-    diff = (exported.double() - scaled_predict(payload, x)).abs().amax(dim=0)
+    diff = (exported.double() - scaled_predict(payload, x, net_target)).abs().amax(dim=0)
     return Check(fmt, path, float(diff.max()), float((diff / y_std.double()).max()))
 
 
@@ -196,14 +242,23 @@ def model_card(source: Path, payload: dict, checks: list[Check]) -> str:
     d, k = arch["input_dim"], arch.get("output_dim", 1)
     features = feature_names(payload) or [f"column {i + 1}" for i in range(d)]
     targets = target_names(payload) or (["y"] if k == 1 else [f"y{i + 1}" for i in range(k)])
-    widths = " -> ".join(str(w) for w in [d, *arch["hidden"], k])
     role = "teacher" if metrics.get("command") == "train-teacher" else "student"
-    intro = (f"A dfkd {role}: a multilayer perceptron ({widths}, {arch['activation']}). The "
-             "exports take the raw features, in the order below, and give the raw targets: the "
-             "scalers are folded into the first and last layers.")
+    if arch.get("name", "mlp") == "mlp":
+        widths = " -> ".join(str(w) for w in [d, *arch["hidden"], k])
+        described = [("architecture", widths), ("activation", arch["activation"])]
+        intro = (f"A dfkd {role}: a multilayer perceptron ({widths}, {arch['activation']}). "
+                 "The exports take the raw features, in the order below, and give the raw "
+                 "targets: the scalers are folded into the first and last layers.")
+    else:
+        name = arch.get("target", arch["name"])
+        described = [("architecture", networks.arch_name(arch)), ("network", name),
+                     ("keyword arguments", arch.get("kwargs", {}))]
+        intro = (f"A dfkd {role}: the network {name} ({networks.arch_name(arch)}). The exports "
+                 "take the raw features, in the order below, and give the raw targets: the "
+                 "scalers are explicit layers before and after the network.")
     lines = [f"# Model card: {source.name}", "", intro, ""]
     lines += _section("Model", ["", ""], [
-        ("architecture", widths), ("activation", arch["activation"]), ("inputs", d),
+        *described, ("inputs", d),
         ("outputs", f"{k}: {', '.join(targets)}"), ("checkpoint", source),
         ("exported by", f"dfkd {__version__}")])
     lines += _section("Inputs", ["feature", "mean", "sd"], [
@@ -230,24 +285,26 @@ def model_card(source: Path, payload: dict, checks: list[Check]) -> str:
 
 
 def export(path: str | Path, out: str | Path | None = None,
-           formats: Sequence[str] | None = None, samples: int = 1000
-           ) -> tuple[list[Check], Path, str | None]:
+           formats: Sequence[str] | None = None, samples: int = 1000,
+           net_target: str | None = None) -> tuple[list[Check], Path, str | None]:
     """Write the exports and model_card.md into `out` (default: <checkpoint folder>/export);
     returns the checks, the card's path and a note on skipped formats."""
     if samples < 1:
         raise UserError(f"--samples must be at least 1, not {samples}")
     formats, note = requested_formats(formats)
     source, payload = load(path)
+    network(payload, net_target, f"checkpoint {source}")  # a custom network: named? else fail
     out = Path(out) if out is not None else source.parent / "export"
-    model = raw_model(payload)
+    model = raw_model(payload, net_target)
+    input_dim = payload["arch"]["input_dim"]
     checks = []
     for fmt in formats:
         target = out / (source.stem + SUFFIXES[fmt])
         if fmt == "torchscript":
-            write_torchscript(model, target)
+            write_torchscript(model, input_dim, target)
         else:
-            write_onnx(model, payload["arch"]["input_dim"], target)
-        checks.append(check(fmt, target, payload, samples))
+            write_onnx(model, input_dim, target)
+        checks.append(check(fmt, target, payload, samples, net_target))
     card = out / "model_card.md"
     with atomic_path(card) as tmp:
         tmp.write_text(model_card(source, payload, checks))
@@ -268,12 +325,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="torchscript and/or onnx (default: both; onnx when installed)")
     parser.add_argument("--samples", type=int, default=1000,
                         help="random raw inputs the exports are checked on (default: 1000)")
+    parser.add_argument(TARGET_KEY, metavar="CLASS",
+                        help="the class of a custom network the checkpoint holds (its "
+                             "_target_): dfkd imports a checkpoint's code only when named")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest difference allowed, relative to the target's sd "
                              "(default: 1e-4)")
     args = parser.parse_args(argv)
     try:
-        checks, card, note = export(args.path, args.out, args.formats, args.samples)
+        checks, card, note = export(args.path, args.out, args.formats, args.samples,
+                                    args.net_target)
     except UserError as exc:
         print(f"dfkd export: error: {exc}", file=sys.stderr)
         return 2

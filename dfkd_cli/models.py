@@ -76,6 +76,7 @@ class StackedMLP(nn.Module):
         # per item, and the student loop runs the network about ten times per step
         self.layers = list(zip(self.weights, self.biases))
         self.params = [*self.weights, *self.biases]  # self.parameters() as a list, in order
+        self.opt_params, self.owners = self.params, None  # the optimiser steps the stacks
 
     @property
     def members(self) -> int:
@@ -248,12 +249,3 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if bad:
         raise UserError(f"checkpoint {path} has non-finite weights in {bad}")
     return payload
-
-
-def model_from_checkpoint(payload: dict[str, Any]) -> nn.Sequential:
-    """Rebuild the MLP a checkpoint describes and load its weights."""
-    arch = payload["arch"]
-    model = mlp(arch["input_dim"], list(arch["hidden"]), arch["activation"],
-                arch.get("output_dim", 1))
-    model.load_state_dict(payload["state_dict"])
-    return model

@@ -80,13 +80,15 @@ def measure(teacher, student, x: torch.Tensor, start: torch.Tensor | None, box
     return out
 
 
-def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int,
-                   device: torch.device) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Prepare, warm up and sample one strategy; its table row and its samples: the teacher's
-    predictions on all ("pred", standardised) and the first batch's inputs ("x")."""
+def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int, device: torch.device,
+                   train: tuple[torch.Tensor, torch.Tensor]
+                   ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Prepare, warm up and sample one strategy (`train`: the split's training rows, for one
+    that draws them); its table row and its samples: the teacher's predictions on all ("pred",
+    standardised) and the first batch's inputs ("x")."""
     T, S, m = teacher.module, student, int(cfg.batch_size)
     try:
-        strategy = build_strategy(scfg, teacher, Streams([seed], device))
+        strategy = build_strategy(scfg, teacher, Streams([seed], device), train)
     except UserError as exc:  # e.g. a box strategy with a teacher that has no box
         log.warning("probe: skipping %s: %s", label, exc)
         return {"strategy": label, "note": str(exc)}, {}
@@ -122,9 +124,9 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     part = teachers.member_splits(cfg, teacher, table, [seed], device)[0]
     runtime.seed_everything(seed)
     rng = Streams([seed], device)
-    student = models.StackedMLP(1, teacher.input_dim, list(cfg.student.hidden),
-                                cfg.student.activation, teacher.output_dim).to(device).init_(rng)
-    trainer = build_strategy(cfg.strategy, teacher, rng)
+    _, student = distill.build_student(cfg, teacher, rng)
+    train = distill.stacked([part], "train")
+    trainer = build_strategy(cfg.strategy, teacher, rng, train)
     history, _ = train_student(cfg, teacher, student, trainer, distill.stacked([part], "val"))
     tables.write_history(run_dir, history[0])
     student.requires_grad_(False)
@@ -136,7 +138,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
                       None, list(cfg.quantiles))]
     samples = {REFERENCE: {"pred": reference["pred"], "x": x_test[0, :cfg.images]}}
     for label, scfg in cfg.strategies.items():
-        row, samples[label] = probe_strategy(cfg, label, scfg, teacher, student, seed, device)
+        row, samples[label] = probe_strategy(cfg, label, scfg, teacher, student, seed, device,
+                                             train)
         rows.append(row)
     scaler = teacher.scalers[0]
     for row, drawn in zip(rows, samples.values()):

@@ -10,6 +10,11 @@ runs per cell (dataset x student_hidden x arm x selection, plus any `--by` colum
   that both the cell and the baseline's cell (same dataset, student, selection) have, how often
   the arm's RMSE is lower, with a two-sided paired test: Wilcoxon signed-rank when scipy is
   installed, else an exact sign test (ties dropped);
+- against the real-data reference arm (`--reference-arm`, default real_kd: the same student
+  fitted to the teacher on the split's training rows), over the seeds both cells have: the
+  reference's mean RMSE, ratio_to_reference (the mean over seeds of the arm's RMSE over the
+  reference's) and the paired wins and test as for the baseline; empty, with a note saying why,
+  where the runs hold no reference rows for the cell;
 - with `--reference FILE` (the authors' per-seed results), the published mean, sd and n per cell
   and our mean minus theirs.
 
@@ -54,7 +59,14 @@ REFERENCE_ARMS = {
     "generator_alpha_1": "generator_alpha1",
     "direct_alpha_1": "bounded_alpha1",
 }
-ARM_ORDER = list(REFERENCE_ARMS.values())
+# The real-data reference arms (configs/arm/real_*.yaml), after the data-free ones; data-free
+# cells are set against REAL_REFERENCE (--reference-arm).
+REAL_ARMS = ["real_kd", "real_data"]
+REAL_REFERENCE = "real_kd"
+ARM_ORDER = list(REFERENCE_ARMS.values()) + REAL_ARMS
+REFERENCE_COLUMNS = ["reference_arm", "reference_rmse_mean", "ratio_to_reference",
+                     "reference_n_pairs", "reference_wins", "reference_losses",
+                     "reference_p_value", "reference_test"]
 SELECTION_ORDER = ["val", "last"]
 OUTPUTS = ("report.csv", "report.md", "report.tex", "runs.csv")
 
@@ -92,7 +104,7 @@ def _cell_of(cfg) -> dict:
     if cfg is None:
         return {}
     from dfkd_cli.distill import arm_label  # the label the runs themselves write
-    from dfkd_cli.models import arch_name
+    from dfkd_cli.teacher import arch_label, config_arch_name
 
     out = {"command": cfg.get("command")}
     try:
@@ -100,8 +112,8 @@ def _cell_of(cfg) -> dict:
         if cfg.get("command") == "distill":
             out["arm"] = arm_label(cfg)
             out["selection"] = cfg.selection
-            out["student_hidden"] = arch_name(list(cfg.student.hidden), cfg.student.activation)
-        out["teacher_hidden"] = arch_name(list(cfg.teacher.hidden), cfg.teacher.activation)
+            out["student_hidden"] = config_arch_name(cfg.student)
+        out["teacher_hidden"] = arch_label(cfg.teacher)
         out["seed"] = cfg.seed
         if cfg.get("seeds"):
             out["seeds"] = ",".join(str(s) for s in cfg.seeds)
@@ -219,6 +231,28 @@ def paired_test(differences: Sequence[float]) -> tuple[float, str]:
     return float(wilcoxon(differences).pvalue), "wilcoxon"
 
 
+def paired(mine: pd.Series, other: pd.Series, prefix: str = "") -> dict:
+    """Two per-seed RMSE series compared over the seeds both have: n_pairs, wins (mine lower),
+    losses, and the two-sided paired test's p_value and name, each key after `prefix`."""
+    common = mine.index.intersection(other.index)
+    diff = (mine[common] - other[common]).tolist()
+    p, test = paired_test(diff)
+    return {f"{prefix}n_pairs": len(common), f"{prefix}wins": sum(d < 0 for d in diff),
+            f"{prefix}losses": sum(d > 0 for d in diff), f"{prefix}p_value": p,
+            f"{prefix}test": test}
+
+
+def against_reference(mine: pd.Series, ref: pd.Series, arm: str) -> dict:
+    """A cell's per-seed RMSE set against the real-data reference cell's, over the seeds both
+    have: the reference's mean, ratio_to_reference (mean of mine / ref) and the paired test."""
+    common = mine.index.intersection(ref.index)
+    if not len(common):
+        return {}
+    return {"reference_arm": arm, "reference_rmse_mean": ref[common].mean(),
+            "ratio_to_reference": (mine[common] / ref[common]).mean(),
+            **paired(mine, ref, "reference_")}
+
+
 # ---------------------------------------------------------------------------------------------
 # the summary
 
@@ -263,9 +297,11 @@ def read_reference(path: str | Path) -> pd.DataFrame:
 
 
 def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = (),
-              reference: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
+              reference: pd.DataFrame | None = None, reference_arm: str = REAL_REFERENCE
+              ) -> tuple[pd.DataFrame, list[str]]:
     """The per-cell table of the distillation runs, and notes (superseded duplicates, missing
-    baseline). Failed and missing jobs count in n_failed; they never enter the statistics."""
+    baseline or real-data reference). Failed and missing jobs count in n_failed; they never
+    enter the statistics."""
     keys = KEYS + [c for c in by if c not in KEYS]
     notes: list[str] = []
     distill = runs[runs.get("command", pd.Series("distill", index=runs.index))
@@ -280,7 +316,8 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = 
         notes.append(f"superseded (a newer run of the same cell and seed counts): {row.run_dir}")
 
     columns = keys + ["n", "n_failed", "rmse_mean", "rmse_sd", "teacher_rmse_mean", "ratio_mean",
-                      "baseline", "n_pairs", "wins", "losses", "p_value", "test", "seeds"]
+                      "baseline", "n_pairs", "wins", "losses", "p_value", "test",
+                      *REFERENCE_COLUMNS, "seeds"]
     cells: dict[tuple, dict] = {}
     members: dict[tuple, pd.DataFrame] = {}
     for cell, group in ok.groupby(keys, dropna=False, sort=False):
@@ -299,22 +336,35 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = 
         notes.append(f"baseline arm {baseline!r} is not among these runs: no paired comparison "
                      f"(--baseline picks another; arms here: {sorted(ok['arm'].astype(str).unique())})")
     pair_keys = [k for k in keys if k != "arm"]
-    base_by = {tuple(c) if isinstance(c, tuple) else (c,): g.set_index("seed")["student_rmse"]
-               for c, g in base.groupby(pair_keys, dropna=False, sort=False)}
-    rows = []
+
+    def per_seed(arm: str) -> dict[tuple, pd.Series]:
+        return {tuple(c) if isinstance(c, tuple) else (c,): g.set_index("seed")["student_rmse"]
+                for c, g in ok[ok["arm"] == arm].groupby(pair_keys, dropna=False, sort=False)}
+    base_by, real_by = per_seed(baseline), per_seed(reference_arm)
+    rows, unreferenced = [], []
     for cell, stats in cells.items():
         row = dict(zip(keys, cell)) | {"n_failed": 0} | stats
-        if not base.empty and row["arm"] != baseline and row["n"]:
-            ref = base_by.get(tuple(row[k] for k in pair_keys))
-            if ref is not None:
-                mine = members[cell].set_index("seed")["student_rmse"]
-                common = mine.index.intersection(ref.index)
-                diff = (mine[common] - ref[common]).tolist()
-                p, test = paired_test(diff)
-                row |= {"baseline": baseline, "n_pairs": len(common),
-                        "wins": sum(d < 0 for d in diff), "losses": sum(d > 0 for d in diff),
-                        "p_value": p, "test": test}
+        if not row["n"]:
+            rows.append(row)
+            continue
+        mine = members[cell].set_index("seed")["student_rmse"]
+        pair = tuple(row[k] for k in pair_keys)
+        if row["arm"] != baseline and pair in base_by:
+            row |= {"baseline": baseline} | paired(mine, base_by[pair])
+        if row["arm"] != reference_arm:
+            ref = real_by.get(pair)
+            row |= {} if ref is None else against_reference(mine, ref, reference_arm)
+            if "reference_arm" not in row:
+                unreferenced.append("/".join(str(v) for v in pair))
         rows.append(row)
+    if real_by and unreferenced:
+        notes.append(f"no {reference_arm} rows on the same seeds for "
+                     f"{', '.join(dict.fromkeys(unreferenced))}: ratio_to_reference is empty there")
+    elif len(ok) and not real_by:
+        notes.append(f"ratio_to_reference is empty: the real-data reference arm {reference_arm!r} "
+                     "is not among these runs (run it with the same dataset, student, seeds and "
+                     f"selection: arm={reference_arm}, or experiment=paper; --reference-arm picks "
+                     "another)")
     table = pd.DataFrame(rows, columns=columns)
     if table.empty:
         return table, notes
@@ -366,13 +416,10 @@ def display(table: pd.DataFrame, pm: str = "±") -> pd.DataFrame:
                         for m, s, n in zip(table["rmse_mean"], table["rmse_sd"], table["n"])]
     out["teacher"] = table["teacher_rmse_mean"].map(_num)
     out["ratio"] = table["ratio_mean"].map(lambda v: _num(v, 3))
-    wins = []
-    for _, r in table.iterrows():
-        if pd.isna(r["n_pairs"]) or r["baseline"] is None or pd.isna(r["baseline"]):
-            wins.append("")
-        else:
-            wins.append(f"{int(r['wins'])}/{int(r['n_pairs'])} (p={_p(r['p_value'])}, {r['test']})")
-    out["wins vs baseline"] = wins
+    out["wins vs baseline"] = _wins(table, "baseline", "")
+    out["real-data reference"] = table["reference_rmse_mean"].map(_num)
+    out["ratio to reference"] = table["ratio_to_reference"].map(lambda v: _num(v, 3))
+    out["wins vs reference"] = _wins(table, "reference_arm", "reference_")
     if "paper_mean" in table.columns:
         out["paper"] = [f"{_num(m)} {pm} {_num(s)}" if pd.notna(m) else ""
                         for m, s in zip(table["paper_mean"], table["paper_sd"])]
@@ -382,10 +429,23 @@ def display(table: pd.DataFrame, pm: str = "±") -> pd.DataFrame:
     return out
 
 
+def _wins(table: pd.DataFrame, against: str, prefix: str) -> list[str]:
+    """'wins/pairs (p=..., test)' per cell for the comparison whose columns start `prefix`."""
+    out = []
+    for _, r in table.iterrows():
+        if pd.isna(r[f"{prefix}n_pairs"]) or pd.isna(r[against]):
+            out.append("")
+        else:
+            out.append(f"{int(r[prefix + 'wins'])}/{int(r[prefix + 'n_pairs'])} "
+                       f"(p={_p(r[prefix + 'p_value'])}, {r[prefix + 'test']})")
+    return out
+
+
 def _by_columns(table: pd.DataFrame) -> list[str]:
     known = {"n", "n_failed", "rmse_mean", "rmse_sd", "teacher_rmse_mean", "ratio_mean",
              "baseline", "n_pairs", "wins", "losses", "p_value", "test", "seeds", "paper_mean",
-             "paper_sd", "paper_n", "paper_teacher", "paper_diff", "within_2sd"}
+             "paper_sd", "paper_n", "paper_teacher", "paper_diff", "within_2sd",
+             *REFERENCE_COLUMNS}
     return [c for c in table.columns if c not in known and c not in KEYS]
 
 
@@ -419,11 +479,15 @@ def latex_table(frame: pd.DataFrame) -> str:
 
 
 def render_markdown(table: pd.DataFrame, fails: pd.DataFrame, notes: list[str],
-                    baseline: str, n_runs: int, sources: Sequence[str]) -> str:
+                    baseline: str, n_runs: int, sources: Sequence[str],
+                    reference_arm: str = REAL_REFERENCE) -> str:
     parts = [f"# dfkd report\n\nRuns gathered: {n_runs} from {', '.join(map(str, sources))}. "
              "student_rmse on the real test rows (standardised target); mean ± sd (ddof 1) over "
              f"seeds; ratio = mean of student/teacher RMSE; wins = seeds where the arm's RMSE is "
-             f"below the baseline arm `{baseline}`'s on the same seed (two-sided paired test).\n"]
+             f"below the baseline arm `{baseline}`'s on the same seed (two-sided paired test). "
+             f"real-data reference = the mean RMSE of arm `{reference_arm}` (the same student on "
+             "the training rows) over the seeds paired with the cell; ratio to reference = mean "
+             "of the arm's RMSE over the reference's, seed by seed.\n"]
     if "paper_mean" in table.columns:
         parts.append("paper = the published per-seed values' mean ± sd (the paper selected by "
                      "validation, as selection=val); diff = ours - paper.\n")
@@ -514,18 +578,19 @@ def plot(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path]:
 
 def write_report(paths: Sequence[str | Path], out: str | Path | None = None,
                  baseline: str = BASELINE, reference: str | Path | None = None,
-                 by: Sequence[str] = (), plots: bool = False) -> dict:
+                 by: Sequence[str] = (), plots: bool = False,
+                 reference_arm: str = REAL_REFERENCE) -> dict:
     """Gather, summarise and write report.csv / .md / .tex and runs.csv into `out` (default: the
     first path). Returns the pieces (runs, table, failures, notes, markdown, written paths)."""
     ref = read_reference(reference) if reference else None  # a bad file fails before any work
     runs = gather(paths)
-    table, notes = summarize(runs, baseline, by, ref)
+    table, notes = summarize(runs, baseline, by, ref, reference_arm)
     fails = failures(runs)
     out = Path(out) if out is not None else Path(paths[0])
     if out.is_file():
         out = out.parent
     out.mkdir(parents=True, exist_ok=True)
-    markdown = render_markdown(table, fails, notes, baseline, len(runs), paths)
+    markdown = render_markdown(table, fails, notes, baseline, len(runs), paths, reference_arm)
     write_csv(table, out / "report.csv")
     write_csv(runs.drop(columns=["mtime"], errors="ignore").convert_dtypes(), out / "runs.csv")
     for name, text in (("report.md", markdown), ("report.tex", latex_table(display(table)))):
@@ -543,11 +608,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="dfkd report",
         description="Gather every metrics.csv below run or sweep directories into one table: "
                     "per dataset x student x arm x selection, mean +/- sd of the student's test "
-                    "RMSE over seeds, the ratio to the teacher, and paired wins against a "
-                    "baseline arm. Failed and unfinished jobs are listed.")
+                    "RMSE over seeds, the ratio to the teacher, paired wins against a "
+                    "baseline arm and the ratio to the real-data reference arm. Failed and "
+                    "unfinished jobs are listed.")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="run or sweep directories")
     parser.add_argument("--baseline", default=BASELINE,
                         help=f"the arm the others are paired against (default: {BASELINE})")
+    parser.add_argument("--reference-arm", default=REAL_REFERENCE, metavar="ARM",
+                        help="the real-data reference arm every other cell is set against "
+                             f"(ratio_to_reference; default: {REAL_REFERENCE})")
     parser.add_argument("--reference", metavar="FILE",
                         help="the authors' per-seed CSV (dataset, student_hidden, seed, teacher, "
                              "random_gaussian, ...): adds the published mean per cell")
@@ -561,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = write_report(args.paths, args.out, args.baseline, args.reference, args.by,
-                              args.plots)
+                              args.plots, args.reference_arm)
     except UserError as exc:
         print(f"dfkd report: error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,8 @@ one batched program gives the results of the K separate runs.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from dfkd_cli.errors import UserError
@@ -40,6 +42,10 @@ class Streams:
     def rand(self, *shape: int) -> torch.Tensor:
         """(K, *shape) uniform [0, 1) draws, member k from its own stream."""
         return self._draw(torch.rand, shape)
+
+    def randint(self, high: int, *shape: int) -> torch.Tensor:
+        """(K, *shape) integers uniform in [0, high), member k from its own stream."""
+        return self._draw(partial(torch.randint, high), shape)
 
     def get_state(self) -> list[torch.Tensor]:
         return [g.get_state() for g in self.generators]

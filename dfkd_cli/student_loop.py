@@ -43,20 +43,22 @@ def row_weights(n_g: int, n_p: int, alpha: float, device: torch.device) -> torch
 
 
 @torch.no_grad()
-def student_step(teacher, student: models.StackedMLP, opt: torch.optim.Optimizer,
+def student_step(y: torch.Tensor, student, opt: torch.optim.Optimizer,
                  x: torch.Tensor, n_g: int, weights: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on L_S for x = [x_g; x_p] (the first n_g rows of each member's batch
-    are x_g; `weights` from row_weights). Back-propagates by hand (StackedMLP.param_grads);
-    returns the per-member means of (T - S)^2 on x_g and on x_p, shape (K,) each. The members
-    are independent: member k's gradient comes from member k's loss only."""
+    are x_g; `weights` from row_weights) and its labels y, T(x) but for the real-data reference
+    (Strategy.labels). Back-propagates through the network seam (`param_grads`: by hand on the
+    fast path, autograd otherwise); returns the per-member means of (y - S)^2 on x_g and on x_p,
+    shape (K,) each. The members are independent: member k's gradient comes from member k's
+    loss only."""
     saved = student.trace(x)
-    diff = saved[-1] - teacher(x)
+    diff = saved[-1] - y
     squared = diff.pow(2).sum(dim=2)
     loss_g = squared[:, :n_g].mean(dim=1) if n_g else squared.new_zeros(squared.shape[0])
     loss_p = (squared[:, n_g:].mean(dim=1) if n_g < x.shape[1]
               else squared.new_zeros(squared.shape[0]))
-    for p, g in zip(student.params, student.param_grads(saved, diff * weights)):
+    for p, g in zip(student.opt_params, student.param_grads(saved, diff * weights)):
         p.grad = g
     opt.step()
     return loss_g, loss_p
@@ -71,13 +73,14 @@ def selections(selection: str) -> list[str]:
 class StudentLoop:
     """E epochs x n_s steps of L_S for a population; see the module docstring."""
 
-    def __init__(self, cfg, teacher, student: models.StackedMLP, strategy,
+    def __init__(self, cfg, teacher, student, strategy,
                  val: tuple[torch.Tensor, torch.Tensor] | None):
         self.cfg, self.teacher, self.student, self.strategy, self.val = (
             cfg, teacher, student, strategy, val)
-        members, device = student.members, student.weights[0].device
-        self.opt = make_optimizer(cfg.optimizer, student.parameters())
-        params = list(student.parameters())
+        members, device = student.members, student.params[0].device
+        self.opt = make_optimizer(cfg.optimizer, student.opt_params,
+                                  fast=isinstance(student, models.StackedMLP))
+        params = student.params
         self.best = Snapshot(params) if cfg.selection in ("val", "both") else None
         self.best_loss = torch.full((members,), float("inf"), device=device)
         self.best_epoch = torch.full((members,), -1, device=device)
@@ -139,7 +142,8 @@ class StudentLoop:
             if alpha < 1:
                 batches.append(self.strategy.prior(m))
             x = torch.cat(batches, dim=1) if len(batches) > 1 else batches[0]
-            loss_g, loss_p = student_step(T, S, self.opt, x, n_g, weights)
+            y = self.strategy.labels(T, x, n_g)
+            loss_g, loss_p = student_step(y, S, self.opt, x, n_g, weights)
             epoch_g += loss_g
             epoch_p += loss_p
         self.sums["loss"] += alpha * epoch_g + (1 - alpha) * epoch_p
@@ -168,7 +172,7 @@ class StudentLoop:
         if self.val_rmse is not None:
             stats["val_rmse"] = self.val_rmse
         finite = torch.isfinite(stats["loss"])
-        for p in S.parameters():
+        for p in S.params:
             finite &= torch.isfinite(p).flatten(1).all(dim=1)
         bad = ~finite & (self.diverged_epoch < 0)
         self.finite.restore(bad)  # roll bad members back to their last finite weights
@@ -190,10 +194,15 @@ class StudentLoop:
     def _reset_optimizer_state(self, members: torch.Tensor) -> None:
         """Zero the optimiser's per-parameter state (RMSprop / Adam averages, momentum) of the
         given members, so a rolled-back member restarts cleanly."""
-        for p in self.student.parameters():
+        owners, flags = self.student.owners, members.tolist()
+        for i, p in enumerate(self.student.opt_params):
             for value in self.opt.state.get(p, {}).values():
-                if torch.is_tensor(value) and value.shape == p.shape:
+                if not (torch.is_tensor(value) and value.shape == p.shape):
+                    continue
+                if owners is None:  # stacked (K, ...) parameters
                     value.masked_fill_(per_member(members, value).expand_as(value), 0.0)
+                elif flags[owners[i]]:  # member owners[i]'s own parameter
+                    value.zero_()
 
     def finish(self, selection: str) -> list[int]:
         """Put each member's selected weights in the student: the best validation epoch
@@ -243,7 +252,7 @@ class StudentLoop:
         self.history = state["history"]
 
 
-def train_student(cfg, teacher, student: models.StackedMLP, strategy,
+def train_student(cfg, teacher, student, strategy,
                   val: tuple[torch.Tensor, torch.Tensor] | None
                   ) -> tuple[list[list[dict[str, Any]]], list[int]]:
     """Run a StudentLoop start to finish without checkpoints (for probes and tests); returns

@@ -7,6 +7,7 @@ early stopping on validation loss (patience 50), best validation epoch kept.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from contextlib import ExitStack
@@ -19,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from dfkd_cli import metrics, models, runtime, sklearn_teacher, tables, teacher_spec
+from dfkd_cli import metrics, models, networks, runtime, sklearn_teacher, tables, teacher_spec
 from dfkd_cli.data import Scaler, Split, Table, load_table, split_for
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import exclusive_lock
@@ -50,13 +51,15 @@ class Teacher:
     # per member, the (training, validation) row counts of the split a store teacher was trained
     # on; None where unknown (a teacher file named by teacher.path, a foreign teacher)
     split_sizes: list[tuple[int, int] | None] | None = None
+    arch: dict[str, Any] | None = None  # a dfkd teacher's architecture (networks.describe)
+    input_shape: list[int] | None = None  # the shape of a row, when its checkpoint records one
 
 
-class Shared(nn.Module):
+class Shared(networks.AutogradBackward, nn.Module):
     """A network from elsewhere, applied to every member of a population: (K, n, d) -> (K, n, k)
     in standardised units, T(z) = (net(mean + sd * z) - y_mean) / y_sd.
 
-    Offers StackedMLP's `trace` / `input_grad` through autograd, so strategies that need
+    Offers the network seam's `trace` / `input_grad` through autograd, so strategies that need
     dL/dx treat a foreign (e.g. TorchScript) teacher like a dfkd one."""
 
     def __init__(self, net: nn.Module, scaler: Scaler):
@@ -76,13 +79,15 @@ class Shared(nn.Module):
         self.training = mode
         return self
 
-    def trace(self, x: torch.Tensor) -> list[torch.Tensor]:
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            return [x, self(x)]
 
-    def input_grad(self, saved: list[torch.Tensor], grad_out: torch.Tensor) -> torch.Tensor:
-        return torch.autograd.grad(saved[-1], saved[0], grad_out)[0]
+def config_arch_name(net_cfg) -> str:
+    """The name of the architecture a `teacher` / `student` config names (the store's key)."""
+    return networks.arch_name(networks.describe(net_cfg, 0, 0))
+
+
+def named_target(net_cfg) -> str | None:
+    """The custom network class the user named for this config, if any."""
+    return net_cfg.net.get(networks.TARGET) if net_cfg.get("name") == "custom" else None
 
 
 class PerMember(nn.Module):
@@ -98,12 +103,13 @@ class PerMember(nn.Module):
 
 
 def arch_label(tcfg) -> str:
-    """The teacher's architecture in the store and the tables: 'mlp500-tanh', a scikit-learn
-    estimator's name ('svr'), or the format of a file the user names."""
+    """The teacher's architecture in the store and the tables: a dfkd network's name
+    ('mlp500-tanh', 'rbf-units50', networks.arch_name), a scikit-learn estimator's name ('svr'),
+    or the format of a file the user names."""
     if tcfg.format == "sklearn":
         return sklearn_teacher.estimator_name(tcfg)
     if tcfg.format == "dfkd":
-        return models.arch_name(list(tcfg.hidden), tcfg.activation)
+        return config_arch_name(tcfg)
     return tcfg.format
 
 
@@ -118,6 +124,10 @@ def _train_command(cfg, seed: int) -> str:
     overrides = [f"dataset={cfg.dataset.name}", f"seed={seed}"]
     if cfg.teacher.format == "sklearn":
         overrides += ["teacher=sklearn", f"teacher.estimator._target_={cfg.teacher.estimator._target_}"]
+    elif cfg.teacher.name != "mlp":
+        overrides.append(f"teacher={cfg.teacher.name}")
+    if named_target(cfg.teacher):
+        overrides.append(f"teacher.net._target_={named_target(cfg.teacher)}")
     if cfg.dataset.source != "builtin":
         overrides.append(f"data_dir={cfg.data_dir}")
     return "dfkd train-teacher " + " ".join(overrides)
@@ -140,21 +150,22 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
         paths = [store_path(cfg, seed) for seed in seeds]
         payloads = [_read(cfg, path, seed) for path, seed in zip(paths, seeds)]
         sources = [str(p) for p in paths]
-    archs = {(p["arch"]["input_dim"], tuple(p["arch"]["hidden"]), p["arch"]["activation"],
-              p["arch"].get("output_dim", 1)) for p in payloads}
+    archs = {json.dumps({"name": "mlp", **p["arch"]}, sort_keys=True) for p in payloads}
     if len(archs) > 1:
         raise UserError(f"teachers {sources} differ in architecture: {sorted(archs)}")
     arch = payloads[0]["arch"]
-    module = models.StackedMLP.from_state_dicts([p["state_dict"] for p in payloads],
-                                                arch["activation"])
-    if arch["activation"] == "tanh":
+    networks.check_target(arch, named_target(spec), "teacher=custom teacher.net._target_",
+                          f"teacher checkpoint {sources[0]}")
+    module = networks.from_states(arch, [p["state_dict"] for p in payloads], cfg.fast_path)
+    if networks.fast(arch, cfg.fast_path) and arch["activation"] == "tanh":
         module = models.sigmoid_form(module)  # the same function, cheaper to evaluate
     box = (torch.stack([p["input_spec"]["low"] for p in payloads]),
            torch.stack([p["input_spec"]["high"] for p in payloads]))
     return Teacher(module, arch["input_dim"], box, sources, arch.get("output_dim", 1),
                    [Scaler.from_payload(p["scaler"]) for p in payloads], spec.differentiable,
                    payloads[0]["input_spec"].get("features"), payloads[0].get("targets"),
-                   None if spec.path else [_split_size(p.get("metrics", {})) for p in payloads])
+                   None if spec.path else [_split_size(p.get("metrics", {})) for p in payloads],
+                   arch, payloads[0]["input_spec"].get("input_shape"))
 
 
 def _store_onnx_teachers(cfg, seeds: list[int]) -> Teacher:
@@ -265,8 +276,7 @@ def load(cfg, seeds: list[int], table: Table | None, device: torch.device) -> Te
                             f"dataset {cfg.dataset.name!r} has {table.y.shape[1]} target columns "
                             f"{table.targets} (dataset.target=[...] picks them)")
     teacher.module = teacher.module.to(device).eval()
-    for p in teacher.module.parameters():
-        p.requires_grad_(False)
+    teacher.module.requires_grad_(False)
     if teacher.box is not None:
         teacher.box = (teacher.box[0].to(device), teacher.box[1].to(device))
     return teacher
@@ -292,37 +302,45 @@ class Plateau:
 
 
 @torch.no_grad()
-def _step(model: models.StackedMLP, opt: torch.optim.Optimizer, x: torch.Tensor,
-          y: torch.Tensor, lr_scale: torch.Tensor | None) -> torch.Tensor:
+def _step(model, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+          lr_scale: list[float]) -> torch.Tensor:
     """One optimiser step on each member's mean squared error; returns the (K,) losses.
-    `lr_scale` (K, 1, 1) scales each member's update (its learning rate relative to the
-    configured one; 0 freezes a member): exact for RMSprop, Adam and SGD, whose state does not
-    depend on the learning rate."""
+    `lr_scale` scales each member's update (its learning rate relative to the configured one;
+    0 freezes a member): exact for RMSprop, Adam and SGD, whose state does not depend on the
+    learning rate."""
     saved = model.trace(x)
     diff = saved[-1] - y
-    params = list(model.parameters())
+    params = model.opt_params
     for p, g in zip(params, model.param_grads(saved, diff * (2 / x.shape[1]))):
         p.grad = g
-    before = [p.clone() for p in params] if lr_scale is not None else None
+    scaled = any(s != 1.0 for s in lr_scale)
+    before = [p.clone() for p in params] if scaled else None
     opt.step()
     if before is not None:
-        for p, old in zip(params, before):
-            p.copy_(torch.lerp(old, p, lr_scale))
+        if model.owners is None:  # stacked (K, ...) parameters
+            scale = torch.tensor(lr_scale, device=x.device)
+            for p, old in zip(params, before):
+                p.copy_(torch.lerp(old, p, models.per_member(scale, p)))
+        else:  # each member's own parameters: only the scaled members' change
+            for p, old, k in zip(params, before, model.owners):
+                if lr_scale[k] != 1.0:
+                    p.copy_(torch.lerp(old, p, lr_scale[k]))
     return diff.pow(2).sum(dim=2).mean(dim=1)
 
 
-def fit(cfg, splits: list[Split], seeds: list[int], device: torch.device
-        ) -> tuple[models.StackedMLP, list[list[dict[str, Any]]], list[int]]:
+def fit(cfg, splits: list[Split], seeds: list[int], device: torch.device):
     """Train one teacher per (seed, split) in one batched program: mini-batches, a per-member
     plateau LR decay and early stopping on validation loss, each member keeping its best epoch.
-    A member trained alone or in a population ends the same."""
+    A member trained alone or in a population ends the same. Returns the population, its
+    architecture, each member's history and best epoch."""
     members = len(seeds)
     rng = Streams(seeds, device)
-    model = models.StackedMLP(members, splits[0].input_dim, list(cfg.teacher.hidden),
-                              cfg.teacher.activation, len(splits[0].targets)
-                              ).to(device).init_(rng)
-    opt = make_optimizer(cfg.optimizer, model.parameters())
-    best = models.Snapshot(list(model.parameters()))
+    arch = networks.describe(cfg.teacher, splits[0].input_dim, len(splits[0].targets),
+                             cfg.dataset.input_shape)
+    model = networks.build(arch, rng, cfg.fast_path)
+    opt = make_optimizer(cfg.optimizer, model.opt_params,
+                         fast=isinstance(model, models.StackedMLP))
+    best = models.Snapshot(model.params)
     x, y = (torch.stack([getattr(s, k) for s in splits]) for k in ("x_train", "y_train"))
     x_val, y_val = (torch.stack([getattr(s, k) for s in splits]) for k in ("x_val", "y_val"))
     rows = torch.arange(members, device=device).unsqueeze(1)
@@ -331,14 +349,12 @@ def fit(cfg, splits: list[Split], seeds: list[int], device: torch.device
     best_loss, best_epoch, waited = [float("inf")] * members, [0] * members, [0] * members
     history: list[list[dict[str, Any]]] = [[] for _ in seeds]
     for epoch in runtime.progress(range(cfg.epochs), cfg.progress, desc="teacher"):
-        scale = (None if all(s == 1.0 for s in lr_scale) else
-                 torch.tensor(lr_scale, device=device).view(-1, 1, 1))
         order = torch.stack([torch.randperm(x.shape[1], generator=g, device=device)
                              for g in rng.generators])
         total = torch.zeros(members, device=device)
         for i in range(0, x.shape[1], cfg.batch_size):
             batch = order[:, i:i + cfg.batch_size]
-            total += _step(model, opt, x[rows, batch], y[rows, batch], scale) * batch.shape[1]
+            total += _step(model, opt, x[rows, batch], y[rows, batch], lr_scale) * batch.shape[1]
         val_loss = (model(x_val) - y_val).pow(2).sum(dim=2).mean(dim=1).tolist()
         train_mse = (total / x.shape[1]).tolist()
         improved = []
@@ -364,7 +380,7 @@ def fit(cfg, splits: list[Split], seeds: list[int], device: torch.device
         if all(w >= cfg.patience for w in waited):
             break
     best.restore(torch.ones(members, dtype=torch.bool, device=device))
-    return model.eval(), history, best_epoch
+    return model.eval(), arch, history, best_epoch
 
 
 def run(cfg, run_dir: Path) -> pd.DataFrame:
@@ -411,7 +427,7 @@ def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
     splits = [split_for(cfg, table, s).to(device) for s in seeds]
     runtime.seed_everything(seeds[0])
     started = time.perf_counter()
-    model, history, best_epoch = fit(cfg, splits, seeds, device)
+    model, arch, history, best_epoch = fit(cfg, splits, seeds, device)
     wall = time.perf_counter() - started
     x_test = torch.stack([s.x_test for s in splits])
     test_pred = metrics.predict(model, x_test)
@@ -428,9 +444,9 @@ def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
                "teacher_path": str(path)}
         models.save_checkpoint(
             path, model.member_state_dict(k),
-            arch={"input_dim": part.input_dim, "hidden": list(cfg.teacher.hidden),
-                  "activation": cfg.teacher.activation, "output_dim": len(part.targets)},
+            arch=arch,
             input_spec={"features": list(part.features),
+                        "input_shape": networks.plain(cfg.dataset.input_shape),
                         "low": part.x_train.min(0).values.cpu(),
                         "high": part.x_train.max(0).values.cpu()},
             scaler=part.scaler.payload(), targets=list(part.targets), dataset=part.name,

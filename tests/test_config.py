@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
@@ -14,7 +15,9 @@ GROUPS = {"distill": ["dataset", "teacher", "student", "strategy", "optimizer", 
           "train_teacher": ["dataset", "teacher", "optimizer"]}
 REQUIRED = {"dataset/csv": ["dataset.path=x.csv"],
             "teacher/torchscript": ["teacher.path=t.pt", "teacher.input_dim=3"],
-            "teacher/onnx": ["teacher.path=t.onnx"]}
+            "teacher/onnx": ["teacher.path=t.onnx"],
+            "teacher/custom": ["teacher.net._target_=my_nets.Wide"],
+            "student/custom": ["student.net._target_=my_nets.Wide"]}
 
 
 def options(group: str) -> list[str]:
@@ -80,6 +83,9 @@ def test_strategy_keys_of_another_strategy_are_refused():
     ("alpha=constant", None), ("alpha.value=1.5", "alpha.value"), ("selection=best", "selection"),
     ("student.hidden=[]", "student.hidden"), ("student.activation=swish", "student.activation"),
     ("strategy.lr=0", "strategy.lr"), ("strategy.steps=-1", "strategy.steps"),
+    ("student=custom", "student.net._target_"), ("fast_path=on", "fast_path"),
+    ("optimizer.name=Adamm", "optimizer.name"), ("student.name=vit", "student.name"),
+    ("dataset.input_shape=[4]", "dataset.input_shape"),
 ])
 def test_out_of_range_values_name_the_key(override, key):
     cfg = make_config("distill", [override])
@@ -96,3 +102,18 @@ def test_every_config_folder_ships_in_the_wheel():
         if folder.is_dir() and not folder.name.startswith("__"):
             assert f'"dfkd_cli.configs.{folder.name}" = "configs/{folder.name}"' in pyproject
             assert f'"dfkd_cli.configs.{folder.name}" = ["*.yaml"]' in pyproject
+
+
+def test_optimisers_by_name_or_target_with_their_own_keys():
+    from dfkd_cli.optim import make_optimizer
+
+    cfg = make_config("distill", ["optimizer=adam", "+optimizer.kwargs.betas=[0.8,0.9]"])
+    validate(cfg)
+    opt = make_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["betas"] == (0.8, 0.9)
+    cfg = make_config("distill", ["optimizer._target_=torch.optim.Adagrad"])
+    validate(cfg)
+    assert type(make_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(2))])) is \
+        torch.optim.Adagrad
+    with pytest.raises(UserError, match="^optimizer._target_=collections.OrderedDict is not a "):
+        validate(make_config("distill", ["optimizer._target_=collections.OrderedDict"]))

@@ -124,7 +124,7 @@ def test_student_step_gradient_is_the_mixed_loss_gradient(alpha):
     expected = torch.autograd.grad(loss.sum(), list(student.parameters()))
     frozen = torch.optim.SGD(student.parameters(), lr=0.0)
     weights = student_loop.row_weights(n_g, x.shape[1] - n_g, alpha, x.device)
-    loss_g, loss_p = student_loop.student_step(teacher, student, frozen, x, n_g, weights)
+    loss_g, loss_p = student_loop.student_step(teacher(x), student, frozen, x, n_g, weights)
     torch.testing.assert_close(alpha * loss_g + (1 - alpha) * loss_p, loss.detach())
     for p, g in zip(student.parameters(), expected, strict=True):
         torch.testing.assert_close(p.grad, g)

@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 from conftest import QUICK_DISTILL, dfkd
-from dfkd_cli import export, models
+from dfkd_cli import export, models, networks
 
 
 def explicit(payload: dict, x: torch.Tensor) -> torch.Tensor:
     """The checkpoint's MLP on raw x in float64: (x - mean) / sd -> mlp -> y * sd + mean."""
     s = {k: torch.as_tensor(v, dtype=torch.float64).reshape(-1)
          for k, v in payload["scaler"].items()}
-    model = models.model_from_checkpoint(payload).double()
+    model = networks.from_checkpoint(payload, None, "", "").double()
     with torch.no_grad():
         return model((x.double() - s["x_mean"]) / s["x_std"]) * s["y_std"] + s["y_mean"]
 
@@ -112,8 +112,8 @@ def test_a_wrong_export_fails_the_check(tmp_path, monkeypatch, capsys):
     hand_checkpoint(tmp_path / "student.pt")
     wrong = export.raw_model
 
-    def shifted(payload: dict) -> nn.Sequential:
-        model = wrong(payload)
+    def shifted(payload: dict, net_target: str | None = None) -> nn.Sequential:
+        model = wrong(payload, net_target)
         with torch.no_grad():
             model[-1].bias.add_(0.01)  # 0.01 / y_std >= 2.5e-3, above the 1e-4 tolerance
         return model

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from conftest import QUICK_DISTILL, dfkd, make_config
-from dfkd_cli import metrics, models, teacher_spec
+from dfkd_cli import metrics, models, networks, teacher_spec
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import Scaler, friedman1
 from dfkd_cli.errors import UserError
@@ -71,7 +71,8 @@ def test_torchscript_teacher_to_exported_student_end_to_end(tmp_path):
     # the PyTorch student, applied by hand: standardise, the checkpoint's MLP, unstandardise
     scaler = Scaler.from_payload(payload["scaler"])
     with torch.no_grad():
-        z = models.model_from_checkpoint(payload)(scaler.x(torch.tensor(table.x).float()))
+        z = networks.from_checkpoint(payload, None, "", "")(
+            scaler.x(torch.tensor(table.x).float()))
     pred = (z * scaler.y_std + scaler.y_mean).double()
     y = torch.tensor(table.y)
     assert exported.rmse == pytest.approx(float(metrics.rmse(pred, y)), rel=1e-5)
@@ -154,7 +155,7 @@ def test_onnx_teacher_distils_with_evolution_and_refuses_bounded(tmp_path):
     assert refused.returncode == 2
     assert ("strategy=bounded needs the teacher's gradients, and teacher teacher.onnx cannot "
             "be differentiated") in refused.stderr
-    assert "evolution, lhs, random, sobol, uniform" in refused.stderr
+    assert "evolution, lhs, random, real_rows, sobol, uniform" in refused.stderr
     assert not (tmp_path / "bounded" / "student.pt").exists()
 
 

@@ -110,6 +110,52 @@ def test_reference_adds_the_published_mean(sweep, tmp_path):
     assert "paper" in (tmp_path / "out" / "report.md").read_text()
 
 
+# the real-data reference (arm real_kd) of the same cells; seed 4 has no data-free run
+REAL_KD = {1: 0.10, 2: 0.20, 3: 0.35, 4: 0.9}
+
+
+def test_ratio_to_reference_is_computed_from_the_gathered_rows(sweep):
+    for job, (seed, rmse) in enumerate(REAL_KD.items()):
+        write_run(sweep / f"real{job}", arm="real_kd", seed=seed, student_rmse=rmse,
+                  teacher_rmse=0.2)
+    table, notes = report.summarize(report.gather([sweep]))
+    bounded = cell(table, "bounded")
+    # over the seeds both have (1, 2, 3): reference mean (0.1 + 0.2 + 0.35) / 3 = 0.65 / 3;
+    # ratio (0.2/0.1 + 0.3/0.2 + 0.7/0.35) / 3 = (2 + 1.5 + 2) / 3 = 5.5 / 3; bounded is below
+    # the reference on no seed (differences +0.1, +0.1, +0.35)
+    assert bounded.reference_arm == "real_kd"
+    assert bounded.reference_rmse_mean == pytest.approx(0.65 / 3)
+    assert bounded.ratio_to_reference == pytest.approx(5.5 / 3)
+    assert (bounded.reference_n_pairs, bounded.reference_wins, bounded.reference_losses) == (
+        3, 0, 3)
+    assert bounded.reference_p_value == pytest.approx(0.25)  # Wilcoxon n=3 / sign test: 2/8
+    base = cell(table, "random_sampling")  # 0.3/0.1, 0.4/0.2, 0.5/0.35
+    assert base.ratio_to_reference == pytest.approx((3 + 2 + 0.5 / 0.35) / 3)
+    real = cell(table, "real_kd")  # the reference's own row: its four seeds, no ratio to itself
+    assert real.n == 4 and pd.isna(real.ratio_to_reference)
+    assert not any("ratio_to_reference" in n for n in notes)
+    shown = report.display(table)
+    assert shown.loc[shown.arm == "bounded", "ratio to reference"].item() == "1.833"
+    assert shown.loc[shown.arm == "bounded", "wins vs reference"].item().startswith("0/3 (p=0.250")
+    assert list(table.arm) == ["random_sampling", "bounded", "real_kd"]  # references last
+
+
+def test_without_reference_rows_the_column_is_empty_and_says_why(sweep, tmp_path):
+    result = report.write_report([sweep], tmp_path / "out")
+    table = result["table"]
+    assert "ratio_to_reference" in table.columns and table["ratio_to_reference"].isna().all()
+    assert any("ratio_to_reference is empty" in n and "'real_kd' is not among these runs" in n
+               for n in result["notes"])
+    assert "ratio_to_reference is empty" in result["markdown"]
+    assert "ratio to reference" in result["markdown"]  # the column is there, empty
+    # a reference for another selection only: the val cells say which lack theirs
+    write_run(sweep / "real", arm="real_kd", seed=1, student_rmse=0.1, teacher_rmse=0.2,
+              selection="last")
+    table, notes = report.summarize(report.gather([sweep]))
+    assert table.loc[table.selection == "val", "ratio_to_reference"].isna().all()
+    assert any("no real_kd rows on the same seeds for cpusmall/mlp25-tanh/val" in n for n in notes)
+
+
 def test_the_real_reference_file_maps_onto_our_labels():
     path = REPO.parent / "shared" / "reference" / "paper_results_per_seed.csv"
     if not path.is_file():
@@ -257,9 +303,10 @@ def test_paper_preset_is_the_papers_protocol():
     assert params == {"dataset": ["compactiv", "cpusmall", "pole", "puma32h", "mv"],
                       "student": ["mlp25", "mlp50"],
                       "arm": ["random_sampling", "generator", "bounded", "generator_alpha1",
-                              "bounded_alpha1"]}
+                              "bounded_alpha1", "real_kd", "real_data"]}
     assert cfg.selection == "both"  # every job reports the paper's val and the data-free last
-    assert params["arm"] == list(report.REFERENCE_ARMS.values())
+    # the paper's arms, unchanged, then the real-data reference arms
+    assert params["arm"] == list(report.REFERENCE_ARMS.values()) + report.REAL_ARMS
     for group in ("dataset", "student", "arm"):  # every swept option exists
         for option in params[group]:
             assert (REPO / "configs" / group / f"{option}.yaml").is_file(), (group, option)
@@ -269,4 +316,4 @@ def test_paper_preset_is_the_papers_protocol():
 def test_paper_quick_preset():
     cfg, params = sweep_params("paper_quick")
     assert list(cfg.seeds) == [1, 2, 3] and params["dataset"] == ["cpusmall"]
-    assert len(params["arm"]) == 5 and cfg.selection == "both"
+    assert len(params["arm"]) == 7 and cfg.selection == "both"

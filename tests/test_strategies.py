@@ -21,7 +21,7 @@ def trained():
     """A friedman teacher and a student trained briefly on plain Gaussian samples."""
     cfg = make_config("train_teacher", QUICK_TEACHER)
     split = load_split(cfg)
-    stacked, _, _ = teacher.fit(cfg, [split], [0], CPU)
+    stacked, _, _, _ = teacher.fit(cfg, [split], [0], CPU)
     stacked.requires_grad_(False)
     box = (split.x_train.min(0).values[None], split.x_train.max(0).values[None])
     tch = teacher.Teacher(stacked, split.input_dim, box, ["test"])

@@ -4,6 +4,11 @@ The student loop (distill.py) never asks which strategy it holds. Every tensor c
 population axis K (K = 1 for a single run): inputs are (K, n, d) in the teacher's standardised
 input space, where N(0, I) is the prior; teacher and student map (K, n, d) -> (K, n, out).
 Shape after zju-vipa/DataFree's BaseSynthesis.
+
+The student fits `labels(teacher, x, n_g)` on each batch: the teacher's outputs for every
+data-free strategy. The one strategy that is not data-free (`real_rows`, the real-data
+reference) draws the split's training rows, which `rows` hands it, and may label them with their
+real targets instead.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dfkd_cli.errors import UserError
 from dfkd_cli.rng import Streams
 
 Box = tuple[torch.Tensor, torch.Tensor]  # per-member, per-feature (low, high): (K, d) each
+Rows = tuple[torch.Tensor, torch.Tensor]  # per-member training rows: x (K, N, d), y (K, N, out)
 Net = Callable[[torch.Tensor], torch.Tensor]  # (K, n, d) -> (K, n, out)
 
 
@@ -34,19 +40,29 @@ class Strategy:
     Config: type = StrategyConfig
     needs_box = False  # samples in the teacher's feature box: a box-less teacher fails at set-up
     needs_gradients = False  # uses dT/dx or dT/dG: a teacher without gradients is refused
+    needs_rows = False  # draws the split's training rows: dataset=none is refused
     # the teacher's output scaler, raw = y_mean + y_sd * standardised, (K, k) each; build_strategy
     # sets it (for targets given in the teacher's raw units)
     y_scale: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def __init__(self, cfg: Any, input_dim: int, box: Box | None, rng: Streams):
+    def __init__(self, cfg: Any, input_dim: int, box: Box | None, rng: Streams,
+                 rows: Rows | None = None):
         # a plain dataclass: reading a DictConfig attribute costs microseconds, in the hot loop
         self.cfg = OmegaConf.to_object(cfg) if OmegaConf.is_config(cfg) else cfg
         self.input_dim = input_dim
         self.box = box
         self.rng = rng
+        self.rows = rows
         self.start: torch.Tensor | None = None  # starting points of the last batch, if any
         if self.needs_box:
             self.need_box()  # fail before any training
+        if self.needs_rows:
+            self.need_rows()
+
+    @classmethod
+    def label(cls, cfg: Any) -> str:
+        """The strategy's name in an arm's derived label (distill.arm_label)."""
+        return cfg.name
 
     @classmethod
     def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
@@ -64,6 +80,12 @@ class Strategy:
                             "input_spec of a dfkd teacher checkpoint); this teacher has none "
                             "(a TorchScript teacher?)")
         return self.box
+
+    def need_rows(self) -> Rows:
+        """The split's training rows, or a UserError when the run has none (dataset=none)."""
+        if self.rows is None:
+            raise no_rows(self.cfg.name)
+        return self.rows
 
     def in_box(self, u: torch.Tensor) -> torch.Tensor:
         """Map u in [0, 1)^d, shape (K, n, d), affinely onto each member's feature box."""
@@ -89,11 +111,22 @@ class Strategy:
         """n synthetic inputs x_g per member, shape (K, n, d)."""
         raise NotImplementedError
 
+    def labels(self, teacher: Net, x: torch.Tensor, n_g: int) -> torch.Tensor:
+        """What the student fits on a batch x = [x_g; x_p] (K, n, d) whose first n_g rows are
+        this strategy's: the teacher's outputs T(x) (Zhou & Chiam 2023, Eq. 6)."""
+        return teacher(x)
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def no_rows(name: str) -> UserError:
+    """The refusal of a strategy that needs training rows in a run without a dataset."""
+    return UserError(f"strategy={name} trains on the dataset's training rows, and dataset=none "
+                     "has none; give a dataset, or pick a data-free strategy")
 
 
 def network_checks(cfg: Any) -> list[tuple[str, bool, str]]:

@@ -24,10 +24,9 @@ from typing import Any, Iterable, Optional
 
 import torch
 
+from dfkd_cli.optim import EPS, rmsprop_
 from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
 from dfkd_cli.strategies.registry import register
-
-EPS = 1e-8  # torch.optim.RMSprop's default
 
 
 @dataclass
@@ -64,20 +63,19 @@ class Bounded(Strategy):
     def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
         cfg = self.cfg
         start = self.prior(n)
-        x, square_avg = start, torch.zeros_like(start)
+        x, square_avg = start.clone(), torch.zeros_like(start)
         for _ in range(cfg.steps):
-            # dL_x/dx by hand (StackedMLP.trace / input_grad): L_x is a mean over each member's
+            # dL_x/dx through the network seam (trace / input_grad: by hand on the fast path,
+            # by autograd otherwise): L_x is a mean over each member's
             # batch, so dL/dT = -2 (T - S) / n and dL/dS = 2 (T - S) / n + 2 gamma S / n.
             t_saved, s_saved = teacher.trace(x), student.trace(x)
             s = s_saved[-1]
             diff = (t_saved[-1] - s) * (2 / n)
             grad = torch.sub(student.input_grad(s_saved, diff.add(s, alpha=2 * cfg.gamma / n)),
                              teacher.input_grad(t_saved, diff))
-            # One step of torch.optim.RMSprop (no momentum, not centred), written out so the
-            # per-step cost is a few tensor ops instead of a new optimiser per batch.
-            grad = grad.add(x, alpha=cfg.beta)
-            square_avg.mul_(cfg.rho).addcmul_(grad, grad, value=1 - cfg.rho)
-            x = x.addcdiv(grad, square_avg.sqrt().add_(EPS), value=-cfg.lr)
+            # one step of torch.optim.RMSprop (no momentum, not centred) with its state
+            # square_avg, through the kernel the fast path's optimiser runs
+            rmsprop_(x, grad, square_avg, cfg.lr, cfg.rho, EPS, cfg.beta)
             if cfg.radius is not None:
                 x = torch.maximum(torch.minimum(x, start + cfg.radius), start - cfg.radius)
             if cfg.clip_to_box:

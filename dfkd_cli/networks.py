@@ -1,0 +1,303 @@
+"""The network seam: what the student loop, the strategies and train-teacher need from a network,
+and the one factory that builds every network.
+
+A *population* is K members of one architecture, run together: `pop(x)` maps (K, n, d) inputs to
+(K, n, k) outputs, member k on x[k]; `pop.params` are its parameters, each (K, ...) with member
+k's values at index k (so snapshots, finiteness checks and optimiser state are per member along
+the first axis); `trace(x)` runs the forward pass keeping what a backward pass needs, and
+`input_grad(saved, g)` / `param_grads(saved, g)` give dL/dx and dL/dparams for dL/d(output) = g;
+`member_state_dict(k)` is member k as the state dict of one network. Two implementations:
+
+- `models.StackedMLP`, the fast path: an MLP as batched matrix products with a hand-written
+  backward pass, picked automatically for an MLP (`fast_path=auto`);
+- `ModulePopulation`, the default for any differentiable `torch.nn.Module` (and for an MLP with
+  `fast_path=off`): K copies of the module whose parameters are views into the stacked (K, ...)
+  parameters, run one after the other, gradients by autograd. Member k computes exactly what a
+  single run of member k computes (torch.func.vmap would batch them, but not bit for bit; see
+  docs/performance.md).
+
+An architecture is a plain dict (what a checkpoint records, loadable with weights only): its
+`name` (`mlp`, a built-in of dfkd_cli/nets.py, or `custom`), `input_dim`, `output_dim`, and the
+keyword arguments of its constructor: `hidden` and `activation` for an MLP, `kwargs` for the
+others, and for `custom` the `target` class that Hydra's `instantiate` builds. A checkpoint never
+makes dfkd import code: a custom target is built only when the user names the same target.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from dfkd_cli import models, nets
+from dfkd_cli.errors import UserError
+from dfkd_cli.rng import Streams
+
+BUILTINS: dict[str, type] = {"rbf": nets.RBF, "resmlp": nets.ResMLP, "cnn": nets.CNN}
+NAMES = ("mlp", *BUILTINS, "custom")
+FAST_PATHS = ("auto", "off")
+TARGET = "_target_"
+
+
+class AutogradBackward:
+    """`trace` / `input_grad` / `param_grads` through autograd, for a population whose forward
+    pass is differentiable (a module of any kind, a TorchScript teacher)."""
+
+    params: list[torch.Tensor] = []
+
+    def trace(self, x: torch.Tensor) -> list[torch.Tensor]:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            return [x, self(x)]
+
+    def input_grad(self, saved: list[torch.Tensor], grad_out: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(saved[-1], saved[0], grad_out)[0]
+
+    def param_grads(self, saved: list[torch.Tensor], grad_out: torch.Tensor
+                    ) -> list[torch.Tensor]:
+        return list(torch.autograd.grad(saved[-1], self.params, grad_out))
+
+
+def _columns(y: torch.Tensor) -> torch.Tensor:
+    """A network's output as (n, k), also when it returns a vector (n,)."""
+    return y.unsqueeze(-1) if y.dim() == 1 else y
+
+
+ALIGN = 16  # floats: 64 bytes, the widest vector a CPU kernel loads
+
+
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """t itself when it starts on a 64-byte boundary, else a fresh (aligned) copy: a matrix
+    product's rounding can depend on where its operands start, and a member's numbers must not
+    depend on where its slice of the population lies."""
+    return t if t.data_ptr() % (4 * ALIGN) == 0 else t.clone()
+
+
+def _aligned_stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.stack(tensors), each member's slice starting on a 64-byte boundary (a gap after
+    each member when its size is not a multiple of 16 floats)."""
+    first = tensors[0]
+    step = -(-first.numel() // ALIGN) * ALIGN
+    flat = torch.zeros(len(tensors) * step, dtype=first.dtype, device=first.device)
+    out = flat.as_strided((len(tensors), *first.shape), (step, *first.contiguous().stride()))
+    for k, t in enumerate(tensors):
+        out[k].copy_(t)
+    return out
+
+
+class _Stack(torch.autograd.Function):
+    """torch.stack over the members' outputs whose backward hands each member an aligned copy of
+    its slice of the gradient (torch.stack's would be views at any offset)."""
+
+    @staticmethod
+    def forward(ctx, *outputs):
+        return torch.stack(outputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return tuple(g.clone() for g in grad.unbind(0))
+
+
+class ModulePopulation(AutogradBackward, nn.Module):
+    """K networks of one architecture as a population (see the module docstring).
+
+    `params` are the stacked (K, ...) parameters (this module's own, for snapshots, checks and
+    checkpoints); each member network holds views of its slices as its own parameters, and the
+    optimiser steps those views (`opt_params`, member by member; `owners[i]` is the member of
+    `opt_params[i]`), so every member's update is the same computation as in a single run."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.names = [name for name, _ in members[0].named_parameters()]
+        self.buffer_names = [name for name, _ in members[0].named_buffers()]
+        self.stacked = nn.ParameterList(
+            nn.Parameter(_aligned_stack([m.get_parameter(n).detach() for m in members]))
+            for n in self.names)
+        for i, name in enumerate(self.buffer_names):
+            self.register_buffer(f"buffer{i}",
+                                 _aligned_stack([m.get_buffer(name) for m in members]))
+        self.nets = list(members)  # a plain list: their parameters are views, not our own
+        self.params = list(self.stacked)
+        self._bind()
+
+    @property
+    def members(self) -> int:
+        return len(self.nets)
+
+    def _bind(self) -> None:
+        """Point every member's parameters and buffers at its slice of the stacked tensors."""
+        buffers = [getattr(self, f"buffer{i}") for i in range(len(self.buffer_names))]
+        self.opt_params, self.owners = [], []
+        for k, net in enumerate(self.nets):
+            for name, stacked in zip(self.names, self.params):
+                owner, _, leaf = name.rpartition(".")
+                view = nn.Parameter(stacked.data[k], requires_grad=stacked.requires_grad)
+                setattr(net.get_submodule(owner), leaf, view)
+                self.opt_params.append(view)
+                self.owners.append(k)
+            for name, stacked in zip(self.buffer_names, buffers):
+                owner, _, leaf = name.rpartition(".")
+                net.get_submodule(owner)._buffers[leaf] = stacked[k]
+
+    def _apply(self, fn, recurse=True):  # .to(device), .double(): rebind the members' views
+        out = super()._apply(fn, recurse)
+        self._bind()
+        return out
+
+    def requires_grad_(self, requires_grad: bool = True) -> "ModulePopulation":
+        for p in [*self.params, *self.opt_params]:
+            p.requires_grad_(requires_grad)
+        return self
+
+    def train(self, mode: bool = True) -> "ModulePopulation":
+        super().train(mode)
+        for net in self.nets:
+            net.train(mode)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.nets) == 1:  # x[0] and the gradient of the output start where x and it do
+            return _columns(self.nets[0](_aligned(x[0]))).unsqueeze(0)
+        return _Stack.apply(*(_columns(net(_aligned(x[k]))) for k, net in enumerate(self.nets)))
+
+    def param_grads(self, saved: list[torch.Tensor], grad_out: torch.Tensor
+                    ) -> list[torch.Tensor]:
+        """dL/d(opt_params), member by member."""
+        grads = torch.autograd.grad(saved[-1], self.opt_params, grad_out, allow_unused=True)
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(self.opt_params, grads)]
+
+    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        return {name: value.detach().clone() for name, value in self.nets[k].state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# architectures
+
+
+def plain(value: Any) -> Any:
+    """A config value as plain containers (what torch.load(weights_only=True) reads back)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def describe(net_cfg, input_dim: int, output_dim: int, input_shape: list[int] | None = None
+             ) -> dict[str, Any]:
+    """The architecture a `student` / `teacher` config names, sizes filled in: input and output
+    from the dataset / teacher, a cnn's input shape from the dataset or the teacher."""
+    name = net_cfg.get("name", "mlp")  # a config saved before networks had names: an MLP
+    arch: dict[str, Any] = {"name": name, "input_dim": int(input_dim),
+                            "output_dim": int(output_dim)}
+    if name == "mlp":
+        return arch | {"hidden": list(net_cfg.hidden), "activation": net_cfg.activation}
+    kwargs = dict(plain(net_cfg.get("net")) or {})
+    if name == "custom":
+        arch["target"] = kwargs.pop(TARGET)
+    if input_shape and "input_shape" not in kwargs and accepts(arch, "input_shape"):
+        kwargs["input_shape"] = list(input_shape)
+    return arch | {"kwargs": kwargs}
+
+
+def accepts(arch: dict[str, Any], key: str) -> bool:
+    """True when the architecture's constructor takes keyword `key` (built-ins only: a custom
+    class is not imported to find out)."""
+    cls = BUILTINS.get(arch["name"])
+    return cls is not None and key in inspect.signature(cls).parameters
+
+
+def arch_name(arch: dict[str, Any]) -> str:
+    """A short name for an architecture (the teacher store's key, the tables' column): e.g.
+    'mlp500-tanh', 'rbf-units50', 'Wide-width128'; sizes from the data are left out."""
+    name = arch.get("name", "mlp")
+    if name == "mlp":
+        return models.arch_name(list(arch["hidden"]), arch["activation"])
+    base = arch["target"].rpartition(".")[2] if name == "custom" else name
+    kwargs = {k: v for k, v in sorted(arch.get("kwargs", {}).items()) if k != "input_shape"}
+    return base + "".join(f"-{k}{'x'.join(map(str, v)) if isinstance(v, list) else v}"
+                          for k, v in kwargs.items())
+
+
+def check_target(arch: dict[str, Any], named: str | None, key: str, source: str) -> None:
+    """A custom architecture is built only when the user named its target (`named`), so that a
+    checkpoint never imports code on its own; otherwise a UserError saying what to pass."""
+    if arch.get("name") == "custom" and named != arch["target"]:
+        raise UserError(f"{source} holds the custom network {arch['target']}; dfkd imports "
+                        f"a checkpoint's code only when you name it: pass {key}={arch['target']}")
+
+
+def make_module(arch: dict[str, Any]) -> nn.Module:
+    """One network of the architecture, initialised from torch's global random stream."""
+    name = arch.get("name", "mlp")
+    d, k = arch["input_dim"], arch.get("output_dim", 1)
+    if name == "mlp":
+        return models.mlp(d, list(arch["hidden"]), arch["activation"], k)
+    kwargs = dict(arch.get("kwargs", {}))
+    if name in BUILTINS:
+        return BUILTINS[name](d, k, **kwargs)
+    from hydra.utils import instantiate  # only for a target the user named
+    try:
+        module = instantiate({TARGET: arch["target"], **kwargs}, input_dim=d, output_dim=k)
+    except Exception as exc:  # an import error, a wrong keyword: the user's class
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"network {arch['target']} could not be built with input_dim={d}, "
+                        f"output_dim={k} and {kwargs}: {first}") from exc
+    if not isinstance(module, nn.Module):
+        raise UserError(f"network {arch['target']} is a {type(module).__name__}, not a "
+                        "torch.nn.Module")
+    return module
+
+
+def fast(arch: dict[str, Any], fast_path: str) -> bool:
+    """True when the architecture runs on the fast path (an MLP, unless fast_path=off)."""
+    return arch.get("name", "mlp") == "mlp" and fast_path == "auto"
+
+
+def _seeded_module(arch: dict[str, Any], seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make_module(arch)
+
+
+def build(arch: dict[str, Any], rng: Streams, fast_path: str = "auto"):
+    """A freshly initialised population, member k from its own random stream. An MLP starts
+    from the same weights on both paths (StackedMLP.init_); any other network from its own
+    initialisation, run under a seed drawn from the member's stream."""
+    if arch.get("name", "mlp") == "mlp":
+        stacked = models.StackedMLP(len(rng), arch["input_dim"], list(arch["hidden"]),
+                                    arch["activation"], arch.get("output_dim", 1)
+                                    ).to(rng.device).init_(rng)
+        if fast(arch, fast_path):
+            return stacked
+        return from_states(arch, [stacked.member_state_dict(k) for k in range(len(rng))],
+                           fast_path, rng.device)
+    seeds = [int(torch.randint(2 ** 62, (1,), generator=g, device=rng.device))
+             for g in rng.generators]
+    return ModulePopulation([_seeded_module(arch, s) for s in seeds]).to(rng.device)
+
+
+def from_states(arch: dict[str, Any], states: list[dict[str, torch.Tensor]],
+                fast_path: str = "auto", device: torch.device | str = "cpu"):
+    """A population of the given members' weights (one state dict each)."""
+    if fast(arch, fast_path):
+        return models.StackedMLP.from_state_dicts(states, arch["activation"]).to(device)
+    members = []
+    for state in states:
+        module = _seeded_module(arch, 0)  # its initial weights are overwritten
+        module.load_state_dict(state)
+        members.append(module)
+    return ModulePopulation(members).to(device)
+
+
+def from_checkpoint(payload: dict[str, Any], named: str | None, key: str, source: str
+                    ) -> nn.Module:
+    """The one network a checkpoint holds, its weights loaded (a custom network only when the
+    user `named` its target; `key` is how to name it)."""
+    arch = payload["arch"]
+    check_target(arch, named, key, source)
+    return from_states(arch, [payload["state_dict"]], "off").nets[0]
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in module.parameters())
