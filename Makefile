@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 # and search extras the tests use.
 EXTRAS ?= test,joblib,slurm,stats,plots,onnx,sklearn,tensorboard,mlflow,optuna
 
-.PHONY: install run test reproduce reproduce-quick bench search clean
+.PHONY: install run test mutate reproduce reproduce-quick bench search clean
 
 $(BIN)/dfkd: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ run: install  ## train the teacher on the built-in dataset, distil it with strat
 
 test: install  ## the full test suite (CPU)
 	$(BIN)/python -m pytest -q
+
+# Mutation testing with mutmut (docs/testing.md): the modules [tool.mutmut] in pyproject.toml
+# names, against the in-process tests it names; not part of `make test` (every mutant of them
+# takes hours on 2 cores). MUTANTS picks mutants by name, e.g.
+#   make mutate MUTANTS='dfkd_cli.student_loop.xǁStudentLoopǁfinish*'
+MUTANTS ?=
+mutate: install  ## mutation testing of the promise-carrying modules; prints a table per module
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS),mutate]"
+	rm -rf mutants
+	OMP_NUM_THREADS=1 $(BIN)/mutmut run $(MUTANTS) || true
+	$(BIN)/python benchmarks/mutation_table.py
 
 # The paper's table (Zhou & Chiam 2023): train the missing teachers (train-teacher keeps a teacher
 # already in the store), run the experiment preset as one multirun, then `dfkd report` against the
@@ -96,4 +107,4 @@ search: install  ## does the data-free objective pick settings that lower the te
 	$(BIN)/python benchmarks/search_table.py $(SEARCH_DIR)
 
 clean:  ## remove the environment and every run's outputs
-	rm -rf $(VENV) outputs/*/ build *.egg-info
+	rm -rf $(VENV) outputs/*/ build *.egg-info mutants

@@ -1,8 +1,9 @@
 """`dfkd distill`: load the teachers, run the student loop, evaluate, write the tables.
 
 A run is a population of K members (`seeds=[...]`; K = 1 for `seed=`): member k has its own
-teacher, split, student, strategy state and random stream, and ends exactly as a separate run
-with seed k would, writing its own metrics.csv, history.csv and student.pt.
+teacher, split, student, strategy state and random stream, and ends as a separate run with
+seed k would (to float32 rounding; docs/testing.md), writing its own metrics.csv, history.csv
+and student.pt.
 
 A run survives interruption: every `checkpoint_every` epochs, and on SIGINT / SIGTERM, the loop's
 whole state goes to `checkpoint.pt` in the run directory (atomically), the metrics row says

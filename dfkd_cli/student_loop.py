@@ -225,6 +225,7 @@ class StudentLoop:
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "prepared": self.prepared,
+                "prepared_stats": self.prepared_stats,  # not yet logged when stopped early
                 "student": self.student.state_dict(), "optimizer": self.opt.state_dict(),
                 "strategy": self.strategy.state_dict(), "rng": self.strategy.rng.get_state(),
                 "torch_rng": torch.get_rng_state(),
@@ -248,6 +249,7 @@ class StudentLoop:
         for kept, saved in zip(self.finite.kept, state["finite"]):
             kept.copy_(saved)
         self.epoch, self.prepared = state["epoch"], state["prepared"]
+        self.prepared_stats = state.get("prepared_stats", {})  # absent from older checkpoints
         self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
         self.diverged_epoch, self.skips = state["diverged_epoch"], state["skips"]
         self.finite_epoch = state.get("finite_epoch", self.finite_epoch)

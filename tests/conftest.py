@@ -1,4 +1,5 @@
-"""Shared fixtures: the config composer, a tiny teacher store made once, the dfkd command."""
+"""Shared fixtures: the config composer, a tiny teacher store made once, the dfkd command, and
+a loud list of what was skipped (under CI=true a skip other than a GPU test fails the run)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,12 @@ from dfkd_cli.config import register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "datasets"
-DFKD = shutil.which("dfkd") or str(Path(sys.executable).with_name("dfkd"))
+# the `dfkd` installed beside the interpreter running the tests (this checkout's .venv), not
+# whichever one comes first on PATH
+_BESIDE = Path(sys.executable).with_name("dfkd")
+DFKD = str(_BESIDE) if _BESIDE.is_file() else shutil.which("dfkd") or str(_BESIDE)
+# a user's settings that would point tests at their own data or teachers
+USER_ENV = ("DFKD_DATA_DIR", "DFKD_TEACHER_STORE", "HYDRA_FULL_ERROR")
 
 # A short run: the protocol's shape at a fraction of its length.
 QUICK_TEACHER = ["epochs=3", "batch_size=64", "teacher.hidden=[64]"]
@@ -55,7 +61,7 @@ def fake_mnist(folder: Path, rows: int = 300) -> Path:
 
 def dfkd(*args: str, cwd: Path, env: dict | None = None, check: bool = True):
     """Run the installed `dfkd` command in a subprocess; returns the CompletedProcess."""
-    full_env = {k: v for k, v in os.environ.items() if k not in ("DFKD_DATA_DIR", "HYDRA_FULL_ERROR")}
+    full_env = {k: v for k, v in os.environ.items() if k not in USER_ENV}
     full_env.update(env or {})
     proc = subprocess.run([DFKD, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=600)
@@ -63,6 +69,62 @@ def dfkd(*args: str, cwd: Path, env: dict | None = None, check: bool = True):
         raise AssertionError(f"dfkd {' '.join(args)} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(autouse=True)
+def no_user_env(monkeypatch):
+    """In-process configs (make_config) must not read the user's store or data folder either."""
+    for name in USER_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: runs only where a CUDA GPU is present "
+                                       "(device=cuda branches; docs/testing.md)")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="gpu: needs a CUDA GPU (docs/testing.md lists these tests)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def _skipped(config) -> list:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    return reporter.stats.get("skipped", []) if reporter else []
+
+
+def _ci_must_run(config) -> list:
+    """The skips CI does not accept: with CI=true, every test but a GPU one must run."""
+    if os.environ.get("CI") != "true":
+        return []
+    return [r for r in _skipped(config) if "gpu" not in r.keywords and "GPU" not in str(r.longrepr)]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _ci_must_run(session.config) and exitstatus == 0:
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Every skipped test by name and reason, in a section of its own: a skip is a promise this
+    run did not check. With CI=true any skip but a GPU test also fails the run."""
+    skipped = _skipped(config)
+    if not skipped:
+        return
+    terminalreporter.section(f"{len(skipped)} TESTS SKIPPED: NOT CHECKED BY THIS RUN", sep="!",
+                             red=True, bold=True)
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        reason = str(reason).removeprefix("Skipped: ")
+        terminalreporter.write_line(f"SKIPPED {report.nodeid}: {reason}", yellow=True)
+    if _ci_must_run(config):
+        terminalreporter.write_line("CI=true: only GPU tests may skip; `make install` installs "
+                                    "every extra the tests use and CI has ../shared", red=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, SHARED_DATA, dfkd
+from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, REPO, SHARED_DATA, dfkd
+from dfkd_cli import cli, runtime
 from dfkd_cli.models import load_checkpoint
 
 METRIC_COLUMNS = ["dataset", "seed", "strategy", "alpha", "selection", "teacher_rmse",
@@ -110,8 +111,9 @@ def test_user_config_dir_adds_an_option(workdir, tmp_path):
 
 
 def error_of(*args: str, cwd: Path, env: dict | None = None) -> str:
+    """The one-line error of a run refused for bad input, with the documented exit code 2."""
     proc = dfkd(*args, cwd=cwd, env=env, check=False)
-    assert proc.returncode != 0, proc.stdout
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     return proc.stderr
 
@@ -180,5 +182,52 @@ def test_benchmark_through_data_dir_env(tmp_path):
     assert (tmp_path / "outputs/teachers/cpusmall/mlp64-tanh/seed1/teacher.pt").is_file()
 
 
-def test_installed_command_is_the_one_under_test():
-    assert Path(DFKD).exists()
+def test_installed_command_is_the_one_under_test(tmp_path):
+    """The `dfkd` the tests run is this checkout's: its interpreter imports dfkd_cli from here."""
+    shebang = Path(DFKD).read_text().splitlines()[0]
+    assert shebang.startswith("#!")
+    where = subprocess.run([shebang[2:].strip(), "-c", "import dfkd_cli; print(dfkd_cli.__file__)"],
+                           capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert Path(where.strip()).resolve().parent == REPO / "dfkd_cli"
+
+
+def test_teacher_store_comes_from_the_environment(tmp_path):
+    store = tmp_path / "elsewhere"
+    dfkd("train-teacher", *QUICK_TEACHER, cwd=tmp_path, env={"DFKD_TEACHER_STORE": str(store)})
+    assert (store / "friedman/mlp64-tanh/seed1/teacher.pt").is_file()
+    assert not (tmp_path / "outputs/teachers").exists()
+    stderr = error_of("distill", "seed=2", *QUICK_DISTILL, cwd=tmp_path,
+                      env={"DFKD_TEACHER_STORE": str(store)})
+    assert f"no teacher checkpoint at {store}/friedman/mlp64-tanh/seed2" in stderr
+
+
+@pytest.mark.parametrize("threads,keep", [(3, True), (2, False)])
+def test_threads_and_keep_freed_memory_are_applied(monkeypatch, tmp_path, threads, keep):
+    """The CLI sets torch's threads and the allocator setting before the command runs."""
+    seen = {"kept": False}
+
+    def command(cfg, run_dir):
+        seen["threads"] = torch.get_num_threads()
+
+    monkeypatch.setitem(cli.COMMANDS, "distill", ("distill", command, ""))
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: seen.update(kept=True) or True)
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    try:
+        cli.main(["distill", f"threads={threads}", f"keep_freed_memory={str(keep).lower()}",
+                  f"hydra.run.dir={tmp_path}/run"])
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"threads": threads, "kept": keep}
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("format", "other-tool", "is not a dfkd checkpoint"),
+    ("version", 99, "has format version 99; this dfkd reads version 1")])
+def test_checkpoint_of_another_format_or_version_is_refused(workdir, tmp_path, field, value,
+                                                            expected):
+    payload = load_checkpoint(workdir / "outputs/teachers/friedman/mlp64-tanh/seed1/teacher.pt")
+    payload[field] = value
+    foreign = tmp_path / "teacher.pt"
+    torch.save(payload, foreign)
+    assert expected in error_of("distill", f"teacher.path={foreign}", *QUICK_DISTILL, cwd=workdir)

@@ -7,7 +7,8 @@ import torch
 
 from conftest import make_config
 from dfkd_cli import distill, models, student_loop
-from dfkd_cli.rng import Streams
+from dfkd_cli.errors import UserError
+from dfkd_cli.rng import Streams, member_seeds
 from dfkd_cli.strategies import STRATEGIES, Strategy
 from dfkd_cli.teacher import Teacher
 
@@ -57,6 +58,20 @@ def test_a_term_with_zero_weight_is_not_drawn(alpha, value, synthetic, prior):
         cfg, teacher, models.StackedMLP(1, 3, [4], "tanh").init_(rng), strategy, None)
     assert (strategy.synthetic, strategy.prior_draws) == (synthetic, prior)
     assert [row["epoch"] for row in history[0]] == [0, 1, 2, 3] and selected == [3]
+
+
+def test_selection_both_reports_last_then_val():
+    """selection=both is one training with two rows: last first (its weights are student.pt),
+    then val (finish("val") overwrites the weights, so it must come second)."""
+    assert student_loop.selections("both") == ["last", "val"]
+    assert student_loop.selections("val") == ["val"] and student_loop.selections("last") == ["last"]
+
+
+def test_member_seeds_name_the_population():
+    assert member_seeds(make_config("distill", ["seed=4"])) == [4]
+    assert member_seeds(make_config("distill", ["seed=4", "seeds=[3,1]"])) == [3, 1]
+    with pytest.raises(UserError, match=r"seeds=\[2, 2\] repeats a seed"):
+        member_seeds(make_config("distill", ["seeds=[2,2]"]))
 
 
 def test_selection_val_restores_each_members_best_epoch():

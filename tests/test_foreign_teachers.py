@@ -3,6 +3,8 @@ multi-output regression through train-teacher and distill."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -132,14 +134,19 @@ def test_spec_errors_name_the_problem(tmp_path):
                       [1], None, torch.device("cpu"))
 
 
-def test_onnx_teacher_distils_with_evolution_and_refuses_bounded(tmp_path):
+def onnx_teacher(folder: Path) -> list[str]:
+    """A raw-units friedman teacher as teacher.onnx + spec.yaml in `folder`; its overrides."""
     pytest.importorskip("onnxruntime")
     model, spec = raw_friedman_model()
-    torch.onnx.export(model, (torch.rand(4, 10),), str(tmp_path / "teacher.onnx"),
+    torch.onnx.export(model, (torch.rand(4, 10),), str(folder / "teacher.onnx"),
                       input_names=["x"], output_names=["y"],
                       dynamic_axes={"x": {0: "rows"}, "y": {0: "rows"}}, dynamo=False)
-    write_spec_yaml(tmp_path / "spec.yaml", spec)
-    onnx = ["teacher=onnx", "teacher.path=teacher.onnx", "teacher.spec=spec.yaml"]
+    write_spec_yaml(folder / "spec.yaml", spec)
+    return ["teacher=onnx", "teacher.path=teacher.onnx", "teacher.spec=spec.yaml"]
+
+
+def test_onnx_teacher_distils_with_evolution_and_refuses_bounded(tmp_path):
+    onnx = onnx_teacher(tmp_path)
     dfkd("distill", *onnx, "strategy=evolution", *QUICK, "hydra.run.dir=evo", cwd=tmp_path)
     row = pd.read_csv(tmp_path / "evo" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.strategy == "evolution" and row.teacher_r2 > 0.5

@@ -31,6 +31,15 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.02)
 
 
+def assert_same_run(full: Path, resumed: Path) -> None:
+    """The resumed run's student and history are the uninterrupted run's, bit for bit."""
+    a, b = (load_checkpoint(d / "student.pt") for d in (full, resumed))
+    for name, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][name]), name
+    pd.testing.assert_frame_equal(pd.read_csv(resumed / "history.csv"),
+                                  pd.read_csv(full / "history.csv"))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_and_resume_is_bit_for_bit(workdir, tmp_path, sig):
     dfkd("distill", *LONG, f"hydra.run.dir={tmp_path}/full", cwd=workdir)
@@ -45,16 +54,33 @@ def test_interrupt_and_resume_is_bit_for_bit(workdir, tmp_path, sig):
     assert (cut / "checkpoint.pt").is_file()
 
     dfkd("distill", *LONG, f"hydra.run.dir={cut}", "resume=true", cwd=workdir)
-    full, resumed = (load_checkpoint(d / "student.pt") for d in (tmp_path / "full", cut))
-    for name, tensor in full["state_dict"].items():
-        assert torch.equal(tensor, resumed["state_dict"][name]), name
-    pd.testing.assert_frame_equal(pd.read_csv(cut / "history.csv"),
-                                  pd.read_csv(tmp_path / "full" / "history.csv"))
+    assert_same_run(tmp_path / "full", cut)
     assert pd.read_csv(cut / "metrics.csv").status.iloc[0] == "ok"
     assert not (cut / "checkpoint.pt").exists()
     # a finished run resumed again does nothing
     again = dfkd("distill", *LONG, f"hydra.run.dir={cut}", "resume=true", cwd=workdir)
     assert "finished already" in again.stderr + again.stdout
+
+
+def test_sigkill_resumes_from_the_last_periodic_checkpoint(workdir, tmp_path):
+    """SIGKILL leaves no chance to save: resume=true continues from the last periodic
+    checkpoint (every 7 epochs, never on a log row of every 50, so the partial loss sums
+    are in it) and ends bit for bit as the run that was never stopped."""
+    args = [*(o for o in LONG if not o.startswith(("log_every", "checkpoint_every"))),
+            "log_every=50", "checkpoint_every=7"]
+    dfkd("distill", *args, f"hydra.run.dir={tmp_path}/full", cwd=workdir)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([DFKD, "distill", *args, f"hydra.run.dir={cut}"], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(cut / "checkpoint.pt", proc)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    assert not (cut / "metrics.csv").exists()  # nothing was written at the kill
+    state = load_weights_only(cut / "checkpoint.pt")
+    assert state["epoch"] % 7 == 0 and state["steps_logged"] > 0
+
+    dfkd("distill", *args, f"hydra.run.dir={cut}", "resume=true", cwd=workdir)
+    assert_same_run(tmp_path / "full", cut)
 
 
 def test_divergence_ends_the_run_with_status_and_finite_weights(workdir, tmp_path):

@@ -78,10 +78,21 @@ def test_bounded_step_is_torch_rmsprop(trained):
 
 
 def test_bounded_leaves_the_student_gradients_alone(trained):
+    """Sampling reads the student (x moves with it) but never writes its weights or the
+    gradients the student's own step is about to use."""
     tch, student = trained
-    student.zero_grad(set_to_none=True)
-    bounded().sample(tch.module, student, 16)
-    assert all(p.grad is None for p in student.parameters())
+    weights = [p.detach().clone() for p in student.parameters()]
+    grads = [torch.full_like(p, 0.5) for p in student.parameters()]
+    for p, g in zip(student.parameters(), grads):
+        p.grad = g.clone()
+    try:
+        x = bounded(seed=5).sample(tch.module, student, 16)
+        for p, w, g in zip(student.parameters(), weights, grads):
+            assert torch.equal(p, w) and torch.equal(p.grad, g)
+    finally:
+        student.zero_grad(set_to_none=True)
+    other = models.StackedMLP(1, 10, [50], "tanh").init_(Streams([9], CPU))
+    assert not torch.equal(bounded(seed=5).sample(tch.module, other, 16), x)  # it reads S
 
 
 def test_zero_steps_is_plain_sampling(trained):
@@ -378,6 +389,15 @@ def test_evolution_coverage_term_spreads_the_teacher_outputs(trained):
     miss_on = (out_on - targets).pow(2).mean()
     assert float(miss_on) < 0.5 * float(miss_off)
     assert float(torch.corrcoef(torch.stack([out_on, targets]))[0, 1]) > 0.8
+
+
+def test_impressions_refuses_a_teacher_with_several_outputs():
+    two = models.StackedMLP(1, 3, [4], "tanh", 2).init_(Streams([0], CPU)).requires_grad_(False)
+    cfg = make_config("distill", ["strategy=impressions", "strategy.steps=3",
+                                  "strategy.hidden=[8]", "strategy.latent_dim=2"])
+    impressions = STRATEGIES["impressions"](cfg.strategy, 3, None, Streams([0], CPU))
+    with pytest.raises(UserError, match="conditions on one target; the teacher has 2 outputs"):
+        impressions.prepare(two)
 
 
 def test_evolution_needs_three_individuals(trained):

@@ -49,12 +49,10 @@ def teachers():
     return states, boxes
 
 
-def loop_for(name: str, members: list[int], states, boxes) -> StudentLoop:
-    overrides = QUICK.get(name, [])
-    cfg = make_config("distill", [f"strategy={name}", "epochs=4", "steps_per_epoch=2",
-                                  "batch_size=6", "log_every=1", *overrides]
-                      if name in STRATEGIES else ["epochs=4", "steps_per_epoch=2", "batch_size=6",
-                                                  "log_every=1", *overrides])
+def loop_for(name: str, members: list[int], states, boxes, extra=("log_every=1",),
+             val=None) -> StudentLoop:
+    base = ["epochs=4", "steps_per_epoch=2", "batch_size=6", *extra, *QUICK.get(name, [])]
+    cfg = make_config("distill", [f"strategy={name}", *base] if name in STRATEGIES else base)
     module = models.StackedMLP.from_state_dicts([states[k] for k in members], "tanh")
     box = (torch.stack([boxes[k][0] for k in members]),
            torch.stack([boxes[k][1] for k in members]))
@@ -64,7 +62,7 @@ def loop_for(name: str, members: list[int], states, boxes) -> StudentLoop:
     cls = STRATEGIES[cfg.strategy.name]
     rows = {"rows": training_rows(members)} if cls.needs_rows else {}
     strategy = cls(cfg.strategy, D, box, rng, **rows)
-    return StudentLoop(cfg, teacher, student, strategy, None)
+    return StudentLoop(cfg, teacher, student, strategy, val)
 
 
 def distil(name: str, members: list[int], states, boxes):
@@ -91,23 +89,90 @@ def test_population_member_equals_its_own_run(name):
 
 @pytest.mark.parametrize("name", CASES)
 def test_resumed_run_continues_the_same_run(name, tmp_path):
+    """Stopped after epoch 1 of 4 with log_every=2: half a log interval's loss sums are in the
+    saved state, and the resumed run must end bit for bit as the straight one."""
     states, boxes = teachers()
-    straight = loop_for(name, [0, 1], states, boxes)
+    g = torch.Generator().manual_seed(0)
+    val = (torch.randn(2, 8, D, generator=g), torch.randn(2, 8, 1, generator=g))
+    extra = ["log_every=2", "selection=both"]  # the best-epoch snapshot is resumed too
+    straight = loop_for(name, [0, 1], states, boxes, extra, val)
     straight.run()
-    first = loop_for(name, [0, 1], states, boxes)
-    epochs = iter(range(100))
-    first.run(should_stop=lambda: next(epochs) == 1)  # stop after two of the four epochs
-    assert first.epoch == 2
+    first = loop_for(name, [0, 1], states, boxes, extra, val)
+    first.run(should_stop=lambda: True)  # stop after the first epoch, between log rows
+    assert first.epoch == 1 and first.steps_logged == 2 and not first.history[0]
     torch.save(first.state_dict(), tmp_path / "state.pt")
-    resumed = loop_for(name, [0, 1], states, boxes)
+    resumed = loop_for(name, [0, 1], states, boxes, extra, val)
     resumed.load_state_dict(models.load_weights_only(tmp_path / "state.pt"))
     resumed.run()
-    assert len(resumed.history[0]) == 4
-    for a, b in zip(resumed.history, straight.history):
-        for row, expected in zip(a, b):
-            assert row == pytest.approx(expected, rel=1e-5, abs=1e-7)
-    for p, q in zip(resumed.student.parameters(), straight.student.parameters()):
-        torch.testing.assert_close(p, q)
+    assert len(resumed.history[0]) == 2
+    assert resumed.history == straight.history
+    for selection in ("last", "val"):
+        assert resumed.finish(selection) == straight.finish(selection)
+        for p, q in zip(resumed.student.parameters(), straight.student.parameters()):
+            assert torch.equal(p, q)
+
+
+def poisoned(name: str, on_nonfinite: str, poison: bool = True, at: int = 2) -> StudentLoop:
+    """A population of two run for `at` of 4 epochs, member 0's weights then made NaN (unless
+    `poison` is false), and run to the end."""
+    states, boxes = teachers()
+    loop = loop_for(name, [0, 1], states, boxes, ["log_every=1", f"on_nonfinite={on_nonfinite}"])
+    if at:
+        loop.run(should_stop=lambda: loop.epoch == at)
+    if poison:
+        with torch.no_grad():
+            loop.student.weights[0][0, 0, 0] = float("nan")
+    loop.run()
+    return loop
+
+
+@pytest.mark.parametrize("name", ["random", "bounded"])
+def test_a_diverged_member_stops_alone(name):
+    """on_nonfinite=stop: member 0 goes non-finite at epoch 2 and is marked diverged with its
+    epoch-1 weights; member 1 trains on to the end exactly as if nothing had happened."""
+    loop, clean = poisoned(name, "stop"), poisoned(name, "stop", poison=False)
+    assert loop.status() == ["diverged", "ok"] and loop.diverged_epoch.tolist() == [2, -1]
+    assert loop.epoch == 4 and len(loop.history[1]) == 4
+    assert loop.history[1] == clean.history[1] and loop.history[0][:2] == clean.history[0][:2]
+    assert loop.history[0][2]["nonfinite"] == 1.0
+    loop.finish("last")
+    clean.finish("last")
+    for p, q in zip(loop.student.parameters(), clean.student.parameters()):
+        assert torch.equal(p[1], q[1])
+        assert bool(torch.isfinite(p[0]).all())
+
+
+def test_a_member_diverging_at_the_first_log_row_is_caught():
+    """Epoch 0 is a divergence epoch like any other: reported, and rolled back to the initial
+    weights (the last finite ones)."""
+    loop = poisoned("random", "stop", at=0)
+    assert loop.status() == ["diverged", "ok"] and loop.diverged_epoch.tolist() == [0, -1]
+    loop.finish("last")
+    assert all(bool(torch.isfinite(p[0]).all()) for p in loop.student.parameters())
+
+
+def rmsprop_state(loop: StudentLoop, member: int) -> list[torch.Tensor]:
+    return [loop.opt.state[p]["square_avg"][member] for p in loop.student.parameters()]
+
+
+def test_nonfinite_skip_rolls_back_one_member_and_resets_its_optimiser():
+    """on_nonfinite=skip: the member's weights go back to the last finite log point, its RMSprop
+    averages to zero (else the NaN in them would poison every later step), and it trains on."""
+    states, boxes = teachers()
+    loop = loop_for("random", [0, 1], states, boxes, ["log_every=1", "on_nonfinite=skip"])
+    loop.run(should_stop=lambda: loop.epoch == 2)
+    finite = [p[0].clone() for p in loop.student.parameters()]
+    with torch.no_grad():
+        loop.student.weights[0][0, 0, 0] = float("nan")
+    loop.run(should_stop=lambda: loop.epoch == 3)  # epoch 2 goes non-finite and is rolled back
+    assert loop.skips.tolist() == [1, 0]
+    for p, kept in zip(loop.student.parameters(), finite):
+        assert torch.equal(p[0], kept)
+    assert all(bool((s == 0).all()) for s in rmsprop_state(loop, 0))
+    assert all(bool((s > 0).any()) for s in rmsprop_state(loop, 1))
+    loop.run()  # and it carries on: finite, no further skip
+    assert loop.skips.tolist() == [1, 0] and loop.status() == ["ok", "ok"] and loop.epoch == 4
+    assert all(bool(torch.isfinite(p).all()) for p in loop.student.parameters())
 
 
 def test_prepare_diagnostics_join_the_first_history_row():
