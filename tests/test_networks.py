@@ -53,7 +53,11 @@ def train(teacher_file, seeds, overrides):
     teacher = teachers.load(cfg, seeds, None, CPU)
     rng = Streams(seeds, CPU)
     _, student = distill.build_student(cfg, teacher, rng)
-    loop = StudentLoop(cfg, teacher, student, build_strategy(cfg.strategy, teacher, rng), None)
+    # dataset=none: a strategy that draws training rows (real_rows) gets fixed stand-in rows
+    x = torch.randn(len(seeds), 40, D, generator=torch.Generator().manual_seed(7))
+    rows = (x, teacher.module(x).detach()) if STRATEGIES[cfg.strategy.name].needs_rows else None
+    loop = StudentLoop(cfg, teacher, student, build_strategy(cfg.strategy, teacher, rng, rows),
+                       None)
     loop.run()
     return loop, student
 
