@@ -120,8 +120,8 @@ def test_evolution_crosses_at_least_one_coordinate(seed, d, n):
 
 
 @settings(max_examples=6, deadline=None)
-@given(name=st.sampled_from(sorted(STRATEGIES)), seeds_=st.lists(seeds, min_size=2, max_size=3,
-                                                                  unique=True),
+@given(name=st.sampled_from(sorted(n for n, c in STRATEGIES.items() if not c.needs_rows)),
+       seeds_=st.lists(seeds, min_size=2, max_size=3, unique=True),
        d=st.integers(2, 4))
 def test_population_member_equals_its_run_alone(name, seeds_, d):
     """Member k of a population runs as the run with seed k alone (at float32 rounding: the
@@ -180,4 +180,6 @@ def test_export_computes_what_the_checkpoint_computes(tmp_path_factory, seed, d,
     with torch.no_grad():
         folded = export.raw_model(payload)(x).double()
     reference = export.scaled_predict(payload, x)
-    assert float(((folded - reference).abs().amax(0) / scaler["y_std"]).max()) < 1e-5
+    # within `dfkd export --tolerance` (1e-4 of y_std): float32 folding of scalers up to 50x
+    # reaches 1.2e-5 for some draws; a wrong fold is off by O(1)
+    assert float(((folded - reference).abs().amax(0) / scaler["y_std"]).max()) < 1e-4
