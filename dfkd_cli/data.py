@@ -165,10 +165,10 @@ def load_table(ds, data_dir: str) -> Table | None:
     return read_csv(path, ds.name, ds.target, list(ds.drop), ds.nonfinite)
 
 
-def split(table: Table, n_train: int, val_fraction: float, seed: int,
-          scaler: Scaler | None = None) -> Split:
-    """Shuffle by `seed`, take the training rows, split the rest validation / test, standardise
-    with `scaler` (default: fitted on the training rows)."""
+def split_rows(table: Table, n_train: int, val_fraction: float, seed: int
+               ) -> list[np.ndarray]:
+    """The row indices of the training, validation and test parts: shuffled by `seed`, the
+    training rows first, the rest split validation / test."""
     n = len(table.y)
     n_train_used = min(n_train, int(MAX_TRAIN_FRACTION * n))
     if n_train_used < n_train:
@@ -179,7 +179,14 @@ def split(table: Table, n_train: int, val_fraction: float, seed: int,
         raise UserError(f"dataset {table.name!r} has {n} rows: too few for a train / validation "
                         "/ test split")
     order = np.random.default_rng(seed).permutation(n)
-    parts = np.split(order, [n_train_used, n_train_used + n_val])
+    return np.split(order, [n_train_used, n_train_used + n_val])
+
+
+def split(table: Table, n_train: int, val_fraction: float, seed: int,
+          scaler: Scaler | None = None) -> Split:
+    """The parts of `split_rows`, standardised with `scaler` (default: fitted on the training
+    rows)."""
+    parts = split_rows(table, n_train, val_fraction, seed)
     scaler = scaler or Scaler.fit(table.x[parts[0]], table.y[parts[0]])
 
     def tensors(rows):

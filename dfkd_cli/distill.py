@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from dfkd_cli import domain as domains
 from dfkd_cli import metrics, models, runtime, tables
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import Split, Table, load_table
@@ -36,6 +37,8 @@ SUMMARY = ["dataset", "seed", "arm", "strategy", "alpha", "selection", "teacher_
 CHECKPOINT = "checkpoint.pt"
 PRIOR_ROWS = 10_000  # prior draws for fidelity_rmse_prior
 PRIOR_STREAM = 7_919_000  # offset of their random stream from the member's seed
+FIDELITY_ROWS = 1000  # the fixed synthetic set of selection=fidelity
+FIDELITY_STREAM = 104_729_000  # its random stream's offset from the member's seed
 
 
 def alpha_label(cfg) -> str:
@@ -88,8 +91,21 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     rng = Streams(seeds, device)
     student = models.StackedMLP(len(seeds), teacher.input_dim, list(cfg.student.hidden),
                                 cfg.student.activation, teacher.output_dim).to(device).init_(rng)
-    strategy = build_strategy(cfg.strategy, teacher, rng)
-    loop = StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"))
+    means, sds = (torch.stack([getattr(s, k) for s in teacher.scalers]).to(device)
+                  for k in ("x_mean", "x_std"))
+    project = domains.Projection(teacher.domains, means, sds) if cfg.domain == "on" else None
+
+    def prior(streams: Streams) -> domains.Prior:
+        return domains.Prior(cfg.prior, streams, teacher.input_dim, teacher.domains, means, sds,
+                             f"teacher {teacher.sources[0]}")
+
+    strategy = build_strategy(cfg.strategy, teacher, rng, prior(rng))
+    fidelity = None
+    if "fidelity" in selections(cfg.selection):
+        fidelity = fidelity_set(teacher, prior(Streams([s + FIDELITY_STREAM for s in seeds],
+                                                       device)), project)
+    loop = StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"),
+                       fidelity, project)
     state_path = run_dir / CHECKPOINT
     if cfg.resume and state_path.is_file():
         loop.load_state_dict(models.load_weights_only(state_path))
@@ -113,6 +129,16 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     return frame
 
 
+@torch.no_grad()
+def fidelity_set(teacher: teachers.Teacher, prior: domains.Prior, project
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """selection=fidelity's fixed set, drawn once per member from the run's prior (projected
+    onto the domain when domain=on) from a stream of its own, with the teacher's labels."""
+    x = prior(FIDELITY_ROWS)
+    x = project(x) if project is not None else x
+    return x, teacher.module(x)
+
+
 def column_names(teacher: teachers.Teacher, table: Table | None) -> tuple[list[str], list[str]]:
     """Feature and target names: the dataset's, else the teacher's, else x1.. / y, y1.."""
     if table is not None:
@@ -134,15 +160,22 @@ def prior_fidelity(teacher: teachers.Teacher, student: models.StackedMLP, seeds:
 
 def test_scores(splits: list[Split] | None, teacher: teachers.Teacher,
                 student: models.StackedMLP, targets: list[str]) -> list[dict[str, float]]:
-    """Per member, teacher / student / fidelity scores on the real test rows (none without)."""
+    """Per member, teacher / student / fidelity scores on the real test rows, and the RMSEs on
+    the validation rows (`*_val_rmse`: what a user with labelled rows could choose a recipe by,
+    never the test rows); none without a dataset."""
     if splits is None:
         return [{} for _ in teacher.scalers]
     x_test, y_test = stacked(splits, "test")
     t_pred = metrics.predict(teacher.module, x_test)
     s_pred = metrics.predict(student, x_test)
+    x_val, y_val = stacked(splits, "val")
+    val = {name: metrics.rmse(metrics.predict(model, x_val), y_val)
+           for name, model in (("teacher", teacher.module), ("student", student))}
     return [metrics.scores("teacher", t_pred[k], y_test[k], targets)
             | metrics.scores("student", s_pred[k], y_test[k], targets, part.scaler.y_std)
             | metrics.columns("fidelity_rmse", metrics.rmse(s_pred[k], t_pred[k]), targets)
+            | metrics.columns("teacher_val_rmse", val["teacher"][k], targets)
+            | metrics.columns("student_val_rmse", val["student"][k], targets)
             for k, part in enumerate(splits)]
 
 
@@ -165,6 +198,7 @@ def write_members(cfg, loop: StudentLoop, table: Table | None, splits: list[Spli
             row = {"command": "distill", "dataset": cfg.dataset.name, "seed": seed,
                    "arm": arm_label(cfg), "strategy": cfg.strategy.name,
                    "alpha": alpha_label(cfg.alpha), "selection": selection,
+                   "prior": cfg.prior, "domain": cfg.domain,
                    "teacher_hidden": (models.arch_name(list(cfg.teacher.hidden),
                                                        cfg.teacher.activation)
                                       if cfg.teacher.format == "dfkd" else cfg.teacher.format),

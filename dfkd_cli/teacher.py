@@ -19,8 +19,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from dfkd_cli import domain as domains
 from dfkd_cli import metrics, models, runtime, tables, teacher_spec
-from dfkd_cli.data import Scaler, Split, Table, load_table, split
+from dfkd_cli.data import Scaler, Split, Table, load_table, split, split_rows
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import exclusive_lock
 from dfkd_cli.model_files import load_model_file
@@ -50,6 +51,9 @@ class Teacher:
     # per member, the (training, validation) row counts of the split a store teacher was trained
     # on; None where unknown (a teacher file named by teacher.path, a foreign teacher)
     split_sizes: list[tuple[int, int] | None] | None = None
+    # per member, the input domain in raw units (dfkd_cli/domain.py); all continuous and
+    # unbounded for a checkpoint written before domains existed
+    domains: list[domains.Domain] = field(default_factory=list)
 
 
 class Shared(nn.Module):
@@ -126,10 +130,16 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
         module = models.sigmoid_form(module)  # the same function, cheaper to evaluate
     box = (torch.stack([p["input_spec"]["low"] for p in payloads]),
            torch.stack([p["input_spec"]["high"] for p in payloads]))
+    if any("domain" not in p["input_spec"] for p in payloads):
+        log.info("teacher %s carries no input domain (an older checkpoint): all features are "
+                 "taken as continuous", sources[0])
+    domain = [domains.Domain.from_payload(p["input_spec"]["domain"])
+              if "domain" in p["input_spec"] else domains.Domain.continuous(arch["input_dim"])
+              for p in payloads]
     return Teacher(module, arch["input_dim"], box, sources, arch.get("output_dim", 1),
                    [Scaler.from_payload(p["scaler"]) for p in payloads], spec.differentiable,
                    payloads[0]["input_spec"].get("features"), payloads[0].get("targets"),
-                   None if spec.path else [_split_size(p) for p in payloads])
+                   None if spec.path else [_split_size(p) for p in payloads], domain)
 
 
 def _split_size(payload: dict[str, Any]) -> tuple[int, int] | None:
@@ -199,9 +209,26 @@ def _foreign_teacher(cfg, members: int) -> Teacher:
     box = teacher_spec.box(spec, scaler)
     if box is not None:
         box = (box[0].expand(members, -1), box[1].expand(members, -1))
+    domain = teacher_spec.domain(spec, dim, f"teacher spec {tcfg.spec or tcfg.path}")
     return Teacher(Shared(file.module, scaler), dim, box, [tcfg.path] * members, output_dim,
                    [scaler] * members, file.differentiable and tcfg.differentiable,
-                   spec.features, spec.targets)
+                   spec.features, spec.targets, domains=[domain] * members)
+
+
+def feature_names(features: list[str] | None, dim: int) -> list[str]:
+    return list(features) if features else [f"x{i + 1}" for i in range(dim)]
+
+
+def override_domains(cfg, found: list[domains.Domain], features: list[str]
+                     ) -> list[domains.Domain]:
+    """The domains with `domain_spec=<file>` applied (the spec file's domain keys replace what
+    was inferred or stored for the features it names); logged."""
+    if cfg.domain_spec:
+        values = teacher_spec.domain_values(cfg.domain_spec)
+        found = [domains.override(d, values, features, f"domain_spec={cfg.domain_spec}")
+                 for d in found]
+    log.info("input domain: %s", found[0].summary(features))
+    return found
 
 
 def load(cfg, seeds: list[int], table: Table | None, device: torch.device) -> Teacher:
@@ -209,6 +236,8 @@ def load(cfg, seeds: list[int], table: Table | None, device: torch.device) -> Te
     file the user named, shared by every member; checked against the dataset's columns."""
     teacher = (_dfkd_teachers(cfg, seeds) if cfg.teacher.format == "dfkd"
                else _foreign_teacher(cfg, len(seeds)))
+    teacher.domains = override_domains(cfg, teacher.domains,
+                                       feature_names(teacher.features, teacher.input_dim))
     if table is not None:
         if table.x.shape[1] != teacher.input_dim:
             raise UserError(f"teacher {teacher.sources[0]} takes {teacher.input_dim} inputs but "
@@ -364,6 +393,9 @@ def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
     started = time.perf_counter()
     model, history, best_epoch = fit(cfg, splits, seeds, device)
     wall = time.perf_counter() - started
+    found = override_domains(cfg, [domains.infer(table.x[split_rows(
+        table, cfg.dataset.n_train, cfg.dataset.val_fraction, s)[0]]) for s in seeds],
+        table.features)
     x_test = torch.stack([s.x_test for s in splits])
     test_pred = metrics.predict(model, x_test)
     frames = []
@@ -384,7 +416,8 @@ def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
                   "activation": cfg.teacher.activation, "output_dim": len(part.targets)},
             input_spec={"features": list(part.features),
                         "low": part.x_train.min(0).values.cpu(),
-                        "high": part.x_train.max(0).values.cpu()},
+                        "high": part.x_train.max(0).values.cpu(),
+                        "domain": found[k].payload()},
             scaler=part.scaler.payload(), targets=list(part.targets), dataset=part.name,
             seed=seed, metrics=row, config=OmegaConf.to_yaml(cfg))
         tables.write_history(member_dir, history[k])

@@ -34,6 +34,8 @@ class Strategy:
     Config: type = StrategyConfig
     needs_box = False  # samples in the teacher's feature box: a box-less teacher fails at set-up
     needs_gradients = False  # uses dT/dx or dT/dG: a teacher without gradients is refused
+    # the run's prior (prior=, dfkd_cli/domain.py Prior), set by build_strategy; None: N(0, I)
+    sampler: Callable[[int], torch.Tensor] | None = None
 
     def __init__(self, cfg: Any, input_dim: int, box: Box | None, rng: Streams):
         # a plain dataclass: reading a DictConfig attribute costs microseconds, in the hot loop
@@ -51,8 +53,8 @@ class Strategy:
         return ()
 
     def prior(self, n: int) -> torch.Tensor:
-        """x_p ~ N(0, I), shape (K, n, d)."""
-        return self.rng.randn(n, self.input_dim)
+        """x_p from the run's prior (N(0, I) unless prior= says otherwise), shape (K, n, d)."""
+        return self.sampler(n) if self.sampler else self.rng.randn(n, self.input_dim)
 
     def need_box(self) -> Box:
         """The teacher's per-feature box, or a UserError when the teacher carries none."""

@@ -18,9 +18,10 @@ def register(name: str) -> Callable[[type], type]:
     return add
 
 
-def build_strategy(cfg: Any, teacher: Any, rng: Any) -> Any:
-    """The strategy `cfg` names, for a `teacher.Teacher`; the gradient-based strategies refuse a
-    teacher that cannot be differentiated (ONNX, or teacher.differentiable=false)."""
+def build_strategy(cfg: Any, teacher: Any, rng: Any, prior: Any = None) -> Any:
+    """The strategy `cfg` names, for a `teacher.Teacher`, drawing from `prior` (a callable
+    n -> (K, n, d); None: N(0, I)); the gradient-based strategies refuse a teacher that cannot
+    be differentiated (ONNX, or teacher.differentiable=false)."""
     cls = STRATEGIES[cfg.name]
     if cls.needs_gradients and not teacher.differentiable:
         usable = sorted(name for name, c in STRATEGIES.items() if not c.needs_gradients)
@@ -28,4 +29,6 @@ def build_strategy(cfg: Any, teacher: Any, rng: Any) -> Any:
                         f"{teacher.sources[0]} cannot be differentiated (an ONNX file, or "
                         f"teacher.differentiable=false); strategies that need only its outputs: "
                         f"{', '.join(usable)}")
-    return cls(cfg, teacher.input_dim, teacher.box, rng)
+    strategy = cls(cfg, teacher.input_dim, teacher.box, rng)
+    strategy.sampler = prior
+    return strategy

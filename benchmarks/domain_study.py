@@ -1,0 +1,74 @@
+"""Closing the gap without data (docs/results.md): the tables of an `experiment=domain_study`
+sweep (or any distill runs with several priors, domain settings and selections).
+
+    python benchmarks/domain_study.py <sweep dir>... [--out tables.md]
+
+A recipe is (arm, domain, prior, selection). For each dataset and recipe: n seeds, mean student
+RMSE on the test rows and its ratio to the teacher (reported only), the same ratio on the
+validation rows (what a recipe is chosen by), and, paired by seed against today's default
+(bounded, domain off, gaussian prior, selection last), the mean change of the test RMSE in %,
+the seeds it wins and a two-sided paired test. The ranking at the end orders the data-free
+recipes (selection last or fidelity) by their mean validation ratio over the datasets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from dfkd_cli.report import gather, markdown_table, paired_test
+
+RECIPE = ["arm", "domain", "prior", "selection"]
+DEFAULT = {"arm": "bounded", "domain": "off", "prior": "gaussian", "selection": "last"}
+
+
+def tables(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per dataset x recipe, ranking of the data-free recipes)."""
+    ok = runs[runs.status == "ok"].copy()
+    ok["ratio"] = ok.student_rmse / ok.teacher_rmse
+    ok["val_ratio"] = ok.student_val_rmse / ok.teacher_val_rmse
+    base = ok
+    for key, value in DEFAULT.items():
+        base = base[base[key] == value]
+    base = base.set_index(["dataset", "seed"]).student_rmse
+    rows = []
+    for (dataset, *recipe), cell in ok.groupby(["dataset", *RECIPE]):
+        paired = cell.set_index(["dataset", "seed"]).student_rmse
+        ref = base.reindex(paired.index)
+        change = (paired / ref - 1).dropna()
+        p, _ = paired_test((paired - ref).dropna().tolist()) if len(change) else (float("nan"),
+                                                                                  "")
+        rows.append({"dataset": dataset, **dict(zip(RECIPE, recipe)), "n": len(cell),
+                     "student_rmse": cell.student_rmse.mean(), "ratio": cell.ratio.mean(),
+                     "val_ratio": cell.val_ratio.mean(), "vs_default_%": 100 * change.mean(),
+                     "wins": f"{int((change < 0).sum())}/{len(change)}", "p": p})
+    table = pd.DataFrame(rows)
+    free = table[table.selection.isin(["last", "fidelity"])]
+    ranking = (free.groupby(RECIPE)[["val_ratio", "ratio", "vs_default_%"]].mean()
+               .sort_values("val_ratio").reset_index())
+    return table, ranking
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+")
+    parser.add_argument("--out", help="also write the tables (Markdown) to this file")
+    args = parser.parse_args(argv)
+    table, ranking = tables(gather(args.paths))
+    text = []
+    for dataset, part in table.groupby("dataset"):
+        text += [f"### {dataset}", "", markdown_table(part.drop(columns="dataset").round(4))]
+    text += ["### data-free recipes by mean validation ratio over the datasets", "",
+             markdown_table(ranking.round(4))]
+    out = "\n".join(text)
+    print(out)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
