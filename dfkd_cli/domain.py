@@ -9,6 +9,8 @@ foreign teacher's spec:
   low, high    per-feature bounds (+-inf when unbounded)
   levels       per feature, the sorted values a categorical / binary feature takes (else None)
   simplex      groups of >= 2 non-negative features that sum to a constant `total`
+  onehot       groups of >= 2 binary 0/1 features of which exactly one is 1 (a one-hot
+               encoded category)
   quantiles    optional (d, QUANTILES) marginal quantiles at probabilities 0, 1/63, ..., 1
   correlation  optional (d, d) correlation of the standardised inputs
   copula       optional (d, d) correlation of the normal scores (ranks -> Phi^-1), the Gaussian
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from dfkd_cli.errors import UserError
 
@@ -50,6 +53,7 @@ class Domain:
     high: list[float]
     levels: list[list[float] | None]
     simplex: list[dict[str, Any]] = field(default_factory=list)  # {"features": [i..], "total"}
+    onehot: list[list[int]] = field(default_factory=list)
     quantiles: list[list[float]] | None = None
     correlation: list[list[float]] | None = None
     copula: list[list[float]] | None = None
@@ -79,6 +83,7 @@ class Domain:
                  for kind in KINDS[1:] if kind in self.kinds]
         parts += [f"simplex (sum {g['total']:g}): {', '.join(features[i] for i in g['features'])}"
                   for g in self.simplex]
+        parts += [f"one-hot: {', '.join(features[i] for i in g)}" for g in self.onehot]
         return "; ".join(parts) or "all continuous"
 
     def check(self, features: list[str], source: str) -> "Domain":
@@ -109,16 +114,22 @@ class Domain:
                 raise UserError(f"{source}: feature {name(i)} is {kind} and cannot have levels "
                                 "(levels are for categorical and binary features)")
         seen: set[int] = set()
-        for group in self.simplex:
+        for kind, group in ([("simplex", g) for g in self.simplex]
+                            + [("one-hot", {"features": g, "total": 1.0}) for g in self.onehot]):
             members = list(group["features"])
             shown = [name(i) for i in members]
             if len(members) < 2:
-                raise UserError(f"{source}: a simplex group needs at least 2 features; got "
+                raise UserError(f"{source}: a {kind} group needs at least 2 features; got "
                                 f"{shown}")
             if seen & set(members) or len(set(members)) < len(members):
                 raise UserError(f"{source}: feature(s) {shown} appear in more than one place in "
-                                "the simplex groups")
+                                "the simplex and one-hot groups")
             seen |= set(members)
+            if kind == "one-hot":
+                if any(self.levels[i] != [0.0, 1.0] for i in members):
+                    raise UserError(f"{source}: one-hot group {shown} must hold binary features "
+                                    "with levels [0, 1]")
+                continue
             if not group["total"] > 0:
                 raise UserError(f"{source}: simplex group {shown} has total {group['total']}; "
                                 "it must be > 0")
@@ -188,8 +199,10 @@ def infer(x: np.ndarray, with_statistics: bool = True) -> Domain:
             kinds.append("integer" if integer else "continuous")
         levels.append(values.tolist() if kinds[-1] in ("binary", "categorical") else None)
     domain = Domain(kinds, x.min(axis=0).tolist(), x.max(axis=0).tolist(), levels)
-    domain.simplex = [g for g in _simplex_groups(x)
-                      if all(kinds[i] == "continuous" for i in g["features"])]
+    groups = _simplex_groups(x)
+    domain.simplex = [g for g in groups if all(kinds[i] == "continuous" for i in g["features"])]
+    domain.onehot = [g["features"] for g in groups if g["total"] == 1
+                     and all(levels[i] == [0.0, 1.0] for i in g["features"])]
     if with_statistics:
         domain.quantiles = np.quantile(x, np.linspace(0, 1, QUANTILES), axis=0).T.tolist()
         domain.correlation = _correlation(x)
@@ -200,7 +213,8 @@ def infer(x: np.ndarray, with_statistics: bool = True) -> Domain:
 def override(domain: Domain, values: dict[str, Any], features: list[str],
              source: str) -> Domain:
     """`domain` with the spec keys `values` applied (see teacher_spec: `type`, `levels`,
-    `low`, `high`, `simplex`); checked."""
+    `low`, `high`, `simplex`, `onehot`; the features of a one-hot group become binary 0 / 1);
+    checked."""
     index = {f: i for i, f in enumerate(features)}
 
     def position(key: Any) -> int:
@@ -239,6 +253,10 @@ def override(domain: Domain, values: dict[str, Any], features: list[str],
             groups.append({"features": [position(f) for f in spec["features"]],
                            "total": float(spec.get("total", 1.0))})
         out.simplex = groups
+    if values.get("onehot") is not None:
+        out.onehot = [[position(f) for f in group] for group in values["onehot"]]
+        for i in (i for group in out.onehot for i in group):
+            out.kinds[i], out.levels[i] = "binary", [0.0, 1.0]
     return out.check(features, source)
 
 
@@ -259,7 +277,8 @@ def project_simplex(v: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
 
 
 class Projection:
-    """Maps standardised inputs (K, n, d) onto each member's domain: simplex groups projected,
+    """Maps standardised inputs (K, n, d) onto each member's domain: one-hot groups set to the
+    one-hot vector of their largest coordinate, simplex groups projected,
     bounds clipped, integers rounded (within the bounds), categorical and binary features
     snapped to their nearest level; all in raw units, tensor ops only."""
 
@@ -292,12 +311,15 @@ class Projection:
         for g, _ in self.groups:
             in_group[g] = True
         self.free = ~in_group  # simplex features are bounded by their group, not clipped
+        self.onehot = [g for g in domains[0].onehot if all(g in d.onehot for d in domains)]
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.sd + self.mean
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         raw = self.raw(x)
+        for g in self.onehot:  # the largest relaxed value wins
+            raw[..., g] = nn.functional.one_hot(raw[..., g].argmax(dim=-1), len(g)).to(raw.dtype)
         for g, total in self.groups:
             raw[..., g] = project_simplex(raw[..., g], total)
         raw = torch.where(self.free, torch.maximum(torch.minimum(raw, self.high), self.low), raw)

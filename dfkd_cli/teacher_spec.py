@@ -20,10 +20,11 @@ The input domain (dfkd_cli/domain.py), all optional (default: continuous, within
   levels       a mapping feature: [values] (or a list per feature) for categorical / binary
   simplex      groups of non-negative features that sum to a constant: [[a, b, c], ...] or
                [{features: [a, b, c], total: 100}, ...] (total 1 when not given)
+  onehot       groups of 0 / 1 features of which exactly one is 1: [[red, green, blue], ...]
 
 A CSV spec has one row per feature and any of the columns feature, mean, sd, low, high, type,
-levels (values separated by `;`), simplex (a group name; the rows sharing it form a group) and
-simplex_total. Without mean and sd the teacher's inputs are taken as already standardised (mean
+levels (values separated by `;`), simplex (a group name; the rows sharing it form a group),
+simplex_total and onehot (a group name). Without mean and sd the teacher's inputs are taken as already standardised (mean
 0, sd 1). The same file format (domain keys only) overrides an inferred domain: `domain_spec=`.
 """
 
@@ -48,8 +49,8 @@ PRIOR_DRAWS = 10_000
 PRIOR_SEED = 0  # the output scaler is the same for every run seed
 CSV_COLUMNS = {"feature": "features", "mean": "mean", "sd": "sd", "low": "low", "high": "high",
                "type": "type", "levels": "levels", "simplex": "simplex",
-               "simplex_total": "simplex_total"}
-DOMAIN_KEYS = ("type", "levels", "simplex")  # a list per feature or a mapping feature: value
+               "simplex_total": "simplex_total", "onehot": "onehot"}
+DOMAIN_KEYS = ("type", "levels", "simplex", "onehot")  # a list per feature or a mapping feature: value
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Spec:
     type: Any = None
     levels: Any = None
     simplex: list[Any] | None = None
+    onehot: list[Any] | None = None
 
     def input_dim(self) -> int | None:
         """The number of features any per-feature key implies (consistent, else a UserError)."""
@@ -108,7 +110,8 @@ def _csv_values(frame: pd.DataFrame) -> dict[str, Any]:
               if c in frame.columns}
     names = frame["feature"].tolist() if "feature" in frame.columns else list(range(len(frame)))
     given = {c: [(n, v) for n, v in zip(names, frame[c]) if not pd.isna(v)]
-             for c in ("type", "levels", "simplex", "simplex_total") if c in frame.columns}
+             for c in ("type", "levels", "simplex", "simplex_total", "onehot")
+             if c in frame.columns}
     if "type" in given:
         values["type"] = {n: str(v).strip() for n, v in given["type"]}
     if "levels" in given:
@@ -126,11 +129,16 @@ def _csv_values(frame: pd.DataFrame) -> dict[str, Any]:
             group["features"].append(n)
             group["total"] = float(totals.get(n, group["total"]))
         values["simplex"] = list(groups.values())
+    if "onehot" in given:
+        hot: dict[str, list[Any]] = {}
+        for n, label in given["onehot"]:
+            hot.setdefault(str(label), []).append(n)
+        values["onehot"] = list(hot.values())
     return values
 
 
 def domain_values(path: str) -> dict[str, Any]:
-    """The domain keys (type, levels, low, high, simplex) of a spec file, keyed by feature name
+    """The domain keys (type, levels, low, high, simplex, onehot) of a spec file, keyed by feature name
     where the file names its features (so it may describe only some of them)."""
     values = _read_file(Path(path))
     names = values.get("features")
@@ -142,7 +150,7 @@ def domain_values(path: str) -> dict[str, Any]:
 
 def domain(spec: Spec, dim: int, source: str) -> domains.Domain:
     """The raw-unit domain a foreign teacher's spec declares: continuous within low / high
-    unless the spec's type / levels / simplex say otherwise."""
+    unless the spec's type / levels / simplex / onehot say otherwise."""
     base = domains.Domain.continuous(dim, spec.low, spec.high)
     features = spec.features or [f"x{i + 1}" for i in range(dim)]
     values = {k: getattr(spec, k) for k in DOMAIN_KEYS}

@@ -31,11 +31,13 @@ SD = torch.tensor([2.0, 2.0, 1.0, 0.5, 0.5, 0.5])
 
 def table(rows: int = 400, seed: int = 0) -> np.ndarray:
     """A small table with one feature of each kind: integer (a count with many values),
-    categorical (3 codes), binary, continuous with bounds, and a 3-part composition."""
+    categorical (3 codes), binary, continuous with bounds, a 3-part composition and a one-hot
+    encoded colour (3 columns)."""
     rng = np.random.default_rng(seed)
     parts = rng.dirichlet([2, 3, 4], size=rows) * 100
+    colour = np.eye(3)[rng.integers(0, 3, rows)]
     return np.column_stack([rng.poisson(20, rows), rng.choice([1, 2, 3], rows),
-                            rng.integers(0, 2, rows), rng.uniform(-2, 7, rows), parts])
+                            rng.integers(0, 2, rows), rng.uniform(-2, 7, rows), parts, colour])
 
 
 def assert_in_domain(raw: torch.Tensor, tol: float = 1e-4) -> None:
@@ -53,13 +55,14 @@ def test_inference_of_each_kind_from_a_small_table():
     x = table()
     found = domain.infer(x)
     assert found.kinds == ["integer", "categorical", "binary", "continuous", "continuous",
-                           "continuous", "continuous"]
+                           "continuous", "continuous", "binary", "binary", "binary"]
+    assert found.onehot == [[7, 8, 9]]
     assert found.levels[1] == [1.0, 2.0, 3.0] and found.levels[2] == [0.0, 1.0]
     assert found.levels[0] is None and found.levels[3] is None
     assert found.low[3] == x[:, 3].min() and found.high[3] == x[:, 3].max()  # bounds
     assert [g["features"] for g in found.simplex] == [[4, 5, 6]]
     assert found.simplex[0]["total"] == pytest.approx(100)
-    assert np.array(found.quantiles).shape == (7, domain.QUANTILES)
+    assert np.array(found.quantiles).shape == (10, domain.QUANTILES)
     assert np.allclose(np.diag(found.correlation), 1) and np.allclose(np.diag(found.copula), 1)
     # a sum that is not constant is no simplex; a count with many values is not categorical
     y = x.copy()
@@ -89,6 +92,16 @@ def test_projection_maps_anything_onto_the_domain():
     assert_in_domain(z[0] * SD + MEAN)
     assert_in_domain(z[1] * 2 * SD + MEAN)
     torch.testing.assert_close(proj(z), z)  # a projection: points of the domain stay put
+
+
+def test_one_hot_groups_project_to_their_largest_coordinate():
+    dom = domain.override(domain.Domain.continuous(4), {"onehot": [["r", "g", "b"]]},
+                          ["r", "g", "b", "w"], "spec")
+    assert dom.kinds[:3] == ["binary"] * 3 and dom.levels[0] == [0.0, 1.0]
+    proj = domain.Projection([dom], torch.zeros(1, 4), torch.ones(1, 4))
+    x = torch.tensor([[[0.2, 0.9, -1.0, 3.0], [2.0, 0.1, 0.5, -3.0]]])
+    torch.testing.assert_close(proj(x), torch.tensor([[[0.0, 1.0, 0.0, 3.0],
+                                                        [1.0, 0.0, 0.0, -3.0]]]))
 
 
 def population(name: str, members: list[int], project: bool, prior: str = "gaussian",
@@ -322,3 +335,13 @@ def test_train_teacher_stores_the_domain_and_older_teachers_still_work(tmp_path)
     proc = dfkd("distill", *QUICK_DISTILL, "teacher.path=old.pt", "prior=copula", cwd=tmp_path,
                 check=False)
     assert proc.returncode == 2 and "prior=copula needs" in proc.stderr
+
+
+def test_csv_spec_declares_one_hot_groups(tmp_path):
+    from dfkd_cli import teacher_spec
+    pd.DataFrame({"feature": ["r", "g", "b", "w"], "onehot": ["colour"] * 3 + [None]}).to_csv(
+        tmp_path / "spec.csv", index=False)
+    cfg = make_config("distill", ["teacher=torchscript", "teacher.path=t.ts",
+                                  f"teacher.spec={tmp_path / 'spec.csv'}"])
+    found = teacher_spec.domain(teacher_spec.read(cfg.teacher), 4, "spec.csv")
+    assert found.onehot == [[0, 1, 2]] and found.kinds[3] == "continuous"
