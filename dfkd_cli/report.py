@@ -2,7 +2,8 @@
 
 It reads every `metrics.csv` below the given paths (single runs, sweeps, population members,
 partial or failed sweeps alike) into one pandas table of runs, and summarises the distillation
-runs per cell (dataset x student_hidden x arm x selection, plus any `--by` columns):
+runs per cell (dataset x student_hidden x arm x selection, x prior and domain where the runs
+differ in them, plus any `--by` columns):
 
 - n, and mean +/- sd (ddof 1) of student_rmse over the seeds of the cell;
 - the ratio to the teacher: the mean over seeds of student_rmse / teacher_rmse;
@@ -42,6 +43,7 @@ from dfkd_cli.tables import HISTORY, METRICS
 log = logging.getLogger(__name__)
 
 KEYS = ["dataset", "student_hidden", "arm", "selection"]
+VARYING_KEYS = ["prior", "domain"]  # cell keys too, in a table whose runs differ in them
 BASELINE = "random_sampling"
 OK_STATUSES = ("ok", "exists")  # exists: train-teacher kept a teacher already in the store
 MISSING = "missing"  # a job directory with a config but no metrics.csv below it
@@ -55,7 +57,7 @@ REFERENCE_ARMS = {
     "direct_alpha_1": "bounded_alpha1",
 }
 ARM_ORDER = list(REFERENCE_ARMS.values())
-SELECTION_ORDER = ["val", "last"]
+SELECTION_ORDER = ["val", "fidelity", "last"]
 OUTPUTS = ("report.csv", "report.md", "report.tex", "runs.csv")
 
 
@@ -266,7 +268,9 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = 
               reference: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[str]]:
     """The per-cell table of the distillation runs, and notes (superseded duplicates, missing
     baseline). Failed and missing jobs count in n_failed; they never enter the statistics."""
-    keys = KEYS + [c for c in by if c not in KEYS]
+    keys = KEYS + [c for c in VARYING_KEYS if c in runs.columns
+                   and runs[c].nunique() > 1]  # (a failed job has no value: not a difference)
+    keys += [c for c in by if c not in keys]
     notes: list[str] = []
     distill = runs[runs.get("command", pd.Series("distill", index=runs.index))
                    .fillna("distill") == "distill"]

@@ -345,3 +345,16 @@ def test_csv_spec_declares_one_hot_groups(tmp_path):
                                   f"teacher.spec={tmp_path / 'spec.csv'}"])
     found = teacher_spec.domain(teacher_spec.read(cfg.teacher), 4, "spec.csv")
     assert found.onehot == [[0, 1, 2]] and found.kinds[3] == "continuous"
+
+
+def test_report_keeps_priors_and_domains_apart():
+    from dfkd_cli.report import summarize
+    runs = pd.DataFrame([{"command": "distill", "dataset": "mv", "student_hidden": "mlp50-tanh",
+                          "arm": arm, "selection": "last", "seed": seed, "status": "ok",
+                          "student_rmse": 1.0 + (prior == "copula"), "teacher_rmse": 1.0,
+                          "prior": prior, "domain": "on"}
+                         for arm in ("random_sampling", "bounded") for seed in (1, 2)
+                         for prior in ("gaussian", "copula")])
+    table, notes = summarize(runs)
+    assert len(table) == 4 and not notes  # nothing superseded: the priors are separate cells
+    assert sorted(table.rmse_mean) == [1.0, 1.0, 2.0, 2.0]
