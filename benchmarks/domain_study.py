@@ -51,13 +51,32 @@ def tables(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return table, ranking
 
 
+def compact(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset x (arm, domain, prior): the test ratio of each selection, and the
+    change against the default of the data-free selections (% with seeds won)."""
+    rows = []
+    for key, cell in table.groupby(["dataset", "arm", "domain", "prior"], sort=False):
+        by = cell.set_index("selection")
+        row = dict(zip(["dataset", "arm", "domain", "prior"], key))
+        for sel in ("last", "fidelity", "val"):
+            if sel in by.index:
+                row[f"ratio {sel}"] = round(by.at[sel, "ratio"], 3)
+        for sel in ("last", "fidelity"):
+            if sel in by.index:
+                row[f"{sel} vs default"] = (f"{by.at[sel, 'vs_default_%']:+.1f}% "
+                                            f"({by.at[sel, 'wins']})")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+")
     parser.add_argument("--out", help="also write the tables (Markdown) to this file")
     args = parser.parse_args(argv)
     table, ranking = tables(gather(args.paths))
-    text = []
+    text = ["### test RMSE ratio to the teacher per selection, and against the default "
+            "(bounded, off, gaussian, last)", "", markdown_table(compact(table))]
     for dataset, part in table.groupby("dataset"):
         text += [f"### {dataset}", "", markdown_table(part.drop(columns="dataset").round(4))]
     text += ["### data-free recipes by mean validation ratio over the datasets", "",

@@ -38,7 +38,7 @@ from dfkd_cli.errors import UserError
 log = logging.getLogger(__name__)
 
 KINDS = ("continuous", "integer", "categorical", "binary")
-PRIORS = ("gaussian", "correlated", "copula")
+PRIORS = ("auto", "gaussian", "correlated", "copula")
 CATEGORICAL_MAX_LEVELS = 10  # an integer feature with at most this many values is categorical
 QUANTILES = 64
 INTEGER_TOL = 1e-9
@@ -345,18 +345,24 @@ class Prior:
     """Draws x_p (K, n, d) in the standardised space: `gaussian` N(0, I) (the paper's),
     `correlated` N(0, C) with the stored correlation C of the standardised inputs, or `copula`
     (a Gaussian copula: g ~ N(0, C_s) with the normal-score correlation C_s, u = Phi(g), each
-    feature the stored marginal quantile function at u, linearly interpolated, standardised)."""
+    feature the stored marginal quantile function at u, linearly interpolated, standardised).
+    `auto` is copula for a teacher that carries the statistics, else gaussian (logged)."""
 
     def __init__(self, name: str, rng, dim: int, domains: list[Domain] | None,
                  means: torch.Tensor, sds: torch.Tensor, source: str):
+        def missing(name: str) -> bool:
+            keys = ["correlation"] if name == "correlated" else ["copula", "quantiles"]
+            return domains is None or any(getattr(d, k) is None for d in domains for k in keys)
+
+        if name == "auto":
+            name = "gaussian" if missing("copula") else "copula"
+            log.info("prior=auto: %s%s", name, " (the teacher carries no input statistics)"
+                     if name == "gaussian" else "")
         self.name, self.rng, self.dim = name, rng, dim
         if name == "gaussian":
             return
         key = "correlation" if name == "correlated" else "copula"
-        missing = domains is None or any(getattr(d, key) is None for d in domains)
-        if name == "copula" and not missing:
-            missing = any(d.quantiles is None for d in domains)
-        if missing:
+        if missing(name):
             raise UserError(f"prior={name} needs the teacher's input statistics ({key}"
                             f"{' and quantiles' if name == 'copula' else ''}), which {source} "
                             "does not carry (a teacher from an older dfkd, or from elsewhere); "

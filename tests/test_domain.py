@@ -358,3 +358,14 @@ def test_report_keeps_priors_and_domains_apart():
     table, notes = summarize(runs)
     assert len(table) == 4 and not notes  # nothing superseded: the priors are separate cells
     assert sorted(table.rmse_mean) == [1.0, 1.0, 2.0, 2.0]
+
+
+def test_auto_prior_is_the_copula_when_the_teacher_has_statistics():
+    x = table(rows=500)
+    stats = domain.infer(x)
+    mean = torch.tensor(x.mean(0), dtype=torch.float32)[None]
+    sd = torch.tensor(x.std(0), dtype=torch.float32)[None]
+    d = x.shape[1]
+    assert domain.Prior("auto", Streams([1], CPU), d, [stats], mean, sd, "t").name == "copula"
+    bare = domain.Domain.continuous(d)  # an older or foreign teacher: no statistics
+    assert domain.Prior("auto", Streams([1], CPU), d, [bare], mean, sd, "t").name == "gaussian"
