@@ -46,8 +46,10 @@ def tables(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                      "wins": f"{int((change < 0).sum())}/{len(change)}", "p": p})
     table = pd.DataFrame(rows)
     free = table[table.selection.isin(["last", "fidelity"])]
-    ranking = (free.groupby(RECIPE)[["val_ratio", "ratio", "vs_default_%"]].mean()
-               .sort_values("val_ratio").reset_index())
+    ranking = (free.groupby(RECIPE).agg(datasets=("dataset", "nunique"),
+                                        val_ratio=("val_ratio", "mean"), ratio=("ratio", "mean"),
+                                        vs_default=("vs_default_%", "mean"))
+               .sort_values(["datasets", "val_ratio"], ascending=[False, True]).reset_index())
     return table, ranking
 
 
@@ -76,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     table, ranking = tables(gather(args.paths))
     text = ["### test RMSE ratio to the teacher per selection, and against the default "
-            "(bounded, off, gaussian, last)", "", markdown_table(compact(table))]
+            "(bounded, off, gaussian, last)", "", markdown_table(compact(table).fillna("-"))]
     for dataset, part in table.groupby("dataset"):
-        text += [f"### {dataset}", "", markdown_table(part.drop(columns="dataset").round(4))]
+        text += [f"### {dataset}", "", markdown_table(part.drop(columns="dataset").round(4).fillna("-"))]
     text += ["### data-free recipes by mean validation ratio over the datasets", "",
-             markdown_table(ranking.round(4))]
+             markdown_table(ranking.round(4).fillna("-"))]
     out = "\n".join(text)
     print(out)
     if args.out:
