@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 # The CPU build of torch by default (a local file on the project's machines, seconds to install).
 # GPU users: install the torch build for your CUDA into $(VENV) first; an existing torch is kept.
 TORCH ?= torch==2.13.0
-# The extras `make install` adds: test tools, the launchers, report and ONNX extras the tests use.
-EXTRAS ?= test,joblib,slurm,stats,plots,onnx
+# The extras `make install` adds: test tools, the launchers, report, ONNX and scikit-learn extras
+# the tests use.
+EXTRAS ?= test,joblib,slurm,stats,plots,onnx,sklearn
 
 .PHONY: install run test reproduce reproduce-quick bench clean
 

@@ -25,9 +25,9 @@ SELECTIONS = {"last": ["last"], "val": ["val"], "fidelity": ["fidelity"],
 DOMAIN_SWITCH = ("on", "off")
 NONFINITE = ("stop", "skip")
 ALPHA_SCHEDULES = ("decreasing", "increasing", "constant")
-DATASET_SOURCES = ("builtin", "csv", "benchmark", "none")
+DATASET_SOURCES = ("builtin", "csv", "benchmark", "mnist", "none")
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
-TEACHER_FORMATS = ("dfkd", "torchscript", "onnx")
+TEACHER_FORMATS = ("dfkd", "torchscript", "onnx", "sklearn")
 
 
 @dataclass
@@ -35,15 +35,19 @@ class DatasetConfig:
     """Where the rows come from and how they are split (the paper: 5000 train, rest 10/90)."""
 
     name: str = MISSING
-    source: str = "benchmark"  # builtin | csv | benchmark | none (no rows: nothing to score on)
+    # builtin | csv | benchmark | mnist (IDX files) | none (no rows: nothing to score on)
+    source: str = "benchmark"
     path: Optional[str] = None  # csv only
     target: Any = None  # target column, or a list of them (multi-output); None = last column
     drop: List[str] = field(default_factory=list)
     nonfinite: str = "error"  # rows with missing / infinite values: error | drop (counted in the log)
     n_rows: int = 8000  # builtin only
     noise: float = 1.0  # builtin only
+    parts: List[str] = field(default_factory=lambda: ["t10k"])  # mnist only: IDX file prefixes
+    input_shape: Optional[List[int]] = None  # the shape of one row's inputs, e.g. [1, 28, 28]
     n_train: int = 5000
     val_fraction: float = 0.1
+    max_train_fraction: float = 0.7  # a smaller table trains on this fraction of its rows
 
 
 @dataclass
@@ -61,11 +65,14 @@ class TeacherConfig(MLPConfig):
     format=dfkd loads a checkpoint written by `dfkd train-teacher` (from the store unless `path`
     is given); format=torchscript a TorchScript or torch.export file and format=onnx an ONNX
     file from `path`, taking raw features and described by the spec keys below (inline, or in
-    the YAML / CSV file `spec`; see dfkd_cli/teacher_spec.py).
+    the YAML / CSV file `spec`; see dfkd_cli/teacher_spec.py); format=sklearn the scikit-learn
+    regressor `estimator` names, fitted by train-teacher into the store as ONNX
+    (dfkd_cli/sklearn_teacher.py).
     """
 
     hidden: List[int] = field(default_factory=lambda: [500])
-    format: str = "dfkd"  # dfkd | torchscript | onnx
+    format: str = "dfkd"  # dfkd | torchscript | onnx | sklearn (fitted into the store as ONNX)
+    estimator: Optional[Dict[str, Any]] = None  # sklearn: {_target_: <regressor class>, args}
     path: Optional[str] = None
     input_dim: Optional[int] = None  # when neither the file nor the spec says
     differentiable: bool = True  # false: refuse the strategies that need dT/dx
@@ -161,6 +168,9 @@ class ProbeConfig(DistillConfig):
     strategies: Dict[str, Any] = field(default_factory=dict)
     samples: int = 2000  # inputs drawn per strategy, in batches of batch_size
     quantiles: List[float] = field(default_factory=lambda: [0.1, 0.5, 0.9, 0.99])
+    # probe_images.png and probe_predictions.png; null = when dataset.input_shape is an image
+    figures: Optional[bool] = None
+    images: int = 8  # samples drawn per strategy in probe_images.png
 
 
 def register_configs() -> None:
@@ -208,6 +218,8 @@ def validate(cfg: DictConfig) -> None:
            ds.nonfinite)
     _check(ds.n_train >= 2, "dataset.n_train", "an integer >= 2", ds.n_train)
     _check(0 < ds.val_fraction < 1, "dataset.val_fraction", "a number in (0, 1)", ds.val_fraction)
+    _check(0 < ds.max_train_fraction < 1, "dataset.max_train_fraction", "a number in (0, 1)",
+           ds.max_train_fraction)
     _check(cfg.teacher.format in TEACHER_FORMATS, "teacher.format", f"one of {TEACHER_FORMATS}",
            cfg.teacher.format)
     _check_mlp("teacher", cfg.teacher)
@@ -239,6 +251,7 @@ def validate(cfg: DictConfig) -> None:
         _check(cfg.samples >= 1, "samples", "an integer >= 1", cfg.samples)
         _check(all(0 <= q <= 1 for q in cfg.quantiles), "quantiles", "numbers in [0, 1]",
                list(cfg.quantiles))
+        _check(cfg.images >= 1, "images", "an integer >= 1", cfg.images)
         for label, strategy in cfg.strategies.items():
             _check_strategy(f"strategies.{label}", strategy)
 

@@ -1,7 +1,9 @@
-"""Datasets: the built-in default, CSV files and the paper's named benchmarks; split + scalers.
+"""Datasets: the built-in default, CSV files, the paper's named benchmarks and case studies, MNIST
+as regression (IDX files); split + scalers.
 
-Split as Zhou & Chiam (Sec. 4.1): `n_train` rows (5000) for training, the rest split
-`val_fraction` (10%) validation / the remainder test, drawn by the run's seed. X and y are
+Split as Zhou & Chiam (Sec. 4.1): `n_train` rows (5000; 2500 in the protein case study) for
+training, at most `max_train_fraction` of the rows, the rest split `val_fraction` (10%)
+validation / the remainder test, drawn by the run's seed. X and y are
 standardised with the mean and sd of the training rows only, so N(0, I) is the natural prior;
 a distillation standardises with its teacher's scaler instead (the same one for a dfkd teacher).
 A table has k >= 1 target columns.
@@ -9,6 +11,7 @@ A table has k >= 1 target columns.
 
 from __future__ import annotations
 
+import gzip
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 BENCHMARKS = ("compactiv", "cpusmall", "pole", "puma32h", "mv")
 FRIEDMAN_SEED = 20230111  # the built-in dataset is the same table on every machine
 MAX_TRAIN_FRACTION = 0.7  # a dataset with fewer than n_train / 0.7 rows trains on 70% of them
+IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one MNIST uses
 
 
 @dataclass
@@ -85,6 +89,7 @@ class Split:
     x_test: torch.Tensor
     y_test: torch.Tensor
     scaler: Scaler
+    rows: tuple[np.ndarray, ...] = ()  # the table's row numbers of train / validation / test
 
     @property
     def input_dim(self) -> int:
@@ -147,6 +152,59 @@ def read_csv(path: Path, name: str, target: str | list[str] | None, drop: list[s
     return Table(name, x_frame.to_numpy(dtype=np.float64), y, list(x_frame.columns), targets)
 
 
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (LeCun's MNIST format), gzip-compressed or not: two zero
+    bytes, the type code, the number of dimensions, each size as a big-endian int32, the data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise UserError(f"{path} could not be read: {exc}") from exc
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != IDX_UBYTE:
+        raise UserError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    shape = tuple(int(v) for v in np.frombuffer(raw, ">i4", ndim, 4))
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise UserError(f"{path}: the header says {shape} but the file holds {data.size} values")
+    return data.reshape(shape)
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def read_mnist(folder: Path, parts: list[str], input_shape: list[int] | None) -> Table:
+    """MNIST as regression: the digit (0..9) as a number from its 28 x 28 grey pixels (0..255),
+    flattened to 784 features; `parts` are the file prefixes read and stacked (t10k, train)."""
+    names = [f"{part}-{kind}" for part in parts
+             for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    files = [_idx_file(folder, name) for name in names]
+    if None in files:
+        missing = [n for n, f in zip(names, files) if f is None]
+        raise UserError(f"dataset 'mnist': {', '.join(m + '.gz' for m in missing)} not found in "
+                        f"{folder}; put MNIST's IDX files in <data_dir>/mnist/ and point "
+                        "data_dir=<folder> (or DFKD_DATA_DIR) at the folder above it")
+    xs, ys = [], []
+    for images, labels in zip(files[0::2], files[1::2]):
+        x, y = read_idx(images), read_idx(labels)
+        if x.ndim != 3 or y.shape != x.shape[:1]:
+            raise UserError(f"{images} ({x.shape}) and {labels} ({y.shape}) are not images and "
+                            "their labels")
+        xs.append(x.reshape(len(x), -1))
+        ys.append(y)
+    x = np.concatenate(xs).astype(np.float64)
+    if input_shape is not None and int(np.prod(input_shape)) != x.shape[1]:
+        raise UserError(f"dataset.input_shape={list(input_shape)} does not hold the "
+                        f"{x.shape[1]} pixels of an image in {folder}")
+    features = [f"px{i}" for i in range(x.shape[1])]
+    return Table("mnist", x, np.concatenate(ys).astype(np.float64)[:, None], features, ["digit"])
+
+
 def load_table(ds, data_dir: str) -> Table | None:
     """The rows that a `dataset` config names; None for dataset=none (data-free: no rows)."""
     if ds.source == "none":
@@ -157,6 +215,8 @@ def load_table(ds, data_dir: str) -> Table | None:
         if not ds.path:
             raise UserError("dataset=csv needs dataset.path=<file.csv or file.csv.gz>")
         return read_csv(Path(ds.path), ds.name, ds.target, list(ds.drop), ds.nonfinite)
+    if ds.source == "mnist":
+        return read_mnist(Path(data_dir) / "mnist", list(ds.parts), ds.input_shape)
     path = Path(data_dir) / f"{ds.name}.csv.gz"
     if not path.is_file():
         raise UserError(
@@ -165,12 +225,12 @@ def load_table(ds, data_dir: str) -> Table | None:
     return read_csv(path, ds.name, ds.target, list(ds.drop), ds.nonfinite)
 
 
-def split_rows(table: Table, n_train: int, val_fraction: float, seed: int
-               ) -> list[np.ndarray]:
-    """The row indices of the training, validation and test parts: shuffled by `seed`, the
-    training rows first, the rest split validation / test."""
+def split(table: Table, n_train: int, val_fraction: float, seed: int,
+          scaler: Scaler | None = None, max_train_fraction: float = MAX_TRAIN_FRACTION) -> Split:
+    """Shuffle by `seed`, take the training rows (at most `max_train_fraction` of them), split
+    the rest validation / test, standardise with `scaler` (default: fitted on the training rows)."""
     n = len(table.y)
-    n_train_used = min(n_train, int(MAX_TRAIN_FRACTION * n))
+    n_train_used = min(n_train, int(max_train_fraction * n))
     if n_train_used < n_train:
         log.info("dataset %s has %d rows: training on %d rows instead of %d",
                  table.name, n, n_train_used, n_train)
@@ -179,14 +239,7 @@ def split_rows(table: Table, n_train: int, val_fraction: float, seed: int
         raise UserError(f"dataset {table.name!r} has {n} rows: too few for a train / validation "
                         "/ test split")
     order = np.random.default_rng(seed).permutation(n)
-    return np.split(order, [n_train_used, n_train_used + n_val])
-
-
-def split(table: Table, n_train: int, val_fraction: float, seed: int,
-          scaler: Scaler | None = None) -> Split:
-    """The parts of `split_rows`, standardised with `scaler` (default: fitted on the training
-    rows)."""
-    parts = split_rows(table, n_train, val_fraction, seed)
+    parts = np.split(order, [n_train_used, n_train_used + n_val])
     scaler = scaler or Scaler.fit(table.x[parts[0]], table.y[parts[0]])
 
     def tensors(rows):
@@ -194,10 +247,17 @@ def split(table: Table, n_train: int, val_fraction: float, seed: int,
         return scaler.x(x).float(), scaler.y(y).float()
 
     (xtr, ytr), (xva, yva), (xte, yte) = (tensors(p) for p in parts)
-    return Split(table.name, table.features, table.targets, xtr, ytr, xva, yva, xte, yte, scaler)
+    return Split(table.name, table.features, table.targets, xtr, ytr, xva, yva, xte, yte, scaler,
+                 tuple(parts))
+
+
+def split_for(cfg, table: Table, seed: int, scaler: Scaler | None = None) -> Split:
+    """Member `seed`'s split of `table` with the run's dataset.n_train / val_fraction /
+    max_train_fraction."""
+    ds = cfg.dataset
+    return split(table, ds.n_train, ds.val_fraction, seed, scaler, ds.max_train_fraction)
 
 
 def load_split(cfg) -> Split:
     """The split a run config describes (dataset, data_dir, seed)."""
-    table = load_table(cfg.dataset, cfg.data_dir)
-    return split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, cfg.seed)
+    return split_for(cfg, load_table(cfg.dataset, cfg.data_dir), cfg.seed)

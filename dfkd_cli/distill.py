@@ -199,9 +199,7 @@ def write_members(cfg, loop: StudentLoop, table: Table | None, splits: list[Spli
                    "arm": arm_label(cfg), "strategy": cfg.strategy.name,
                    "alpha": alpha_label(cfg.alpha), "selection": selection,
                    "prior": cfg.prior, "domain": cfg.domain,
-                   "teacher_hidden": (models.arch_name(list(cfg.teacher.hidden),
-                                                       cfg.teacher.activation)
-                                      if cfg.teacher.format == "dfkd" else cfg.teacher.format),
+                   "teacher_hidden": teachers.arch_label(cfg.teacher),
                    "student_hidden": models.arch_name(list(cfg.student.hidden),
                                                       cfg.student.activation),
                    "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,

@@ -52,8 +52,12 @@ class OnnxModule(nn.Module):
             import onnxruntime
         except ImportError as exc:
             raise UserError(f"ONNX models need onnxruntime: {ONNX_EXTRA}") from exc
+        options = onnxruntime.SessionOptions()
+        # as many threads as torch's (dfkd's `threads`, 1 by default): on rows of a few samples
+        # a pool of one thread per core costs up to 10x the work in hand-offs
+        options.intra_op_num_threads = torch.get_num_threads()
         try:
-            self.session = onnxruntime.InferenceSession(str(path),
+            self.session = onnxruntime.InferenceSession(str(path), options,
                                                         providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise UserError(f"{path} could not be loaded as an ONNX model: {exc}") from exc

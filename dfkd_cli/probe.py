@@ -12,8 +12,12 @@ measured by the per-sample squared disagreement (T(x) - S(x))^2 it carries and i
 3. One row per strategy (and one for the real test rows, the reference the strategies stand in
    for): the mean and the `quantiles` of (T - S)^2 and of ||x||, the fraction outside the
    teacher's feature box, the mean L-inf distance from the starting point (strategies that have
-   one) and the milliseconds per batch. Printed, and written to probe.csv in the run directory;
-   the student's own training is in history.csv.
+   one), the mean and sd of the teacher's predictions (raw units) and the milliseconds per
+   batch. Printed, and written to probe.csv in the run directory; the student's own training is
+   in history.csv.
+4. For an image-shaped dataset (dataset.input_shape = (C, H, W)), or with figures=true: a grid of
+   each strategy's first `images` samples (probe_images.png; needs an image shape) and the
+   histogram of the teacher's predictions on each strategy's samples (probe_predictions.png).
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
-from dfkd_cli import distill, metrics, models, runtime, tables
+from dfkd_cli import distill, metrics, models, probe_figures, runtime, tables
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import load_table
 from dfkd_cli.errors import UserError
@@ -63,8 +68,10 @@ def summarise(label: str, gap: torch.Tensor, norm: torch.Tensor, outside: torch.
 @torch.no_grad()
 def measure(teacher, student, x: torch.Tensor, start: torch.Tensor | None, box
             ) -> dict[str, torch.Tensor]:
-    """Per-sample gap, norm, outside-box flag and start distance of a (1, n, d) batch."""
-    out = {"gap": (teacher(x) - student(x)).pow(2).sum(2)[0], "norm": x.norm(dim=2)[0]}
+    """Per-sample gap, norm, the teacher's first output (standardised), outside-box flag and
+    start distance of a (1, n, d) batch."""
+    t = teacher(x)
+    out = {"gap": (t - student(x)).pow(2).sum(2)[0], "norm": x.norm(dim=2)[0], "pred": t[0, :, 0]}
     if box is not None:
         low, high = box[0].unsqueeze(1), box[1].unsqueeze(1)
         out["outside"] = ((x < low) | (x > high)).any(dim=2)[0]
@@ -74,14 +81,15 @@ def measure(teacher, student, x: torch.Tensor, start: torch.Tensor | None, box
 
 
 def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int,
-                   device: torch.device) -> dict[str, Any]:
-    """Prepare, warm up and sample one strategy; its table row."""
+                   device: torch.device) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Prepare, warm up and sample one strategy; its table row and its samples: the teacher's
+    predictions on all ("pred", standardised) and the first batch's inputs ("x")."""
     T, S, m = teacher.module, student, int(cfg.batch_size)
     try:
         strategy = build_strategy(scfg, teacher, Streams([seed], device))
     except UserError as exc:  # e.g. a box strategy with a teacher that has no box
         log.warning("probe: skipping %s: %s", label, exc)
-        return {"strategy": label, "note": str(exc)}
+        return {"strategy": label, "note": str(exc)}, {}
     strategy.prepare(T)
     for _ in range(cfg.epochs):
         strategy.update(T, S)
@@ -90,6 +98,7 @@ def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int,
     batches = math.ceil(cfg.samples / m)
     for _ in range(batches):
         x = strategy.sample(T, S, m)
+        parts.setdefault("x", [x[0, :cfg.images]])
         for key, value in measure(T, S, x, strategy.start, teacher.box).items():
             parts.setdefault(key, []).append(value)
     if device.type == "cuda":
@@ -99,7 +108,7 @@ def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int,
     row = summarise(label, cat["gap"], cat["norm"], cat.get("outside"), cat.get("dist"),
                     list(cfg.quantiles))
     row["ms_per_batch"] = 1000 * elapsed / batches
-    return row
+    return row, {"pred": cat["pred"], "x": parts["x"][0]}
 
 
 def run(cfg, run_dir: Path) -> pd.DataFrame:
@@ -125,8 +134,15 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     reference = measure(teacher.module, student, x_test, None, teacher.box)
     rows = [summarise(REFERENCE, reference["gap"], reference["norm"], reference.get("outside"),
                       None, list(cfg.quantiles))]
+    samples = {REFERENCE: {"pred": reference["pred"], "x": x_test[0, :cfg.images]}}
     for label, scfg in cfg.strategies.items():
-        rows.append(probe_strategy(cfg, label, scfg, teacher, student, seed, device))
+        row, samples[label] = probe_strategy(cfg, label, scfg, teacher, student, seed, device)
+        rows.append(row)
+    scaler = teacher.scalers[0]
+    for row, drawn in zip(rows, samples.values()):
+        if drawn:
+            raw = drawn["pred"].double().cpu() * float(scaler.y_std[0]) + float(scaler.y_mean[0])
+            row |= {"pred_mean": float(raw.mean()), "pred_sd": float(raw.std())}
     frame = pd.DataFrame(rows)
     frame.insert(0, "dataset", part.name)
     frame.insert(1, "seed", seed)
@@ -134,9 +150,33 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     frame["student_strategy"] = cfg.strategy.name
     frame["student_rmse"] = student_rmse
     write_csv(frame, Path(run_dir) / PROBE)
+    shape = list(cfg.dataset.input_shape or [])
+    if cfg.figures or (cfg.figures is None and len(shape) >= 2):
+        write_figures(run_dir, samples, teacher, part.targets[0], shape)
     shown = [c for c in frame.columns if c not in ("dataset", "seed", "student_epochs",
                                                    "student_strategy", "student_rmse")]
     print(f"dfkd probe: {part.name} seed {seed}, student after {cfg.epochs} epochs of "
           f"{cfg.strategy.name} (test RMSE {student_rmse:.4f}); per-sample (T - S)^2 and ||x||")
     print(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return frame
+
+
+def write_figures(run_dir: Path, samples: dict[str, dict[str, torch.Tensor]], teacher,
+                  target: str, shape: list[int]) -> None:
+    """probe_predictions.png (raw units) and, for an image shape, probe_images.png (raw pixels,
+    grey scale over the teacher's box)."""
+    scaler, drawn = teacher.scalers[0], {k: v for k, v in samples.items() if v}
+    predictions = {k: (v["pred"].double().cpu() * float(scaler.y_std[0])
+                       + float(scaler.y_mean[0])).numpy() for k, v in drawn.items()}
+    probe_figures.prediction_histograms(predictions, target,
+                                        Path(run_dir) / probe_figures.PREDICTIONS)
+    if len(shape) < 2:
+        return
+    raw = {k: (v["x"].cpu() * scaler.x_std + scaler.x_mean).numpy() for k, v in drawn.items()}
+    if teacher.box is not None:
+        low, high = ((bound[0].cpu() * scaler.x_std + scaler.x_mean) for bound in teacher.box)
+        value_range = (float(low.min()), float(high.max()))
+    else:
+        values = np.concatenate(list(raw.values()))
+        value_range = (float(values.min()), float(values.max()))
+    probe_figures.image_grid(raw, shape, value_range, Path(run_dir) / probe_figures.IMAGES)

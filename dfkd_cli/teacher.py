@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dfkd_cli import domain as domains
-from dfkd_cli import metrics, models, runtime, tables, teacher_spec
-from dfkd_cli.data import Scaler, Split, Table, load_table, split, split_rows
+from dfkd_cli import metrics, models, runtime, sklearn_teacher, tables, teacher_spec
+from dfkd_cli.data import Scaler, Split, Table, load_table, split_for
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import exclusive_lock
 from dfkd_cli.model_files import load_model_file
@@ -89,14 +89,39 @@ class Shared(nn.Module):
         return torch.autograd.grad(saved[-1], saved[0], grad_out)[0]
 
 
+class PerMember(nn.Module):
+    """Each member's own network from elsewhere (a stored teacher per seed), (K, n, d) ->
+    (K, n, k): member k's rows go through nets[k] only."""
+
+    def __init__(self, nets: list[Shared]):
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([net(x[k:k + 1]) for k, net in enumerate(self.nets)])
+
+
+def arch_label(tcfg) -> str:
+    """The teacher's architecture in the store and the tables: 'mlp500-tanh', a scikit-learn
+    estimator's name ('svr'), or the format of a file the user names."""
+    if tcfg.format == "sklearn":
+        return sklearn_teacher.estimator_name(tcfg)
+    if tcfg.format == "dfkd":
+        return models.arch_name(list(tcfg.hidden), tcfg.activation)
+    return tcfg.format
+
+
 def store_path(cfg, seed: int) -> Path:
     """Where the teacher for (dataset, architecture, seed) lives in the teacher store."""
-    arch = models.arch_name(list(cfg.teacher.hidden), cfg.teacher.activation)
-    return Path(cfg.teacher_store) / cfg.dataset.name / arch / f"seed{seed}" / "teacher.pt"
+    file = sklearn_teacher.MODEL if cfg.teacher.format == "sklearn" else "teacher.pt"
+    return (Path(cfg.teacher_store) / cfg.dataset.name / arch_label(cfg.teacher) / f"seed{seed}"
+            / file)
 
 
 def _train_command(cfg, seed: int) -> str:
     overrides = [f"dataset={cfg.dataset.name}", f"seed={seed}"]
+    if cfg.teacher.format == "sklearn":
+        overrides += ["teacher=sklearn", f"teacher.estimator._target_={cfg.teacher.estimator._target_}"]
     if cfg.dataset.source != "builtin":
         overrides.append(f"data_dir={cfg.data_dir}")
     return "dfkd train-teacher " + " ".join(overrides)
@@ -139,12 +164,36 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
     return Teacher(module, arch["input_dim"], box, sources, arch.get("output_dim", 1),
                    [Scaler.from_payload(p["scaler"]) for p in payloads], spec.differentiable,
                    payloads[0]["input_spec"].get("features"), payloads[0].get("targets"),
-                   None if spec.path else [_split_size(p) for p in payloads], domain)
+                   None if spec.path else [_split_size(p.get("metrics", {})) for p in payloads],
+                   domain)
 
 
-def _split_size(payload: dict[str, Any]) -> tuple[int, int] | None:
-    """The (training, validation) row counts a dfkd teacher checkpoint was trained on."""
-    row = payload.get("metrics", {})
+def _store_onnx_teachers(cfg, seeds: list[int]) -> Teacher:
+    """Stored scikit-learn teachers (sklearn_teacher.py): per seed an ONNX file of raw features
+    and the spec of its training rows, run by onnxruntime as any ONNX teacher."""
+    nets, scalers, boxes, sizes, paths = [], [], [], [], []
+    for seed in seeds:
+        path = store_path(cfg, seed)
+        if not path.is_file():
+            raise UserError(f"no teacher at {path}; train it first with: "
+                            f"{_train_command(cfg, seed)}")
+        file = load_model_file(path)
+        spec = teacher_spec.from_file(path.with_name(sklearn_teacher.SPEC))
+        scaler = Scaler(*teacher_spec.input_scaler(spec, spec.input_dim()),
+                        *teacher_spec.output_scaler(spec, file.module, None, None))
+        nets.append(Shared(file.module, scaler))
+        scalers.append(scaler)
+        boxes.append(teacher_spec.box(spec, scaler))
+        sizes.append(_split_size(sklearn_teacher.stored_row(path)))
+        paths.append(str(path))
+    box = (torch.stack([b[0] for b in boxes]), torch.stack([b[1] for b in boxes]))
+    return Teacher(nets[0] if len(nets) == 1 else PerMember(nets), spec.input_dim(), box, paths,
+                   len(spec.targets), scalers, False, spec.features, spec.targets, sizes,
+                   [teacher_spec.domain(spec, spec.input_dim(), p) for p in paths])
+
+
+def _split_size(row: dict[str, Any]) -> tuple[int, int] | None:
+    """The (training, validation) row counts a store teacher was trained on."""
     return (int(row["n_train"]), int(row["n_val"])) if "n_train" in row else None
 
 
@@ -165,7 +214,7 @@ def member_splits(cfg, teacher: Teacher, table: Table, seeds: list[int],
     """Each member's split of `table` (its seed, the dataset's split settings) in its teacher's
     units. A store teacher trained on another split is refused: it may have seen this run's
     test rows."""
-    parts = [split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s, scaler).to(device)
+    parts = [split_for(cfg, table, s, scaler).to(device)
              for s, scaler in zip(seeds, teacher.scalers)]
     for source, trained, part in zip(teacher.sources, teacher.split_sizes or [], parts):
         why = _split_mismatch(cfg, source, trained, part)
@@ -234,8 +283,8 @@ def override_domains(cfg, found: list[domains.Domain], features: list[str]
 def load(cfg, seeds: list[int], table: Table | None, device: torch.device) -> Teacher:
     """The configured teacher for members `seeds`: one store teacher per seed, or the single
     file the user named, shared by every member; checked against the dataset's columns."""
-    teacher = (_dfkd_teachers(cfg, seeds) if cfg.teacher.format == "dfkd"
-               else _foreign_teacher(cfg, len(seeds)))
+    loader = {"dfkd": _dfkd_teachers, "sklearn": _store_onnx_teachers}.get(cfg.teacher.format)
+    teacher = loader(cfg, seeds) if loader else _foreign_teacher(cfg, len(seeds))
     teacher.domains = override_domains(cfg, teacher.domains,
                                        feature_names(teacher.features, teacher.input_dim))
     if table is not None:
@@ -367,18 +416,21 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
         for seed, path, member_dir in zip(seeds, paths, dirs):
             if path.exists() and not cfg.overwrite:
                 log.info("teacher %s exists; keeping it (overwrite=true retrains)", path)
-                payload = models.load_checkpoint(path)
-                why = _split_mismatch(cfg, str(path), _split_size(payload), split(
-                    table, cfg.dataset.n_train, cfg.dataset.val_fraction, seed))
+                stored = (sklearn_teacher.stored_row(path) if cfg.teacher.format == "sklearn"
+                          else models.load_checkpoint(path)["metrics"])
+                why = _split_mismatch(cfg, str(path), _split_size(stored),
+                                      split_for(cfg, table, seed))
                 if why:
                     raise UserError(f"{why}; overwrite=true retrains it, or teacher_store=<dir> "
                                     "keeps teachers for these settings apart")
-                rows[seed] = tables.write_metrics(member_dir, {**payload["metrics"],
-                                                               "status": "exists"})
+                rows[seed] = tables.write_metrics(member_dir, {**stored, "status": "exists"})
         todo = [k for k, seed in enumerate(seeds) if seed not in rows]
         if todo:
-            trained = _train(cfg, table, [seeds[k] for k in todo], [paths[k] for k in todo],
-                             [dirs[k] for k in todo], device)
+            todo_seeds, todo_paths, todo_dirs = ([v[k] for k in todo] for v in (seeds, paths, dirs))
+            trained = (sklearn_teacher.train(cfg, table, todo_seeds, todo_paths, todo_dirs,
+                                             arch_label(cfg.teacher))
+                       if cfg.teacher.format == "sklearn" else
+                       _train(cfg, table, todo_seeds, todo_paths, todo_dirs, device))
             rows.update(zip((seeds[k] for k in todo), trained))
     frame = pd.concat([rows[s] for s in seeds], ignore_index=True)
     print(tables.show(frame, SUMMARY))
@@ -387,22 +439,19 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
 
 def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
            device: torch.device) -> list[pd.DataFrame]:
-    splits = [split(table, cfg.dataset.n_train, cfg.dataset.val_fraction, s).to(device)
-              for s in seeds]
+    splits = [split_for(cfg, table, s).to(device) for s in seeds]
     runtime.seed_everything(seeds[0])
     started = time.perf_counter()
     model, history, best_epoch = fit(cfg, splits, seeds, device)
     wall = time.perf_counter() - started
-    found = override_domains(cfg, [domains.infer(table.x[split_rows(
-        table, cfg.dataset.n_train, cfg.dataset.val_fraction, s)[0]]) for s in seeds],
-        table.features)
+    found = override_domains(cfg, [domains.infer(table.x[part.rows[0]]) for part in splits],
+                             table.features)
     x_test = torch.stack([s.x_test for s in splits])
     test_pred = metrics.predict(model, x_test)
     frames = []
     for k, (seed, part, path, member_dir) in enumerate(zip(seeds, splits, paths, dirs)):
         row = {"command": "train-teacher", "dataset": part.name, "seed": seed,
-               "teacher_hidden": models.arch_name(list(cfg.teacher.hidden),
-                                                  cfg.teacher.activation),
+               "teacher_hidden": arch_label(cfg.teacher),
                "n_train": len(part.x_train), "n_val": len(part.x_val),
                "n_test": len(part.x_test), "best_epoch": best_epoch[k],
                "epochs_run": history[k][-1]["epoch"] + 1,

@@ -157,6 +157,18 @@ def domain(spec: Spec, dim: int, source: str) -> domains.Domain:
     return domains.override(base, values, features, source)
 
 
+def _spec(values: dict[str, Any]) -> Spec:
+    """A Spec from key -> value: per-feature and per-output keys as lists, the domain keys as
+    given (lists or mappings)."""
+    return Spec(**{k: (v if v is None or k in DOMAIN_KEYS else list(v))
+                   for k, v in values.items()})
+
+
+def from_file(path: Path) -> Spec:
+    """A spec file alone (a YAML or CSV file as above)."""
+    return _spec(_read_file(path))
+
+
 def read(teacher_cfg) -> Spec:
     """The spec from teacher.spec (a file) and the inline teacher.<key> values."""
     values = _read_file(Path(teacher_cfg.spec)) if teacher_cfg.spec else {}
@@ -164,10 +176,7 @@ def read(teacher_cfg) -> Spec:
         inline = None if f.name in DOMAIN_KEYS else teacher_cfg.get(f.name)
         if inline is not None:
             values[f.name] = list(inline)
-    spec = Spec(**{k: (None if v is None or k in DOMAIN_KEYS else list(v))
-                   for k, v in values.items()})
-    for key in DOMAIN_KEYS:
-        setattr(spec, key, values.get(key))
+    spec = _spec(values)
     if spec.sd is not None and any(s <= 0 for s in spec.sd):
         raise UserError(f"teacher.sd={spec.sd} is not valid: every sd must be > 0")
     if (spec.low is None) != (spec.high is None):

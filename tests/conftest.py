@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 
@@ -27,6 +29,28 @@ def make_config(name: str, overrides: list[str] = ()):
     register_configs()
     with initialize_config_module(config_module="dfkd_cli.configs", version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file of unsigned bytes (MNIST's format), gzip-compressed when the name ends .gz."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">i4").tobytes()
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def fake_mnist(folder: Path, rows: int = 300) -> Path:
+    """<folder>/mnist/ holding t10k IDX files of `rows` blurry 28 x 28 'digits' whose brightness
+    pattern depends on the label, so a network can learn something in a few steps."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, rows)
+    grid = np.linspace(0, 1, 28)
+    images = 255 * np.clip(np.sin(np.outer(grid, grid)[None] * (1 + labels[:, None, None]))
+                           + 0.2 * rng.standard_normal((rows, 28, 28)), 0, 1)
+    (folder / "mnist").mkdir(parents=True, exist_ok=True)
+    write_idx(folder / "mnist" / "t10k-images-idx3-ubyte.gz", images)
+    write_idx(folder / "mnist" / "t10k-labels-idx1-ubyte.gz", labels)
+    return folder
 
 
 def dfkd(*args: str, cwd: Path, env: dict | None = None, check: bool = True):

@@ -36,6 +36,9 @@ class Strategy:
     needs_gradients = False  # uses dT/dx or dT/dG: a teacher without gradients is refused
     # the run's prior (prior=, dfkd_cli/domain.py Prior), set by build_strategy; None: N(0, I)
     sampler: Callable[[int], torch.Tensor] | None = None
+    # the teacher's output scaler, raw = y_mean + y_sd * standardised, (K, k) each; build_strategy
+    # sets it (for targets given in the teacher's raw units)
+    y_scale: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __init__(self, cfg: Any, input_dim: int, box: Box | None, rng: Streams):
         # a plain dataclass: reading a DictConfig attribute costs microseconds, in the hot loop

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import torch
+
 from dfkd_cli.errors import UserError
 
 STRATEGIES: dict[str, type] = {}
@@ -31,4 +33,7 @@ def build_strategy(cfg: Any, teacher: Any, rng: Any, prior: Any = None) -> Any:
                         f"{', '.join(usable)}")
     strategy = cls(cfg, teacher.input_dim, teacher.box, rng)
     strategy.sampler = prior
+    if teacher.scalers:
+        strategy.y_scale = tuple(torch.stack([getattr(s, k) for s in teacher.scalers]
+                                             ).to(rng.device) for k in ("y_mean", "y_std"))
     return strategy

@@ -1,0 +1,113 @@
+"""The case studies' data: protein solubility (its own split sizes) and MNIST's IDX files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import SHARED_DATA, dfkd, fake_mnist, make_config, write_idx
+from dfkd_cli.data import friedman1, load_split, read_idx, read_mnist, split
+from dfkd_cli.errors import UserError
+
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/datasets")
+
+
+def test_max_train_fraction_is_a_split_key():
+    table = friedman1(1000, 1.0)
+    assert len(split(table, 5000, 0.1, 1).x_train) == 700  # the benchmarks' 70% cap
+    s = split(table, 5000, 0.1, 1, max_train_fraction=0.8)
+    assert (len(s.x_train), len(s.x_val), len(s.x_test)) == (800, 20, 180)
+
+
+@needs_shared
+def test_protein_split_is_the_case_studys():
+    cfg = make_config("train_teacher", ["dataset=protein", f"data_dir={SHARED_DATA}"])
+    s = load_split(cfg)
+    # 3148 rows: 2500 train, 648 rest -> 65 validation, 583 test; 20 fractions -> solubility
+    assert (len(s.x_train), len(s.x_val), len(s.x_test), s.input_dim) == (2500, 65, 583, 20)
+    assert s.targets == ["solubility"] and s.features[:3] == ["A", "R", "N"]
+    raw = s.x_test * s.scaler.x_std + s.scaler.x_mean
+    np.testing.assert_allclose(raw.sum(1).numpy(), 1.0, atol=1e-4)
+    other = load_split(make_config("train_teacher", ["dataset=protein", "seed=2",
+                                                     f"data_dir={SHARED_DATA}"]))
+    assert not np.array_equal(s.y_test.numpy(), other.y_test.numpy())
+
+
+@pytest.mark.parametrize("suffix", [".gz", ""])
+def test_idx_reader_keeps_pixel_order(tmp_path, suffix):
+    images = np.random.default_rng(0).integers(0, 256, (12, 28, 28))
+    labels = np.arange(12) % 10
+    write_idx(tmp_path / f"t10k-images-idx3-ubyte{suffix}", images)
+    write_idx(tmp_path / f"t10k-labels-idx1-ubyte{suffix}", labels)
+    np.testing.assert_array_equal(read_idx(tmp_path / f"t10k-images-idx3-ubyte{suffix}"), images)
+    table = read_mnist(tmp_path, ["t10k"], [1, 28, 28])
+    assert table.x.shape == (12, 784) and table.targets == ["digit"]
+    np.testing.assert_array_equal(table.x[3].reshape(28, 28), images[3])  # row-major pixels
+    np.testing.assert_array_equal(table.y[:, 0], labels)
+    with pytest.raises(UserError, match=r"input_shape=\[1, 14, 14\] does not hold the 784"):
+        read_mnist(tmp_path, ["t10k"], [1, 14, 14])
+
+
+def test_bad_idx_files_are_user_errors(tmp_path):
+    (tmp_path / "junk").write_bytes(b"not an idx file")
+    with pytest.raises(UserError, match="not an IDX file"):
+        read_idx(tmp_path / "junk")
+    write_idx(tmp_path / "short", np.zeros((3, 4)))
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-2])
+    with pytest.raises(UserError, match=r"header says \(3, 4\) but the file holds 10"):
+        read_idx(tmp_path / "short")
+
+
+@needs_shared
+def test_mnist_reads_the_test_set_as_regression():
+    cfg = make_config("train_teacher", ["dataset=mnist", f"data_dir={SHARED_DATA}"])
+    assert list(cfg.dataset.input_shape) == [1, 28, 28]
+    s = load_split(cfg)
+    assert (len(s.x_train), len(s.x_val), len(s.x_test), s.input_dim) == (5000, 500, 4500, 784)
+    raw_y = s.y_train[:, 0] * s.scaler.y_std + s.scaler.y_mean
+    np.testing.assert_allclose(np.unique(raw_y.round().numpy()), np.arange(10))
+
+
+def test_missing_mnist_folder_says_where_the_files_go(tmp_path):
+    proc = dfkd("train-teacher", "dataset=mnist", f"data_dir={tmp_path}", cwd=tmp_path,
+                check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"{tmp_path}/mnist" in lines[0] and "t10k-images-idx3-ubyte.gz" in lines[0]
+    assert "<data_dir>/mnist/" in lines[0]
+
+
+def test_probe_draws_images_and_prediction_histograms(tmp_path):
+    """For an image-shaped dataset the probe writes a grid of each strategy's samples and the
+    histogram of the teacher's predictions on them, in raw units."""
+    import torch
+
+    from dfkd_cli import teacher as teachers
+    from dfkd_cli.data import load_table
+    from dfkd_cli.teacher import member_splits
+
+    pytest.importorskip("matplotlib")
+    fake_mnist(tmp_path)
+    data = ["dataset=mnist", "data_dir=.", "dataset.n_train=200", "teacher.hidden=[16]"]
+    dfkd("train-teacher", *data, "epochs=2", cwd=tmp_path)
+    dfkd("probe", *data, "epochs=2", "samples=40", "batch_size=20", "images=3",
+         "~strategy@strategies.impressions", "~strategy@strategies.generator",
+         "~strategy@strategies.lhs", "~strategy@strategies.sobol", "hydra.run.dir=probe",
+         cwd=tmp_path)
+    for name in ("probe_images.png", "probe_predictions.png"):
+        assert (tmp_path / "probe" / name).read_bytes()[:4] == b"\x89PNG"
+    table = pd.read_csv(tmp_path / "probe" / "probe.csv").set_index("strategy")
+    cfg = make_config("probe", [*data, f"data_dir={tmp_path}",
+                                f"teacher_store={tmp_path / 'outputs/teachers'}"])
+    table_rows = load_table(cfg.dataset, cfg.data_dir)
+    teacher = teachers.load(cfg, [1], table_rows, torch.device("cpu"))
+    part = member_splits(cfg, teacher, table_rows, [1], torch.device("cpu"))[0]
+    with torch.no_grad():
+        raw = teacher.module(part.x_test[None])[0, :, 0] * part.scaler.y_std + part.scaler.y_mean
+    assert table.loc["test_rows", "pred_mean"] == pytest.approx(float(raw.mean()), rel=1e-4)
+    assert table.loc["test_rows", "pred_sd"] == pytest.approx(float(raw.std()), rel=1e-3)
+    no_figures = dfkd("probe", *data, "epochs=1", "samples=20", "batch_size=20", "figures=false",
+                      "~strategy@strategies.impressions", "hydra.run.dir=plain", cwd=tmp_path)
+    assert no_figures.returncode == 0 and not (tmp_path / "plain" / "probe_images.png").exists()
