@@ -166,15 +166,17 @@ class TrainTeacherConfig(RunConfig):
 @dataclass
 class DistillConfig(RunConfig):
     command: str = "distill"
-    epochs: int = 2000  # E
+    epochs: int = 4000  # E (twice the paper's 2000: docs/results.md)
     steps_per_epoch: int = 10  # n_s
     batch_size: int = 50  # m
     # last (data-free) | fidelity (data-free: best agreement with the teacher on a fixed set of
     # prior draws) | val (the paper's best epoch on real validation rows) | both (last and val)
     # | all (last, fidelity and val), from one training, a metrics row each
-    selection: str = "last"
-    prior: str = "gaussian"  # gaussian N(0, I) | correlated N(0, C) | copula (domain.py)
-    domain: str = "off"  # on: project every labelled sample onto the teacher's input domain
+    selection: str = "fidelity"
+    # auto (copula when the teacher carries its input statistics) | gaussian N(0, I) |
+    # correlated N(0, C) | copula (domain.py)
+    prior: str = "auto"
+    domain: str = "on"  # on: project every labelled sample onto the teacher's input domain
     label: Optional[str] = None  # the arm's name in tables (set by arm=...); None = derived
     on_nonfinite: str = "stop"  # stop (status=diverged) | skip (roll back and carry on)
     checkpoint_every: int = 100  # epochs between resumable checkpoints (0 = only on a signal)

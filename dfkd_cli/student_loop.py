@@ -98,6 +98,10 @@ class StudentLoop:
         wanted = selections(cfg.selection)
         self.sets = {name: rows for name, rows in (("val", val), ("fidelity", fidelity))
                      if name in wanted}
+        missing = [name for name, rows in self.sets.items() if rows is None]
+        if missing:
+            raise ValueError(f"selection={cfg.selection} keeps the best epoch on the "
+                             f"{' and '.join(missing)} set, and none was given")
         self.best = {name: Snapshot(params) for name in self.sets}
         self.best_loss = {name: torch.full((members,), float("inf"), device=device)
                           for name in self.sets}

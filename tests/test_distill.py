@@ -49,7 +49,7 @@ class Counting(Strategy):
 def test_a_term_with_zero_weight_is_not_drawn(alpha, value, synthetic, prior):
     """Decreasing over 4 epochs: alpha = .75, .5, .25, 0 -> the last epoch draws no x_g."""
     cfg = make_config("distill", ["epochs=4", "steps_per_epoch=3", f"alpha={alpha}",
-                                  f"alpha.value={value}", "log_every=1"])
+                                  f"alpha.value={value}", "log_every=1", "selection=last"])
     rng = Streams([0], torch.device("cpu"))
     teacher = Teacher(models.StackedMLP(1, 3, [8], "tanh").init_(rng).requires_grad_(False), 3,
                       None, ["t"])

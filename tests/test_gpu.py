@@ -51,7 +51,8 @@ def cuda_loop(name: str, members: list[int]) -> StudentLoop:
     from conftest import make_config
     states, boxes = teachers()
     cfg = make_config("distill", [f"strategy={name}", "epochs=4", "steps_per_epoch=2",
-                                  "batch_size=6", "log_every=2", *QUICK.get(name, [])])
+                                  "batch_size=6", "log_every=2", "selection=last",
+                                  *QUICK.get(name, [])])
     module = models.StackedMLP.from_state_dicts([states[k] for k in members], "tanh").to(CUDA)
     box = tuple(torch.stack([boxes[k][i] for k in members]).to(CUDA) for i in (0, 1))
     teacher = Teacher(module.requires_grad_(False), D, box, ["t"] * len(members))

@@ -19,7 +19,8 @@ from dfkd_cli.student_loop import StudentLoop
 
 CPU = torch.device("cpu")
 D = 5
-STEPS = ["epochs=5", "steps_per_epoch=10", "log_every=1"]  # 50 student steps
+STEPS = ["epochs=5", "steps_per_epoch=10", "log_every=1",  # 50 student steps
+         "selection=last"]  # these loops are built by hand, without a fidelity set
 QUICK = {"impressions": ["strategy.steps=20"], "generator": ["strategy.hidden=[32]"]}
 
 

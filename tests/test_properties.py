@@ -132,7 +132,8 @@ def test_population_member_equals_its_run_alone(name, seeds_, d):
              "impressions": ["strategy.hidden=[8]", "strategy.latent_dim=3", "strategy.steps=5"],
              "evolution": ["strategy.generations=2"]}
     cfg = make_config("distill", [f"strategy={name}", "epochs=3", "steps_per_epoch=2",
-                                  "batch_size=5", "log_every=1", *quick.get(name, [])])
+                                  "batch_size=5", "log_every=1", "selection=last",
+                                  *quick.get(name, [])])
     states = [models.StackedMLP(1, d, [6], "tanh").init_(Streams([s + 1], CPU))
               .member_state_dict(0) for s in seeds_]
     boxes = [box_of(s, 1, d) for s in seeds_]

@@ -24,9 +24,9 @@ def frame(**columns) -> pd.DataFrame:
 
 
 def test_the_objective_is_the_named_column_averaged_over_members():
-    cfg = make_config("distill", ["seeds=[1,2]"])
+    cfg = make_config("distill", ["seeds=[1,2]", "selection=last"])
     assert search.objective(cfg, frame()) == pytest.approx(0.3)
-    cfg = make_config("distill", ["seeds=[1,2]", "objective=val_rmse"])
+    cfg = make_config("distill", ["seeds=[1,2]", "selection=last", "objective=val_rmse"])
     assert search.objective(cfg, frame()) == pytest.approx(0.6)
 
 

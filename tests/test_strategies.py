@@ -25,7 +25,7 @@ def trained():
     box = (split.x_train.min(0).values[None], split.x_train.max(0).values[None])
     tch = teacher.Teacher(stacked, split.input_dim, box, ["test"])
     dcfg = make_config("distill", ["strategy=random", "epochs=5", "alpha=constant",
-                                   "alpha.value=0", "teacher.hidden=[64]"])
+                                   "alpha.value=0", "teacher.hidden=[64]", "selection=last"])
     rng = Streams([0], CPU)
     student = models.StackedMLP(1, split.input_dim, [50], "tanh").init_(rng)
     strategy = STRATEGIES["random"](dcfg.strategy, split.input_dim, box, rng)

@@ -51,7 +51,9 @@ def teachers():
 
 def loop_for(name: str, members: list[int], states, boxes, extra=("log_every=1",),
              val=None) -> StudentLoop:
-    base = ["epochs=4", "steps_per_epoch=2", "batch_size=6", *extra, *QUICK.get(name, [])]
+    # selection=last: these loops are built by hand, without a fidelity set
+    base = ["epochs=4", "steps_per_epoch=2", "batch_size=6", "selection=last", *extra,
+            *QUICK.get(name, [])]
     cfg = make_config("distill", [f"strategy={name}", *base] if name in STRATEGIES else base)
     module = models.StackedMLP.from_state_dicts([states[k] for k in members], "tanh")
     box = (torch.stack([boxes[k][0] for k in members]),

@@ -129,19 +129,24 @@ def no_rows(name: str) -> UserError:
                      "has none; give a dataset, or pick a data-free strategy")
 
 
+BOX_SLACK = 1e-5  # standardised units: far below any real excursion, far above float32 rounding
+
+
 @torch.no_grad()
 def per_sample(teacher: Net, student: Net, x: torch.Tensor, start: torch.Tensor | None,
                box: Box | None) -> dict[str, torch.Tensor]:
     """What each sample of a batch x (K, n, d) carries, (K, n) tensors: "gap" (T - S)^2 summed
     over outputs, "norm" ||x||, "dist" the L-infinity distance from its start (with a start),
-    "outside" whether it leaves the feature box (with a box); and "teacher" T(x) (K, n, k)."""
+    "outside" whether it leaves the feature box by more than BOX_SLACK (with a box: a sample the
+    input domain clipped to its raw bounds lands on the box's edge only up to float rounding);
+    and "teacher" T(x) (K, n, k)."""
     t = teacher(x)
     out = {"teacher": t, "gap": (t - student(x)).pow(2).sum(dim=2), "norm": x.norm(dim=2)}
     if start is not None:
         out["dist"] = (x - start).abs().amax(dim=2)
     if box is not None:
         low, high = box[0].unsqueeze(1), box[1].unsqueeze(1)
-        out["outside"] = ((x < low) | (x > high)).any(dim=2)
+        out["outside"] = ((x < low - BOX_SLACK) | (x > high + BOX_SLACK)).any(dim=2)
     return out
 
 
