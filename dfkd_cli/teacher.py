@@ -21,7 +21,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from dfkd_cli import metrics, models, networks, runtime, sklearn_teacher, tables, teacher_spec
+from dfkd_cli import (metrics, models, networks, onnx_population, runtime, sklearn_teacher, tables,
+                      teacher_spec)
 from dfkd_cli.config import DatasetConfig, TeacherConfig
 from dfkd_cli.data import Scaler, Split, Table, load_table, split_for
 from dfkd_cli.errors import UserError
@@ -223,7 +224,8 @@ def _recorded(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _store_onnx_teachers(cfg, seeds: list[int]) -> Teacher:
     """Stored scikit-learn teachers (sklearn_teacher.py): per seed an ONNX file of raw features
-    and the spec of its training rows, run by onnxruntime as any ONNX teacher."""
+    and the spec of its training rows, run by onnxruntime as any ONNX teacher; the members' files
+    merged into one session (onnx_population.py) unless fast_path=off or they cannot be."""
     nets, scalers, boxes, sizes, paths = [], [], [], [], []
     for seed in seeds:
         path = store_path(cfg, seed)
@@ -240,7 +242,10 @@ def _store_onnx_teachers(cfg, seeds: list[int]) -> Teacher:
         sizes.append(_split_size(sklearn_teacher.stored_row(path)))
         paths.append(str(path))
     box = (torch.stack([b[0] for b in boxes]), torch.stack([b[1] for b in boxes]))
-    return Teacher(nets[0] if len(nets) == 1 else PerMember(nets), spec.input_dim(), box, paths,
+    merged = (onnx_population.load([Path(p) for p in paths], scalers)
+              if cfg.fast_path == "auto" else None)
+    module = merged if merged is not None else nets[0] if len(nets) == 1 else PerMember(nets)
+    return Teacher(module, spec.input_dim(), box, paths,
                    len(spec.targets), scalers, False, spec.features, spec.targets,
                    [{"split": size} for size in sizes])
 
