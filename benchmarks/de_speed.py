@@ -29,6 +29,7 @@ CASE_STUDY_STEPS = 100_000  # 1000 epochs x 100 steps
 
 def extract(rev: str, into: Path) -> Path:
     """The package of git revision `rev` (with its configs inside, as a wheel ships them)."""
+    into.mkdir(parents=True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "dfkd_cli", "configs"],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)

@@ -162,7 +162,9 @@ class ModulePopulation(AutogradBackward, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(self.nets) == 1:  # x[0] and the gradient of the output start where x and it do
             return _columns(self.nets[0](_aligned(x[0]))).unsqueeze(0)
-        return _Stack.apply(*(_columns(net(_aligned(x[k]))) for k, net in enumerate(self.nets)))
+        outputs = [_columns(net(_aligned(x[k]))) for k, net in enumerate(self.nets)]
+        # without gradients (a gradient-free strategy's many forward passes) a plain stack
+        return _Stack.apply(*outputs) if torch.is_grad_enabled() else torch.stack(outputs)
 
     def param_grads(self, saved: list[torch.Tensor], grad_out: torch.Tensor
                     ) -> list[torch.Tensor]:

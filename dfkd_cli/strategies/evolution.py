@@ -177,6 +177,7 @@ class Evolution(Strategy):
         r = self.draw_targets(groups, size)
         x, fit = start, self.objective(teacher, student, start, r)
         first = fit.mean(1)
+        low, high = (bound.unsqueeze(1) for bound in self.need_box())
         if self.generations:
             partners, cross = draw_generations(
                 self.rng, self.generations, groups, size, d, 2 * self.pairs, self.cr,
@@ -184,7 +185,8 @@ class Evolution(Strategy):
         for g in range(self.generations):
             pop = x.view(members, groups, size, d)
             mutant = mutants(pop, fit.view(members, groups, size), partners[:, g], self.f)
-            trial = self.clamp_to_box(torch.where(cross[:, g], mutant, pop).view(members, -1, d))
+            trial = torch.clamp(torch.where(cross[:, g], mutant, pop).view(members, -1, d),
+                                low, high)  # clamp_to_box, the bounds unsqueezed once
             trial_fit = self.objective(teacher, student, trial, r)
             better = trial_fit >= fit
             x = torch.where(better.unsqueeze(2), trial, x)
