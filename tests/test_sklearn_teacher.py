@@ -125,8 +125,8 @@ def test_models_of_other_operator_sets_are_not_merged(tmp_path):
 
 
 def test_a_de_population_is_its_members_alone(compositions):
-    """The DE arm with the merged teachers: every history value of member k is the run with
-    seed k (the rbf student runs on autograd, whose populations are their members bit for bit)."""
+    """The DE arm with the merged teachers and the rbf student's batched forward passes (no
+    gradients, fast_path=auto): every history value of member k is the run with seed k."""
     common = [*DATA, "teacher=svr", "arm=case_study_de", "student=rbf", *QUICK]
     dfkd("distill", *common, "seeds=[1,2]", "hydra.run.dir=de_pop", cwd=compositions)
     for seed in (1, 2):
