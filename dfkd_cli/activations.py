@@ -1,10 +1,10 @@
 """Activation functions with their derivatives, for autograd and for hand-written backward passes.
 
 `tanh` is computed as 2 * sigmoid(2z) - 1: the same function (absolute difference ~1e-7 in
-float32), about 5x faster than torch.tanh on the project's CPUs, and it dominates the cost of
-the 500-unit teacher's forward pass. Each activation's backward maps dL/da to dL/dz from the
-layer's input z and output a, so StackedMLP can back-propagate without building an autograd
-graph; tanh's and sigmoid's are aten's fused kernels (one pass instead of two).
+float32), and faster than torch.tanh on CPUs (docs/performance.md). Each activation's backward
+maps dL/da to dL/dz from the layer's input z and output a, so StackedMLP can back-propagate
+without building an autograd graph; tanh's and sigmoid's are aten's fused kernels (one pass
+instead of two).
 """
 
 from __future__ import annotations

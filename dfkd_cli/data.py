@@ -24,10 +24,13 @@ from dfkd_cli.errors import UserError
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = ("compactiv", "cpusmall", "pole", "puma32h", "mv")
 FRIEDMAN_SEED = 20230111  # the built-in dataset is the same table on every machine
 MAX_TRAIN_FRACTION = 0.7  # a dataset with fewer than n_train / 0.7 rows trains on 70% of them
 IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, the only one MNIST uses
+
+
+Box = tuple[torch.Tensor, torch.Tensor]  # per-member, per-feature (low, high): (K, d) each
+Rows = tuple[torch.Tensor, torch.Tensor]  # per-member training rows: x (K, N, d), y (K, N, out)
 
 
 @dataclass
@@ -68,10 +71,10 @@ class Scaler:
     def payload(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.__dict__.items()}
 
-    def x(self, raw: torch.Tensor) -> torch.Tensor:
+    def standardise_x(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self.x_mean) / self.x_std
 
-    def y(self, raw: torch.Tensor) -> torch.Tensor:
+    def standardise_y(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self.y_mean) / self.y_std
 
 
@@ -250,7 +253,7 @@ def split(table: Table, n_train: int, val_fraction: float, seed: int,
 
     def tensors(rows):
         x, y = (torch.tensor(v[rows], dtype=torch.float64) for v in (table.x, table.y))
-        return scaler.x(x).float(), scaler.y(y).float()
+        return scaler.standardise_x(x).float(), scaler.standardise_y(y).float()
 
     (xtr, ytr), (xva, yva), (xte, yte) = (tensors(p) for p in parts)
     return Split(table.name, table.features, table.targets, xtr, ytr, xva, yva, xte, yte, scaler,
@@ -262,8 +265,3 @@ def split_for(cfg, table: Table, seed: int, scaler: Scaler | None = None) -> Spl
     max_train_fraction."""
     ds = cfg.dataset
     return split(table, ds.n_train, ds.val_fraction, seed, scaler, ds.max_train_fraction)
-
-
-def load_split(cfg) -> Split:
-    """The split a run config describes (dataset, data_dir, seed)."""
-    return split_for(cfg, load_table(cfg.dataset, cfg.data_dir), cfg.seed)

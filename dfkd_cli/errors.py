@@ -17,6 +17,7 @@ class UserError(Exception):
 
 
 def first_line(exc: BaseException) -> str:
+    """The first line of the exception's message, or its type's name when the message is empty."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

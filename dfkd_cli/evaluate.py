@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from dfkd_cli import metrics, models
-from dfkd_cli.errors import UserError
-from dfkd_cli.export import TARGET_KEY, feature_names, network, raw_model, target_names
+from dfkd_cli.errors import UserError, first_line
 from dfkd_cli.files import write_csv
 from dfkd_cli.model_files import KINDS, SAFE_KINDS, load_model_file
+from dfkd_cli.raw_units import TARGET_KEY, feature_names, network, raw_model, target_names
 
 ROWS = 8192  # rows per forward pass
 SCORES = {"rmse": metrics.rmse, "mae": metrics.mae, "r2": metrics.r2}
@@ -80,7 +80,7 @@ def load_model(path: str | Path, net_target: str | None = None,
 
 
 @torch.no_grad()
-def run(model: Model, x: torch.Tensor) -> torch.Tensor:
+def forward(model: Model, x: torch.Tensor) -> torch.Tensor:
     """Predictions (n, k) in float64, ROWS rows at a time."""
     out = torch.cat([model.module(x[i:i + ROWS]) for i in range(0, len(x), ROWS)])
     return out.reshape(len(x), -1).double()
@@ -132,7 +132,7 @@ def output_dim(model: Model, width: int) -> int:
     if model.output_dim is not None:
         return model.output_dim
     try:
-        return run(model, torch.zeros(1, model.input_dim or width - 1)).shape[1]
+        return forward(model, torch.zeros(1, model.input_dim or width - 1)).shape[1]
     except Exception as exc:  # noqa: BLE001 - any runtime's error: we only probe
         raise UserError(f"cannot tell how many outputs {model.path} gives ({first_line(exc)}); "
                         f"name the target columns with --target") from exc
@@ -167,11 +167,6 @@ def feature_columns(frame: pd.DataFrame, model: Model, targets: list[str], drop:
 # scores
 
 
-def first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def predict(model: Model, x: torch.Tensor, features: list[str], k: int, path: Path
             ) -> torch.Tensor:
     """The model's (n, k) predictions; input or output sizes that do not fit are a UserError."""
@@ -179,7 +174,7 @@ def predict(model: Model, x: torch.Tensor, features: list[str], k: int, path: Pa
         raise UserError(f"{model.path} takes {model.input_dim} inputs but {path} has "
                         f"{x.shape[1]} feature columns {features}")
     try:
-        pred = run(model, x.float())
+        pred = forward(model, x.float())
     except Exception as exc:  # noqa: BLE001 - TorchScript / onnxruntime errors on a bad shape
         raise UserError(f"{model.path} failed on the {x.shape[1]} feature columns of {path} "
                         f"({first_line(exc)})") from exc

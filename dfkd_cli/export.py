@@ -1,13 +1,10 @@
 """`dfkd export PATH`: a dfkd checkpoint -> TorchScript and ONNX models of raw features -> raw
 targets, checked against the checkpoint, plus a model card.
 
-An export needs no preprocessing (`raw_model`). For an MLP the scalers are folded into the first
-and last Linear layers: first layer W' = W / x_std, b' = b - W' x_mean; last layer W' = y_std W,
-b' = y_std b + y_mean; the activations are torch's own modules (nn.Tanh, ...), which every
-runtime knows. Any other network is wrapped between two explicit layers, `Standardise` and
-`Unstandardise`. A custom network is rebuilt only when `--net-target` names its class. Each export is then compared with the checkpoint's MLP applied with explicit
-scaling on random raw inputs x_mean + x_std * N(0, 1); a difference above `--tolerance` (relative
-to y_std) exits 1.
+An export needs no preprocessing: it is the checkpoint's network with its scalers folded in
+(`raw_units.raw_model`). Each export is compared with the checkpoint's network applied with
+explicit scaling on random raw inputs x_mean + x_std * N(0, 1); a difference above `--tolerance`
+(relative to y_std) exits 1.
 """
 
 from __future__ import annotations
@@ -19,129 +16,23 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from dfkd_cli import __version__, models, networks, trackers
-from dfkd_cli.activations import Activation
-from dfkd_cli.data import Scaler
+from dfkd_cli import __version__, networks, trackers
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import atomic_path
-from dfkd_cli.model_files import load_model_file
+from dfkd_cli.model_files import ONNX_EXTRA, load_model_file
+from dfkd_cli.raw_units import (CHECKPOINT, TARGET_KEY, feature_names, load, network, raw_model,
+                                scaled_predict, scaler, target_names)
 
 FORMATS = ("torchscript", "onnx")
 SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}  # after the checkpoint's stem
-CHECKPOINT = "student.pt"
 OPSET = 17
 PROVENANCE = ("teacher_path", "dataset", "strategy", "arm", "alpha", "selection", "seed")
 CHECK_SEED = 0
-ONNX_HINT = "pip install 'dfkd-cli[onnx]'"
-STANDARD_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}
-
-
-# ---------------------------------------------------------------------------------------------
-# the checkpoint's model in raw units
-
-
-def scaler(payload: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x_mean (d,), x_std (d,), y_mean (k,), y_std (k,) as float32 vectors."""
-    s = Scaler.from_payload(payload["scaler"])
-    return s.x_mean, s.x_std, s.y_mean, s.y_std
-
-
-def feature_names(payload: dict) -> list[str] | None:
-    """The input columns a checkpoint records (after dfkd 0.1: "features"; teachers also keep
-    them in "input_spec"), or None."""
-    names = payload.get("features") or (payload.get("input_spec") or {}).get("features")
-    return list(names) if names else None
-
-
-def target_names(payload: dict) -> list[str] | None:
-    return list(payload["targets"]) if payload.get("targets") else None
-
-
-TARGET_KEY = "--net-target"  # how a user names a custom network's class to these commands
-
-
-def network(payload: dict, net_target: str | None, source: str = "the checkpoint"
-            ) -> nn.Module:
-    """The checkpoint's network (standardised units), its weights loaded; a custom network's
-    class only when `net_target` names it, else a UserError naming the key to pass."""
-    return networks.from_checkpoint(payload, net_target, TARGET_KEY, source)
-
-
-def scaled_predict(payload: dict, x: torch.Tensor, net_target: str | None = None
-                   ) -> torch.Tensor:
-    """The checkpoint's network with explicit scaling, in float64: (x - mean) / sd -> network ->
-    y sd + mean. The reference every export is checked against."""
-    x_mean, x_std, y_mean, y_std = (v.double() for v in scaler(payload))
-    model = network(payload, net_target).double().eval()
-    with torch.no_grad():
-        return columns(model((x.double() - x_mean) / x_std)) * y_std + y_mean
-
-
-def columns(y: torch.Tensor) -> torch.Tensor:
-    """(n, k) outputs, also from a network that returns a vector (n,)."""
-    return y.unsqueeze(-1) if y.dim() == 1 else y
-
-
-class Standardise(nn.Module):
-    """Raw features -> the network's standardised inputs, (x - mean) / sd."""
-
-    def __init__(self, mean: torch.Tensor, sd: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mean", mean.float())
-        self.register_buffer("sd", sd.float())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.sd
-
-
-class Unstandardise(Standardise):
-    """The network's standardised outputs -> raw targets, y sd + mean, as (n, k)."""
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return columns(y) * self.sd + self.mean
-
-
-@torch.no_grad()
-def raw_model(payload: dict, net_target: str | None = None) -> nn.Sequential:
-    """The checkpoint's network as an nn.Sequential of raw features -> raw targets: for an MLP
-    the scalers folded into the first and last Linear layers (in float64) with standard
-    activation modules, for any other network explicit Standardise / Unstandardise layers."""
-    arch = payload["arch"]
-    x_mean, x_std, y_mean, y_std = (v.double() for v in scaler(payload))
-    if len(x_mean) != arch["input_dim"] or len(x_std) != arch["input_dim"]:
-        raise UserError(f"the input scaler has {len(x_mean)} columns but the model takes "
-                        f"{arch['input_dim']} inputs")
-    if {len(y_mean), len(y_std)} - {1, arch.get("output_dim", 1)}:
-        raise UserError(f"the output scaler has {len(y_mean)} columns but the model gives "
-                        f"{arch.get('output_dim', 1)} outputs")
-    net = network(payload, net_target)
-    if arch.get("name", "mlp") != "mlp":
-        x_mean, x_std, y_mean, y_std = scaler(payload)
-        return nn.Sequential(Standardise(x_mean, x_std), net, Unstandardise(y_mean, y_std)).eval()
-    layers = [STANDARD_ACTIVATIONS[m.name]() if isinstance(m, Activation) else m for m in net]
-    first, last = layers[0], layers[-1]
-    weight = first.weight.double() / x_std
-    first.bias.copy_(first.bias.double() - weight @ x_mean)
-    first.weight.copy_(weight)
-    last.bias.copy_(last.bias.double() * y_std + y_mean)
-    last.weight.copy_(last.weight.double() * y_std[:, None])
-    return nn.Sequential(*layers).eval()
-
-
-def load(path: str | Path) -> tuple[Path, dict]:
-    """(checkpoint file, payload) for a checkpoint or a run directory holding student.pt."""
-    path = Path(path)
-    if path.is_dir():
-        if not (path / CHECKPOINT).is_file():
-            raise UserError(f"{path} is a directory without a {CHECKPOINT}")
-        path = path / CHECKPOINT
-    return path, models.load_checkpoint(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +62,6 @@ def write_onnx(model: nn.Module, input_dim: int, path: Path) -> None:
                           dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
 
 
-
 @dataclass
 class Check:
     """One export and its largest difference from the explicit-scaling student."""
@@ -199,11 +89,12 @@ def requested_formats(formats: Sequence[str] | None) -> tuple[list[str], str | N
     installed and not asked for, and an error when asked for."""
     if formats:
         if "onnx" in formats and not onnx_available():
-            raise UserError(f"--formats onnx needs the onnx and onnxruntime packages: {ONNX_HINT}")
+            raise UserError("--formats onnx needs the onnx and onnxruntime packages: "
+                            + ONNX_EXTRA)
         return list(dict.fromkeys(formats)), None
     if onnx_available():
         return list(FORMATS), None
-    return ["torchscript"], f"onnx skipped: onnx / onnxruntime are not installed ({ONNX_HINT})"
+    return ["torchscript"], f"onnx skipped: onnx / onnxruntime are not installed ({ONNX_EXTRA})"
 
 
 # ---------------------------------------------------------------------------------------------

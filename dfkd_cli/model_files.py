@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dfkd_cli.errors import UserError
+from dfkd_cli import models
+from dfkd_cli.errors import UserError, first_line
 
 ONNX_EXTRA = "pip install 'dfkd-cli[onnx]'"
 
@@ -44,8 +45,7 @@ class Columns(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.net(x)
-        return y.unsqueeze(-1) if y.dim() == 1 else y
+        return models.columns(self.net(x))
 
 
 class OnnxModule(nn.Module):
@@ -139,5 +139,5 @@ def load_model_file(path: str | Path, kinds: tuple[str, ...] = SAFE_KINDS,
     except Exception as exc:  # torch raises RuntimeError and others for foreign archives
         raise UserError(f"{path} is neither a TorchScript nor a torch.export file (a dfkd "
                         f"checkpoint is loaded by teacher=mlp500 teacher.path=...): "
-                        f"{str(exc).splitlines()[0]}") from exc
+                        f"{first_line(exc)}") from exc
     return ModelFile(Columns(module), None, None, True, kind)

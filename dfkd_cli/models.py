@@ -25,6 +25,12 @@ from dfkd_cli.rng import Streams
 FORMAT = "dfkd-checkpoint"
 VERSION = 1
 
+
+def columns(y: torch.Tensor) -> torch.Tensor:
+    """A network's output as (n, k), also when it returns a vector (n,)."""
+    return y.unsqueeze(-1) if y.dim() == 1 else y
+
+
 def mlp(input_dim: int, hidden: list[int], activation: str, output_dim: int = 1) -> nn.Sequential:
     """input_dim -> hidden[0] -> ... -> output_dim, `activation` after every hidden layer."""
     layers: list[nn.Module] = []
@@ -38,9 +44,9 @@ def mlp(input_dim: int, hidden: list[int], activation: str, output_dim: int = 1)
 
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """torch.bmm(a, b) for (K, n, m) @ (K, m, p), routed around a slow CPU kernel: with K > 1
-    members and one output column (a batched matrix-vector product) torch.bmm takes 5-12x longer
-    on the project's CPU than the same product transposed, a row vector times a matrix
-    (K = 10, (100, 500) @ (500, 1): 368 us against 83 us)."""
+    members and one output column (a batched matrix-vector product) torch.bmm is several times
+    slower on CPU than the same product transposed, a row vector times a matrix
+    (docs/performance.md)."""
     if b.shape[2] == 1 and a.shape[0] > 1 and a.device.type == "cpu":
         return torch.bmm(b.transpose(1, 2), a.transpose(1, 2)).transpose(1, 2)
     return torch.bmm(a, b)
@@ -165,7 +171,7 @@ def sigmoid_form(model: StackedMLP) -> StackedMLP:
     longer change (a loaded teacher). tanh(z) = 2 sigmoid(2z) - 1, so a hidden layer's weights
     and bias are doubled, and the layer after it, fed s = (a + 1) / 2 instead of a, takes weights
     2W and bias b - sum_i W_i. One elementwise pass per hidden layer instead of three (the
-    fast tanh's scale, sigmoid and shift): 9-12% of a bounded step (docs/performance.md).
+    fast tanh's scale, sigmoid and shift; docs/performance.md).
     Computed in float64; outputs agree with `model` to float32 rounding."""
     if model.activation != "tanh":
         raise ValueError(f"sigmoid_form needs a tanh network, not {model.activation}")

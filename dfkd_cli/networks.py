@@ -30,20 +30,33 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
 from dfkd_cli import models, nets
-from dfkd_cli.errors import UserError
+from dfkd_cli.errors import UserError, first_line
 from dfkd_cli.rng import Streams
 
 BUILTINS: dict[str, type] = {"rbf": nets.RBF, "resmlp": nets.ResMLP, "cnn": nets.CNN}
 NAMES = ("mlp", *BUILTINS, "custom")
 FAST_PATHS = ("auto", "off")
 TARGET = "_target_"
+
+
+class Net(Protocol):
+    """What a strategy asks of a teacher or a student population: the forward pass
+    (K, n, d) -> (K, n, k) and, for the strategies that follow dL/dx, the backward pass to the
+    inputs (a teacher that cannot be differentiated has no `trace`: build_strategy refuses it
+    to those strategies)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def trace(self, x: torch.Tensor) -> list[torch.Tensor]: ...
+
+    def input_grad(self, saved: list[torch.Tensor], grad_out: torch.Tensor) -> torch.Tensor: ...
 
 
 class AutogradBackward:
@@ -63,11 +76,6 @@ class AutogradBackward:
     def param_grads(self, saved: list[torch.Tensor], grad_out: torch.Tensor
                     ) -> list[torch.Tensor]:
         return list(torch.autograd.grad(saved[-1], self.params, grad_out))
-
-
-def _columns(y: torch.Tensor) -> torch.Tensor:
-    """A network's output as (n, k), also when it returns a vector (n,)."""
-    return y.unsqueeze(-1) if y.dim() == 1 else y
 
 
 ALIGN = 16  # floats: 64 bytes, the widest vector a CPU kernel loads
@@ -169,8 +177,8 @@ class ModulePopulation(AutogradBackward, nn.Module):
         if self.batched is not None and not torch.is_grad_enabled():
             return self.batched(dict(zip(self.names, self.params)), x)
         if len(self.nets) == 1:  # x[0] and the gradient of the output start where x and it do
-            return _columns(self.nets[0](_aligned(x[0]))).unsqueeze(0)
-        outputs = [_columns(net(_aligned(x[k]))) for k, net in enumerate(self.nets)]
+            return models.columns(self.nets[0](_aligned(x[0]))).unsqueeze(0)
+        outputs = [models.columns(net(_aligned(x[k]))) for k, net in enumerate(self.nets)]
         # without gradients (a gradient-free strategy's many forward passes) a plain stack
         return _Stack.apply(*outputs) if torch.is_grad_enabled() else torch.stack(outputs)
 
@@ -250,9 +258,8 @@ def make_module(arch: dict[str, Any]) -> nn.Module:
     try:
         module = instantiate({TARGET: arch["target"], **kwargs}, input_dim=d, output_dim=k)
     except Exception as exc:  # an import error, a wrong keyword: the user's class
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"network {arch['target']} could not be built with input_dim={d}, "
-                        f"output_dim={k} and {kwargs}: {first}") from exc
+                        f"output_dim={k} and {kwargs}: {first_line(exc)}") from exc
     if not isinstance(module, nn.Module):
         raise UserError(f"network {arch['target']} is a {type(module).__name__}, not a "
                         "torch.nn.Module")

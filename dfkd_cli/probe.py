@@ -32,13 +32,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dfkd_cli import distill, metrics, models, probe_figures, runtime, tables
+from dfkd_cli import distill, metrics, probe_figures, runtime, tables
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import load_table
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import write_csv
 from dfkd_cli.rng import Streams
-from dfkd_cli.strategies import build_strategy
+from dfkd_cli.strategies import build_strategy, per_sample
 from dfkd_cli.student_loop import train_student
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def quantile_name(prefix: str, q: float) -> str:
     return f"{prefix}_q{100 * q:g}"
 
 
-def summarise(label: str, gap: torch.Tensor, norm: torch.Tensor, outside: torch.Tensor | None,
+def summarize(label: str, gap: torch.Tensor, norm: torch.Tensor, outside: torch.Tensor | None,
               dist: torch.Tensor | None, quantiles: list[float]) -> dict[str, Any]:
     """One table row from per-sample gaps, norms, box flags and start distances (1-D tensors)."""
     gap, norm = gap.double().cpu(), norm.double().cpu()
@@ -65,18 +65,12 @@ def summarise(label: str, gap: torch.Tensor, norm: torch.Tensor, outside: torch.
     return row
 
 
-@torch.no_grad()
 def measure(teacher, student, x: torch.Tensor, start: torch.Tensor | None, box
             ) -> dict[str, torch.Tensor]:
-    """Per-sample gap, norm, the teacher's first output (standardised), outside-box flag and
-    start distance of a (1, n, d) batch."""
-    t = teacher(x)
-    out = {"gap": (t - student(x)).pow(2).sum(2)[0], "norm": x.norm(dim=2)[0], "pred": t[0, :, 0]}
-    if box is not None:
-        low, high = box[0].unsqueeze(1), box[1].unsqueeze(1)
-        out["outside"] = ((x < low) | (x > high)).any(dim=2)[0]
-    if start is not None:
-        out["dist"] = (x - start).abs().amax(dim=2)[0]
+    """strategies.per_sample of a (1, n, d) batch as 1-D tensors, the teacher's outputs as
+    "pred", its first output (standardised)."""
+    out = {k: v[0] for k, v in per_sample(teacher, student, x, start, box).items()}
+    out["pred"] = out.pop("teacher")[:, 0]
     return out
 
 
@@ -107,7 +101,7 @@ def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int, device: t
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - started
     cat = {k: torch.cat(v)[:cfg.samples] for k, v in parts.items()}
-    row = summarise(label, cat["gap"], cat["norm"], cat.get("outside"), cat.get("dist"),
+    row = summarize(label, cat["gap"], cat["norm"], cat.get("outside"), cat.get("dist"),
                     list(cfg.quantiles))
     row["ms_per_batch"] = 1000 * elapsed / batches
     return row, {"pred": cat["pred"], "x": parts["x"][0]}
@@ -134,7 +128,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     student_rmse = float(metrics.rmse(metrics.predict(student, x_test), y_test).mean())
 
     reference = measure(teacher.module, student, x_test, None, teacher.box)
-    rows = [summarise(REFERENCE, reference["gap"], reference["norm"], reference.get("outside"),
+    rows = [summarize(REFERENCE, reference["gap"], reference["norm"], reference.get("outside"),
                       None, list(cfg.quantiles))]
     samples = {REFERENCE: {"pred": reference["pred"], "x": x_test[0, :cfg.images]}}
     for label, scfg in cfg.strategies.items():

@@ -51,10 +51,9 @@ def keep_freed_memory() -> bool:
     """Let glibc's malloc keep freed memory for the next tensor instead of returning it to the
     kernel. By default a block over 128 KiB (a (3, 100, 500) float activation is 600 KiB) is
     mapped fresh and unmapped again when freed, so every large tensor of every step pays a page
-    fault per 4 KiB page: a population of 10 bounded runs took 3x longer per step (7.6 against
-    2.5 ms, docs/performance.md). Serving blocks up to 32 MiB from the heap and trimming the
-    heap only when 256 MiB lie free keeps a step's memory warm. Returns False (and changes
-    nothing) where the C library has no mallopt (macOS, Windows)."""
+    fault per 4 KiB page (docs/performance.md measures the cost). Serving blocks up to 32 MiB
+    from the heap and trimming the heap only when 256 MiB lie free keeps a step's memory warm.
+    Returns False (and changes nothing) where the C library has no mallopt (macOS, Windows)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from dfkd_cli import metrics, tables
 from dfkd_cli.data import Table, split_for
-from dfkd_cli.errors import UserError
+from dfkd_cli.errors import UserError, first_line
 from dfkd_cli.files import atomic_path
 from dfkd_cli.model_files import load_model_file
 
@@ -66,7 +66,7 @@ def build(tcfg) -> Any:
         estimator = instantiate(tcfg.estimator)
     except Exception as exc:  # ImportError, TypeError for bad arguments, Hydra's own errors
         raise UserError(f"teacher.estimator={OmegaConf.to_container(tcfg.estimator)} could not "
-                        f"be built: {str(exc).splitlines()[0]}") from exc
+                        f"be built: {first_line(exc)}") from exc
     if not is_regressor(estimator):
         raise UserError(f"teacher.estimator._target_={tcfg.estimator._target_} is not a "
                         "scikit-learn regressor")
@@ -109,7 +109,7 @@ def to_onnx(estimator, x_train: np.ndarray):
         return convert(estimator, x_train[:1].astype(np.float32), target_opset=OPSET)
     except Exception as exc:  # skl2onnx raises RuntimeError / its own types for unknown models
         raise UserError(f"skl2onnx cannot convert {type(estimator).__name__}: "
-                        f"{str(exc).splitlines()[0]}") from exc
+                        f"{first_line(exc)}") from exc
 
 
 def stored_row(path: Path) -> dict[str, Any]:
@@ -147,8 +147,8 @@ def train(cfg, table: Table, seeds: list[int], paths: list[Path], dirs: list[Pat
             row = {"command": "train-teacher", "dataset": part.name, "seed": seed,
                    "teacher_hidden": name, "n_train": len(train_rows), "n_val": len(part.y_val),
                    "n_test": len(test_rows),
-                   **metrics.scores("teacher", scaler.y(onnx_pred), part.y_test, part.targets,
-                                    scaler.y_std),
+                   **metrics.scores("teacher", scaler.standardise_y(onnx_pred), part.y_test,
+                                    part.targets, scaler.y_std),
                    "onnx_max_abs_diff": float(np.abs(onnx_pred.double().numpy() - direct).max()),
                    "wall_s": wall, "members": 1, "device": "cpu", "status": "ok",
                    "teacher_path": str(path)}

@@ -123,7 +123,8 @@ def box(spec: Spec, scaler: Scaler) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The per-feature box in standardised units, or None when the spec has none."""
     if spec.low is None:
         return None
-    low, high = (scaler.x(torch.tensor(v, dtype=torch.float32)) for v in (spec.low, spec.high))
+    low, high = (scaler.standardise_x(torch.tensor(v, dtype=torch.float32))
+                 for v in (spec.low, spec.high))
     if (low > high).any():
         raise UserError("the teacher spec has low > high for some features")
     return low, high

@@ -15,6 +15,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from dfkd_cli.config import register_configs
+from dfkd_cli.data import Split, load_table, split_for
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "datasets"
@@ -35,6 +36,11 @@ def make_config(name: str, overrides: list[str] = ()):
     register_configs()
     with initialize_config_module(config_module="dfkd_cli.configs", version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
+
+
+def load_split(cfg) -> Split:
+    """The split a run config describes (dataset, data_dir, seed)."""
+    return split_for(cfg, load_table(cfg.dataset, cfg.data_dir), cfg.seed)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

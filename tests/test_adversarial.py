@@ -425,3 +425,19 @@ def test_a_healthy_run_is_not_flagged(workdir, tmp_path):
     dfkd("distill", *QUICK_DISTILL, f"hydra.run.dir={tmp_path}", cwd=workdir)
     row = pd.read_csv(tmp_path / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.prior_ratio < 1
+
+
+class Silent(torch.optim.SGD):
+    """An optimiser whose constructor fails with an empty message."""
+
+    def __init__(self, params, **kwargs):
+        raise ValueError()
+
+
+def test_an_error_without_a_message_is_named_by_its_type():
+    from dfkd_cli.optim import make_optimizer
+
+    cfg = OmegaConf.create({"_target_": f"{__name__}.Silent", "name": "sgd", "lr": 0.1,
+                            "weight_decay": 0.0, "momentum": 0.0})
+    with pytest.raises(UserError, match=r"^optimizer Silent does not take .*: ValueError$"):
+        make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])

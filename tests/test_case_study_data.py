@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SHARED_DATA, dfkd, fake_mnist, make_config, write_idx
-from dfkd_cli.data import friedman1, load_split, read_idx, read_mnist, split
+from conftest import SHARED_DATA, dfkd, fake_mnist, load_split, make_config, write_idx
+from dfkd_cli.data import friedman1, read_idx, read_mnist, split
 from dfkd_cli.errors import UserError
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/datasets")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA, make_config
-from dfkd_cli.data import friedman1, load_split, read_csv, split
+from conftest import SHARED_DATA, load_split, make_config
+from dfkd_cli.data import friedman1, read_csv, split
 from dfkd_cli.errors import UserError
 
 

@@ -13,7 +13,7 @@ import torch
 from conftest import QUICK_DISTILL, dfkd
 from dfkd_cli import data, evaluate, export, models
 from dfkd_cli.errors import UserError
-from dfkd_cli.export import feature_names, target_names
+from dfkd_cli.raw_units import feature_names, target_names
 from test_export import explicit, hand_checkpoint
 
 

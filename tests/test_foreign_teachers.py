@@ -72,7 +72,7 @@ def test_torchscript_teacher_to_exported_student_end_to_end(tmp_path):
     scaler = Scaler.from_payload(payload["scaler"])
     with torch.no_grad():
         z = networks.from_checkpoint(payload, None, "", "")(
-            scaler.x(torch.tensor(table.x).float()))
+            scaler.standardise_x(torch.tensor(table.x).float()))
     pred = (z * scaler.y_std + scaler.y_mean).double()
     y = torch.tensor(table.y)
     assert exported.rmse == pytest.approx(float(metrics.rmse(pred, y)), rel=1e-5)

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import SHARED_DATA, dfkd, make_config
+from conftest import SHARED_DATA, dfkd, load_split, make_config
 from dfkd_cli import onnx_population, sklearn_teacher
 from dfkd_cli import teacher as teachers
-from dfkd_cli.data import load_split, load_table, split_for
+from dfkd_cli.data import load_table, split_for
 from dfkd_cli.errors import UserError
 
 pytest.importorskip("sklearn")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import QUICK_TEACHER, make_config
+from conftest import QUICK_TEACHER, load_split, make_config
 from dfkd_cli import models, student_loop, teacher
-from dfkd_cli.data import load_split
 from dfkd_cli.errors import UserError
 from dfkd_cli.rng import Streams
 from dfkd_cli.strategies import STRATEGIES, batch_diagnostics

@@ -14,17 +14,15 @@ real targets instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 from omegaconf import MISSING, OmegaConf
 
+from dfkd_cli.data import Box, Rows
 from dfkd_cli.errors import UserError
+from dfkd_cli.networks import Net
 from dfkd_cli.rng import Streams
-
-Box = tuple[torch.Tensor, torch.Tensor]  # per-member, per-feature (low, high): (K, d) each
-Rows = tuple[torch.Tensor, torch.Tensor]  # per-member training rows: x (K, N, d), y (K, N, out)
-Net = Callable[[torch.Tensor], torch.Tensor]  # (K, n, d) -> (K, n, out)
 
 
 @dataclass
@@ -129,16 +127,20 @@ def no_rows(name: str) -> UserError:
                      "has none; give a dataset, or pick a data-free strategy")
 
 
-def network_checks(cfg: Any) -> list[tuple[str, bool, str]]:
-    """Range checks shared by the strategies that train a generator network of their own."""
-    return [("latent_dim", cfg.latent_dim >= 1, "an integer >= 1"),
-            ("hidden", len(cfg.hidden) >= 1 and all(h >= 1 for h in cfg.hidden),
-             "a non-empty list of sizes >= 1"),
-            ("steps", cfg.steps >= 0, "an integer >= 0"),
-            ("batch_size", cfg.batch_size >= 1, "an integer >= 1"),
-            ("lr", cfg.lr > 0, "a number > 0"),
-            ("weight_decay", cfg.weight_decay >= 0, "a number >= 0"),
-            ("rho", 0 <= cfg.rho < 1, "a number in [0, 1)")]
+@torch.no_grad()
+def per_sample(teacher: Net, student: Net, x: torch.Tensor, start: torch.Tensor | None,
+               box: Box | None) -> dict[str, torch.Tensor]:
+    """What each sample of a batch x (K, n, d) carries, (K, n) tensors: "gap" (T - S)^2 summed
+    over outputs, "norm" ||x||, "dist" the L-infinity distance from its start (with a start),
+    "outside" whether it leaves the feature box (with a box); and "teacher" T(x) (K, n, k)."""
+    t = teacher(x)
+    out = {"teacher": t, "gap": (t - student(x)).pow(2).sum(dim=2), "norm": x.norm(dim=2)}
+    if start is not None:
+        out["dist"] = (x - start).abs().amax(dim=2)
+    if box is not None:
+        low, high = box[0].unsqueeze(1), box[1].unsqueeze(1)
+        out["outside"] = ((x < low) | (x > high)).any(dim=2)
+    return out
 
 
 @torch.no_grad()
@@ -146,13 +148,12 @@ def batch_diagnostics(teacher: Net, student: Net, x: torch.Tensor, start: torch.
                       box: Box | None) -> dict[str, torch.Tensor]:
     """What a synthetic batch looks like, per member ((K,) tensors): the (T - S)^2 it carries,
     its norm, its L-infinity distance from its start and the fraction outside the feature box."""
-    gap = (teacher(x) - student(x)).pow(2).sum(dim=2)
-    stats = {"gap_mean": gap.mean(1), "gap_max": gap.amax(1), "x_norm": x.norm(dim=2).mean(1)}
-    if start is not None:
-        step = (x - start).abs().amax(dim=2)
-        stats["start_dist_mean"] = step.mean(1)
-        stats["start_dist_max"] = step.amax(1)
-    if box is not None:
-        low, high = box[0].unsqueeze(1), box[1].unsqueeze(1)
-        stats["outside_box"] = ((x < low) | (x > high)).any(dim=2).float().mean(1)
+    s = per_sample(teacher, student, x, start, box)
+    stats = {"gap_mean": s["gap"].mean(1), "gap_max": s["gap"].amax(1),
+             "x_norm": s["norm"].mean(1)}
+    if "dist" in s:
+        stats["start_dist_mean"] = s["dist"].mean(1)
+        stats["start_dist_max"] = s["dist"].amax(1)
+    if "outside" in s:
+        stats["outside_box"] = s["outside"].float().mean(1)
     return stats

@@ -16,48 +16,38 @@ the generator step, only the student's in the student step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterable, List
+from dataclasses import dataclass
+from typing import Any, Iterable
 
 import torch
-from omegaconf import II
 
-from dfkd_cli import models
-from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig, network_checks
+from dfkd_cli.strategies.base import Net
+from dfkd_cli.strategies.network import NetworkConfig, NetworkStrategy
 from dfkd_cli.strategies.registry import register
 
 
 @dataclass
-class GeneratorConfig(StrategyConfig):
+class GeneratorConfig(NetworkConfig):
     name: str = "generator"
-    latent_dim: int = 50  # z in R^50
-    hidden: List[int] = field(default_factory=lambda: [500])  # tanh layers of G
     steps: int = 1  # n_g generator steps per epoch
-    batch_size: int = II("batch_size")  # z per generator step; default: the student's m
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    rho: float = 0.99  # RMSprop smoothing constant (torch's `alpha`)
     beta: float = 1e-5  # weight of ||G(z)||^2
     gamma: float = 1e-5  # weight of S(G(z))^2
 
 
 @register("generator")
-class Generator(Strategy):
+class Generator(NetworkStrategy):
+    """G: z -> x, the network of NetworkStrategy."""
+
     Config = GeneratorConfig
-    needs_gradients = True
 
     @classmethod
     def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
-        return network_checks(cfg) + [("beta", cfg.beta >= 0, "a number >= 0"),
-                                      ("gamma", cfg.gamma >= 0, "a number >= 0")]
+        return [*super().checks(cfg), ("beta", cfg.beta >= 0, "a number >= 0"),
+                ("gamma", cfg.gamma >= 0, "a number >= 0")]
 
     def __init__(self, cfg, input_dim, box, rng):
         super().__init__(cfg, input_dim, box, rng)
-        self.net = models.StackedMLP(len(rng), cfg.latent_dim, list(cfg.hidden), "tanh",
-                                     input_dim).to(rng.device).init_(rng)
-        self.opt = torch.optim.RMSprop(self.net.parameters(), lr=cfg.lr, alpha=cfg.rho,
-                                       weight_decay=cfg.weight_decay)
-        self.params = list(self.net.parameters())
+        self.build_network(self.cfg.latent_dim, input_dim)
         self.beta, self.gamma = float(cfg.beta), float(cfg.gamma)
         self.steps, self.batch_size = int(cfg.steps), int(cfg.batch_size)
         self.latent_dim = int(cfg.latent_dim)
@@ -73,15 +63,8 @@ class Generator(Strategy):
                 "norm": norm, "output": output}
 
     def update(self, teacher: Net, student: Net) -> dict[str, torch.Tensor]:
-        terms = None
-        for _ in range(self.steps):
-            terms = self.objective(teacher, student,
-                                   self.rng.randn(self.batch_size, self.latent_dim))
-            # gradients for G only: the student's .grad is left alone
-            grads = torch.autograd.grad(terms["loss"].sum(), self.params)
-            for p, g in zip(self.params, grads):
-                p.grad = g
-            self.opt.step()
+        terms = self.fit(self.steps, lambda: self.objective(
+            teacher, student, self.rng.randn(self.batch_size, self.latent_dim)))
         if terms is None:
             return {}
         return {"gen_loss": terms["loss"].detach(), "gen_gap": terms["gap"].detach()}
@@ -89,10 +72,3 @@ class Generator(Strategy):
     @torch.no_grad()
     def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
         return self.net(self.rng.randn(n, self.latent_dim))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.net.state_dict(), "optimizer": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["generator"])
-        self.opt.load_state_dict(state["optimizer"])

@@ -17,49 +17,39 @@ schedule of Zhou & Chiam (2023, Eq. 6). The generator does not move during the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterable, List
+from dataclasses import dataclass
+from typing import Any, Iterable
 
 import torch
-from omegaconf import II
 
-from dfkd_cli import models
 from dfkd_cli.errors import UserError
-from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig, network_checks
+from dfkd_cli.strategies.base import Net
+from dfkd_cli.strategies.network import NetworkConfig, NetworkStrategy
 from dfkd_cli.strategies.registry import register
 
 
 @dataclass
-class ImpressionsConfig(StrategyConfig):
+class ImpressionsConfig(NetworkConfig):
     name: str = "impressions"
-    latent_dim: int = 50  # z in R^50
-    hidden: List[int] = field(default_factory=lambda: [500])  # tanh layers of the generator
     steps: int = 2000  # generator steps in `prepare`, before the student
-    batch_size: int = II("batch_size")  # (z, y*) per generator step; default: the student's m
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    rho: float = 0.99  # RMSprop smoothing constant (torch's `alpha`)
     delta: float = 1e-5  # weight of the KL term
 
 
 @register("impressions")
-class Impressions(Strategy):
+class Impressions(NetworkStrategy):
+    """The conditional generator (z, y*) -> (mu, log sigma^2), the network of NetworkStrategy."""
+
     Config = ImpressionsConfig
-    needs_gradients = True
 
     @classmethod
     def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
-        return network_checks(cfg) + [("delta", cfg.delta >= 0, "a number >= 0")]
+        return [*super().checks(cfg), ("delta", cfg.delta >= 0, "a number >= 0")]
 
     def __init__(self, cfg, input_dim, box, rng):
         super().__init__(cfg, input_dim, box, rng)
-        self.latent_dim = int(cfg.latent_dim)
+        self.latent_dim = int(self.cfg.latent_dim)
         # input (z, y*), output (mu, log sigma^2): a single standardised target, as dfkd teachers
-        self.net = models.StackedMLP(len(rng), self.latent_dim + 1, list(cfg.hidden), "tanh",
-                                     2 * input_dim).to(rng.device).init_(rng)
-        self.opt = torch.optim.RMSprop(self.net.parameters(), lr=cfg.lr, alpha=cfg.rho,
-                                       weight_decay=cfg.weight_decay)
-        self.params = list(self.net.parameters())
+        self.build_network(self.latent_dim + 1, 2 * input_dim)
         self.delta = float(cfg.delta)
         self.prepared = False
 
@@ -85,13 +75,8 @@ class Impressions(Strategy):
     def prepare(self, teacher: Net) -> dict[str, torch.Tensor]:
         if self.prepared:  # a resumed run keeps its fitted generator
             return {}
-        cfg, terms = self.cfg, None
-        for _ in range(int(cfg.steps)):
-            terms = self.objective(teacher, int(cfg.batch_size))
-            grads = torch.autograd.grad(terms["loss"].sum(), self.params)
-            for p, g in zip(self.params, grads):
-                p.grad = g
-            self.opt.step()
+        terms = self.fit(int(self.cfg.steps),
+                         lambda: self.objective(teacher, int(self.cfg.batch_size)))
         self.prepared = True
         if terms is None:
             return {}
@@ -102,10 +87,8 @@ class Impressions(Strategy):
         return self.draw(n)["x"]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.net.state_dict(), "optimizer": self.opt.state_dict(),
-                "prepared": self.prepared}
+        return super().state_dict() | {"prepared": self.prepared}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["generator"])
-        self.opt.load_state_dict(state["optimizer"])
+        super().load_state_dict(state)
         self.prepared = bool(state["prepared"])
