@@ -2,8 +2,9 @@
 
 It reads every `metrics.csv` below the given paths (single runs, sweeps, population members,
 partial or failed sweeps alike) into one pandas table of runs, and summarises the distillation
-runs per cell (dataset x student_hidden x arm x selection, x every override that varies across
-the gathered jobs where it splits a cell, x any `--by` metrics column or config key):
+runs per cell (dataset x student_hidden x arm x selection, x prior and domain where the runs
+differ in them, x every override that varies across the gathered jobs where it splits a cell,
+x any `--by` metrics column or config key):
 
 - n, and mean +/- sd (ddof 1) of student_rmse over the seeds of the cell;
 - the ratio to the teacher: the mean over seeds of student_rmse / teacher_rmse;
@@ -49,6 +50,7 @@ from dfkd_cli.tables import HISTORY, METRICS
 log = logging.getLogger(__name__)
 
 KEYS = ["dataset", "student_hidden", "arm", "selection"]
+VARYING_KEYS = ["prior", "domain"]  # cell keys too, in a table whose runs differ in them
 BASELINE = "random_sampling"
 OK_STATUSES = ("ok", "exists")  # exists: train-teacher kept a teacher already in the store
 # keys that make an arm: a cell is paired with the baseline arm's cell that agrees on the others
@@ -71,7 +73,7 @@ ARM_ORDER = list(REFERENCE_ARMS.values()) + REAL_ARMS
 REFERENCE_COLUMNS = ["reference_arm", "reference_rmse_mean", "ratio_to_reference",
                      "reference_n_pairs", "reference_wins", "reference_losses",
                      "reference_p_value", "reference_test"]
-SELECTION_ORDER = ["val", "last"]
+SELECTION_ORDER = ["val", "fidelity", "last"]
 OUTPUTS = ("report.csv", "report.md", "report.tex", "runs.csv")
 
 
@@ -369,7 +371,9 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = 
     """The per-cell table of the distillation runs, and notes (superseded duplicates, missing
     baseline or real-data reference). Failed and missing jobs count in n_failed; they never
     enter the statistics."""
-    keys = KEYS + [c for c in by if c not in KEYS]
+    keys = KEYS + [c for c in VARYING_KEYS if c in runs.columns
+                   and runs[c].nunique() > 1]  # (a failed job has no value: not a difference)
+    keys += [c for c in by if c not in keys]
     notes: list[str] = []
     distill = runs[runs.get("command", pd.Series("distill", index=runs.index))
                    .fillna("distill") == "distill"]
