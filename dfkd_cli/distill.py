@@ -130,7 +130,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
                              f"teacher {teacher.sources[0]}")
 
     strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),
-                              prior(rng))
+                              prior(rng), project)
     fidelity = None
     if "fidelity" in selections(cfg.selection):
         fidelity = fidelity_set(teacher, prior(Streams([s + FIDELITY_STREAM for s in seeds],
