@@ -26,8 +26,9 @@ from dfkd_cli import teacher as teachers
 from dfkd_cli.data import Split, Table, load_table
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import atomic_path
+from dfkd_cli.labels import alpha_label, arch_label, arm_label
 from dfkd_cli.rng import Streams, member_seeds
-from dfkd_cli.strategies import STRATEGIES, build_strategy
+from dfkd_cli.strategies import build_strategy
 from dfkd_cli.student_loop import StudentLoop, selections
 from dfkd_cli.trackers import Trackers
 
@@ -47,17 +48,6 @@ FINISHED = ("ok", "diverged", "unstable")  # statuses of a run that ran to its e
 
 UNTRAINED = ("no finite weights after training began: these are the untrained start's "
              "(selected_epoch -1)")
-
-
-def alpha_label(cfg) -> str:
-    return f"constant{cfg.value:g}" if cfg.schedule == "constant" else cfg.schedule
-
-
-def arm_label(cfg) -> str:
-    """The arm's name in tables: `label` when set (the arm presets set it), else
-    <strategy>_<alpha>_m<batch size>."""
-    strategy = STRATEGIES[cfg.strategy.name].label(cfg.strategy)
-    return cfg.label or f"{strategy}_{alpha_label(cfg.alpha)}_m{cfg.batch_size}"
 
 
 def stacked(splits: list[Split], part: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,7 +214,7 @@ def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
             row = {"command": "distill", "dataset": cfg.dataset.name, "seed": seed,
                    "arm": arm_label(cfg), "strategy": cfg.strategy.name,
                    "alpha": alpha_label(cfg.alpha), "selection": selection,
-                   "teacher_hidden": teachers.arch_label(cfg.teacher),
+                   "teacher_hidden": arch_label(cfg.teacher),
                    "student_hidden": networks.arch_name(arch),
                    "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
                    "batch_size": cfg.batch_size, "epochs_run": loop.epoch,

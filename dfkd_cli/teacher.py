@@ -23,13 +23,13 @@ from torch import nn
 
 from dfkd_cli import metrics, models, networks, runtime, sklearn_teacher, tables, teacher_spec
 from dfkd_cli.config import DatasetConfig, TeacherConfig
-from dfkd_cli.data import Scaler, Split, Table, load_table, split_for
+from dfkd_cli.data import Box, Scaler, Split, Table, load_table, split_for
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import exclusive_lock
+from dfkd_cli.labels import arch_label
 from dfkd_cli.model_files import KINDS, load_model_file
 from dfkd_cli.optim import make_optimizer
 from dfkd_cli.rng import Streams, member_seeds
-from dfkd_cli.strategies.base import Box
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,6 @@ class Shared(networks.AutogradBackward, nn.Module):
         return self
 
 
-def config_arch_name(net_cfg) -> str:
-    """The name of the architecture a `teacher` / `student` config names (the store's key)."""
-    return networks.arch_name(networks.describe(net_cfg, 0, 0))
-
-
 def named_target(net_cfg) -> str | None:
     """The custom network class the user named for this config, if any."""
     return net_cfg.net.get(networks.TARGET) if net_cfg.get("name") == "custom" else None
@@ -103,17 +98,6 @@ class PerMember(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([net(x[k:k + 1]) for k, net in enumerate(self.nets)])
-
-
-def arch_label(tcfg) -> str:
-    """The teacher's architecture in the store and the tables: a dfkd network's name
-    ('mlp500-tanh', 'rbf-units50', networks.arch_name), a scikit-learn estimator's name ('svr'),
-    or the format of a file the user names."""
-    if tcfg.format == "sklearn":
-        return sklearn_teacher.estimator_name(tcfg)
-    if tcfg.format == "dfkd":
-        return config_arch_name(tcfg)
-    return tcfg.format
 
 
 def store_path(cfg, seed: int) -> Path:

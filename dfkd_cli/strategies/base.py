@@ -59,7 +59,7 @@ class Strategy:
 
     @classmethod
     def label(cls, cfg: Any) -> str:
-        """The strategy's name in an arm's derived label (distill.arm_label)."""
+        """The strategy's name in an arm's derived label (labels.arm_label)."""
         return cfg.name
 
     @classmethod
