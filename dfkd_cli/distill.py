@@ -23,13 +23,13 @@ from omegaconf import OmegaConf
 
 from dfkd_cli import metrics, models, networks, resume, runtime, tables
 from dfkd_cli import teacher as teachers
-from dfkd_cli.data import Split, Table, load_table
+from dfkd_cli.data import Split, Table, load_table, stacked
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import atomic_path
 from dfkd_cli.labels import alpha_label, arch_label, arm_label
 from dfkd_cli.rng import Streams, member_seeds
 from dfkd_cli.strategies import build_strategy
-from dfkd_cli.student_loop import StudentLoop, selections
+from dfkd_cli.student_loop import StudentLoop, build_student, selections
 from dfkd_cli.trackers import Trackers
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,6 @@ FINISHED = ("ok", "diverged", "unstable")  # statuses of a run that ran to its e
 
 UNTRAINED = ("no finite weights after training began: these are the untrained start's "
              "(selected_epoch -1)")
-
-
-def stacked(splits: list[Split], part: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K, n, d) inputs and (K, n, k) targets of one part (train / val / test) of each member's
-    split."""
-    return (torch.stack([getattr(s, f"x_{part}") for s in splits]),
-            torch.stack([getattr(s, f"y_{part}") for s in splits]))
 
 
 def member_dirs(cfg, run_dir: Path, seeds: list[int]) -> list[Path]:
@@ -141,15 +134,6 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     if state_path.is_file():
         state_path.unlink()  # finished: the resumable state is no longer needed
     return frame
-
-
-def build_student(cfg, teacher: teachers.Teacher, rng: Streams):
-    """The student population `cfg.student` names, sized for the teacher (inputs, outputs, a
-    row's shape from the dataset or the teacher), member k initialised from rng's stream k;
-    returns (architecture, population)."""
-    arch = networks.describe(cfg.student, teacher.input_dim, teacher.output_dim,
-                             cfg.dataset.input_shape or teacher.input_shape)
-    return arch, networks.build(arch, rng, cfg.fast_path)
 
 
 def column_names(teacher: teachers.Teacher, table: Table | None) -> tuple[list[str], list[str]]:
