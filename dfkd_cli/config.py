@@ -20,15 +20,17 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dfkd_cli import search
 from dfkd_cli.activations import ACTIVATIONS as ACTIVATION_SPECS
+from dfkd_cli.domain import PRIORS
 from dfkd_cli.errors import UserError
 from dfkd_cli.networks import FAST_PATHS, NAMES as NET_NAMES, TARGET
 from dfkd_cli.optim import NAMES as OPTIMIZER_NAMES, optimizer_class
 from dfkd_cli.strategies import STRATEGIES
 from dfkd_cli.strategies.base import no_rows
+from dfkd_cli.student_loop import SELECTIONS
 
 ACTIVATIONS = tuple(ACTIVATION_SPECS)
 OPTIMIZERS = tuple(OPTIMIZER_NAMES)
-SELECTIONS = ("last", "val", "both")
+DOMAIN_SWITCH = ("on", "off")
 NONFINITE = ("stop", "skip")
 ALPHA_SCHEDULES = ("decreasing", "increasing", "constant")
 DATASET_SOURCES = ("builtin", "csv", "benchmark", "mnist", "none")
@@ -146,6 +148,9 @@ class RunConfig:
     progress: bool = True  # tqdm bars, shown only when stderr is a terminal
     log_every: int = 10  # epochs between history rows
     fast_path: str = "auto"  # auto: MLPs on the hand-written StackedMLP path | off: autograd
+    # a YAML / CSV file in the teacher-spec format whose domain keys (type, levels, low, high,
+    # simplex) replace the inferred / stored input domain of the features it names
+    domain_spec: Optional[str] = None
     dataset: DatasetConfig = MISSING
     teacher: TeacherConfig = MISSING
     optimizer: OptimizerConfig = MISSING
@@ -184,8 +189,9 @@ class StudentRunConfig(RunConfig):
 
     steps_per_epoch: int = 10  # n_s
     batch_size: int = 50  # m
-    # last (data-free) | val (the paper's best epoch on real validation rows) | both (one
-    # training, a metrics row for each)
+    # last (data-free) | fidelity (data-free: best agreement with the teacher on a fixed set of
+    # prior draws) | val (the paper's best epoch on real validation rows) | both (last and val)
+    # | all (last, fidelity and val), from one training, a metrics row each
     selection: str = "last"
     on_nonfinite: str = "stop"  # stop (status=diverged) | skip (roll back and carry on)
     student: NetConfig = MISSING
@@ -195,14 +201,15 @@ class StudentRunConfig(RunConfig):
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
         super().check(cfg)
-        if cfg.dataset.source == "none" and cfg.selection != "last":
+        if cfg.dataset.source == "none" and "val" in SELECTIONS.get(cfg.selection, []):
             raise UserError(f"selection={cfg.selection} picks an epoch by validation rows, and "
-                            "dataset=none has none; use selection=last")
+                            "dataset=none has none; use selection=last or fidelity")
         _check(cfg.steps_per_epoch >= 1, "steps_per_epoch", "an integer >= 1",
                cfg.steps_per_epoch)
         _check(cfg.on_nonfinite in NONFINITE, "on_nonfinite", f"one of {NONFINITE}",
                cfg.on_nonfinite)
-        _check(cfg.selection in SELECTIONS, "selection", f"one of {SELECTIONS}", cfg.selection)
+        _check(cfg.selection in SELECTIONS, "selection", f"one of {tuple(SELECTIONS)}",
+               cfg.selection)
         _check_net("student", cfg.student)
         _check(cfg.alpha.schedule in ALPHA_SCHEDULES, "alpha.schedule",
                f"one of {ALPHA_SCHEDULES}", cfg.alpha.schedule)
@@ -216,6 +223,8 @@ class StudentRunConfig(RunConfig):
 class DistillConfig(StudentRunConfig):
     command: str = "distill"
     epochs: int = 2000  # E
+    prior: str = "gaussian"  # gaussian N(0, I) | correlated N(0, C) | copula (domain.py)
+    domain: str = "off"  # on: project every labelled sample onto the teacher's input domain
     label: Optional[str] = None  # the arm's name in tables (set by arm=...); None = derived
     checkpoint_every: int = 100  # epochs between resumable checkpoints (0 = only on a signal)
     resume: bool = False  # continue the run in this run directory from its checkpoint
@@ -230,6 +239,8 @@ class DistillConfig(StudentRunConfig):
         super().check(cfg)
         _check(cfg.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0",
                cfg.checkpoint_every)
+        _check(cfg.prior in PRIORS, "prior", f"one of {PRIORS}", cfg.prior)
+        _check(cfg.domain in DOMAIN_SWITCH, "domain", f"one of {DOMAIN_SWITCH}", cfg.domain)
         search.check(cfg)
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from dfkd_cli import domain as domains
 from dfkd_cli import metrics, models, networks, resume, runtime, tables
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import Split, Table, load_table, stacked
@@ -48,6 +49,8 @@ FINISHED = ("ok", "diverged", "unstable")  # statuses of a run that ran to its e
 
 UNTRAINED = ("no finite weights after training began: these are the untrained start's "
              "(selected_epoch -1)")
+FIDELITY_ROWS = 1000  # the fixed synthetic set of selection=fidelity
+FIDELITY_STREAM = 104_729_000  # its random stream's offset from the member's seed
 
 
 def member_dirs(cfg, run_dir: Path, seeds: list[int]) -> list[Path]:
@@ -101,8 +104,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     runtime.seed_everything(seeds[0])
     rng = Streams(seeds, device)
     arch, student = build_student(cfg, teacher, rng)
-    strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"))
-    loop = StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"))
+    loop = build_loop(cfg, teacher, splits, student, rng, seeds)
     untrained = prior_fidelity(teacher, student, seeds)  # (K, k), before any step (or resume)
     if state is not None:
         try:
@@ -136,6 +138,39 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     return frame
 
 
+def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, student,
+               rng: Streams, seeds: list[int]) -> StudentLoop:
+    """The student loop: the strategy drawing from the run's prior, the validation rows, the
+    fixed set of selection=fidelity and the projection onto the teacher's domain (domain=on)."""
+    device = rng.device
+    means, sds = (torch.stack([getattr(s, k) for s in teacher.scalers]).to(device)
+                  for k in ("x_mean", "x_std"))
+    project = domains.Projection(teacher.domains, means, sds) if cfg.domain == "on" else None
+
+    def prior(streams: Streams) -> domains.Prior:
+        return domains.Prior(cfg.prior, streams, teacher.input_dim, teacher.domains, means, sds,
+                             f"teacher {teacher.sources[0]}")
+
+    strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),
+                              prior(rng))
+    fidelity = None
+    if "fidelity" in selections(cfg.selection):
+        fidelity = fidelity_set(teacher, prior(Streams([s + FIDELITY_STREAM for s in seeds],
+                                                       device)), project)
+    return StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"),
+                       fidelity, project)
+
+
+@torch.no_grad()
+def fidelity_set(teacher: teachers.Teacher, prior: domains.Prior, project
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """selection=fidelity's fixed set, drawn once per member from the run's prior (projected
+    onto the domain when domain=on) from a stream of its own, with the teacher's labels."""
+    x = prior(FIDELITY_ROWS)
+    x = project(x) if project is not None else x
+    return x, teacher.module(x)
+
+
 def column_names(teacher: teachers.Teacher, table: Table | None) -> tuple[list[str], list[str]]:
     """Feature and target names: the dataset's, else the teacher's, else x1.. / y, y1.."""
     if table is not None:
@@ -157,19 +192,22 @@ def prior_fidelity(teacher: teachers.Teacher, student, seeds: list[int],
 
 def test_scores(splits: list[Split] | None, teacher: teachers.Teacher,
                 student, targets: list[str]) -> list[dict[str, float]]:
-    """Per member, teacher / student / fidelity scores on the real test rows, and the student's
-    RMSE on the validation rows (val_rmse); none without a dataset."""
+    """Per member, teacher / student / fidelity scores on the real test rows, and the RMSEs on
+    the validation rows (`val_rmse` the student's, `teacher_val_rmse`: what a user with labelled
+    rows could choose a recipe by, never the test rows); none without a dataset."""
     if splits is None:
         return [{} for _ in teacher.scalers]
     x_test, y_test = stacked(splits, "test")
     x_val, y_val = stacked(splits, "val")
     t_pred = metrics.predict(teacher.module, x_test)
     s_pred = metrics.predict(student, x_test)
-    s_val = metrics.predict(student, x_val)
+    val = {name: metrics.rmse(metrics.predict(model, x_val), y_val)
+           for name, model in (("teacher", teacher.module), ("student", student))}
     return [metrics.scores("teacher", t_pred[k], y_test[k], targets)
             | metrics.scores("student", s_pred[k], y_test[k], targets, part.scaler.y_std)
             | metrics.columns("fidelity_rmse", metrics.rmse(s_pred[k], t_pred[k]), targets)
-            | metrics.columns("val_rmse", metrics.rmse(s_val[k], y_val[k]), targets)
+            | metrics.columns("teacher_val_rmse", val["teacher"][k], targets)
+            | metrics.columns("val_rmse", val["student"][k], targets)
             for k, part in enumerate(splits)]
 
 
@@ -198,6 +236,7 @@ def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
             row = {"command": "distill", "dataset": cfg.dataset.name, "seed": seed,
                    "arm": arm_label(cfg), "strategy": cfg.strategy.name,
                    "alpha": alpha_label(cfg.alpha), "selection": selection,
+                   "prior": cfg.prior, "domain": cfg.domain,
                    "teacher_hidden": arch_label(cfg.teacher),
                    "student_hidden": networks.arch_name(arch),
                    "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,

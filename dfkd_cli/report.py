@@ -2,8 +2,9 @@
 
 It reads every `metrics.csv` below the given paths (single runs, sweeps, population members,
 partial or failed sweeps alike) into one pandas table of runs, and summarises the distillation
-runs per cell (dataset x student_hidden x arm x selection, x every override that varies across
-the gathered jobs where it splits a cell, x any `--by` metrics column or config key):
+runs per cell (dataset x student_hidden x arm x selection, x prior and domain where the runs
+differ in them, x every override that varies across the gathered jobs where it splits a cell,
+x any `--by` metrics column or config key):
 
 - n, and mean +/- sd (ddof 1) of student_rmse over the seeds of the cell;
 - the ratio to the teacher: the mean over seeds of student_rmse / teacher_rmse;

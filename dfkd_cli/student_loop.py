@@ -5,7 +5,9 @@ x_p ~ N(0, I), both of batch size m, and minimises
 
     L_S = alpha(t) * mean((T(x_g) - S(x_g))^2) + (1 - alpha(t)) * mean((T(x_p) - S(x_p))^2).
 
-A term whose weight is 0 is not computed (its samples are not drawn). Everything is a tensor
+With an input domain (`domain=on`) every batch [x_g; x_p] is projected onto it before the
+teacher labels it: the one place where sample meets domain, so strategies stay unaware of
+feature types. A term whose weight is 0 is not computed (its samples are not drawn). Everything is a tensor
 program over a population of K independent members; nothing inside an epoch reads a value back
 to the host. Every `log_every` epochs the loop writes a history row per member and checks that
 each member's losses and weights are finite: a member that is not is rolled back to its last
@@ -24,6 +26,12 @@ from dfkd_cli.models import Snapshot, per_member
 from dfkd_cli.optim import make_optimizer
 from dfkd_cli.rng import Streams
 from dfkd_cli.strategies import batch_diagnostics
+
+
+# selection= -> the weights a run reports, one metrics row each, from one training
+SELECTIONS = {"last": ["last"], "val": ["val"], "fidelity": ["fidelity"],
+              "both": ["last", "val"], "all": ["last", "fidelity", "val"]}
+SCORE_COLUMNS = {"val": "val_rmse", "fidelity": "synthetic_fidelity_rmse"}  # history.csv
 
 
 def alpha_at(cfg, epoch: int, epochs: int) -> float:
@@ -66,25 +74,35 @@ def student_step(y: torch.Tensor, student, opt: torch.optim.Optimizer,
 
 
 def selections(selection: str) -> list[str]:
-    """The weights a run reports: selection=both is one training with two rows, last then val
-    (the trajectory is the same; only which weights are kept differs)."""
-    return ["last", "val"] if selection == "both" else [selection]
+    """The weights a run reports, `last` first: selection=both is one training with two rows,
+    last then val, and `all` adds fidelity (the trajectory is the same; only which weights are
+    kept differs)."""
+    return SELECTIONS[selection]
 
 
 class StudentLoop:
     """E epochs x n_s steps of L_S for a population; see the module docstring."""
 
     def __init__(self, cfg, teacher, student, strategy,
-                 val: tuple[torch.Tensor, torch.Tensor] | None):
-        self.cfg, self.teacher, self.student, self.strategy, self.val = (
-            cfg, teacher, student, strategy, val)
+                 val: tuple[torch.Tensor, torch.Tensor] | None,
+                 fidelity: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 project: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        """`val`: the real validation rows (x, y); `fidelity`: a fixed synthetic set (x, T(x));
+        each selection that names one keeps each member's epoch of least RMSE on it.
+        `project`: the input domain's projection (None: none)."""
+        self.cfg, self.teacher, self.student, self.strategy, self.project = (
+            cfg, teacher, student, strategy, project)
         members, device = student.members, student.params[0].device
         self.opt = make_optimizer(cfg.optimizer, student.opt_params,
                                   fast=isinstance(student, models.StackedMLP))
         params = student.params
-        self.best = Snapshot(params) if cfg.selection in ("val", "both") else None
-        self.best_loss = torch.full((members,), float("inf"), device=device)
-        self.best_epoch = torch.full((members,), -1, device=device)
+        wanted = selections(cfg.selection)
+        self.sets = {name: rows for name, rows in (("val", val), ("fidelity", fidelity))
+                     if name in wanted}
+        self.best = {name: Snapshot(params) for name in self.sets}
+        self.best_loss = {name: torch.full((members,), float("inf"), device=device)
+                          for name in self.sets}
+        self.best_epoch = {name: torch.full((members,), -1, device=device) for name in self.sets}
         self.finite = Snapshot(params)  # each member's weights at its last finite log point
         self.finite_epoch = torch.full((members,), -1, device=device)  # -1: the untrained start
         self.diverged_epoch = torch.full((members,), -1, device=device)
@@ -95,6 +113,7 @@ class StudentLoop:
         self.steps_logged = 0
         self.epoch = 0  # the next epoch to run
         self.history: list[list[dict[str, Any]]] = [[] for _ in range(members)]
+        self.scores: dict[str, torch.Tensor] = {}
         self.prepared = False
         self.prepared_stats: dict[str, torch.Tensor] = {}
 
@@ -144,6 +163,9 @@ class StudentLoop:
             if alpha < 1:
                 batches.append(self.strategy.prior(m))
             x = torch.cat(batches, dim=1) if len(batches) > 1 else batches[0]
+            if self.project is not None:
+                x = self.project(x)
+                self.x_g = x[:, :n_g] if n_g else None
             y = self.strategy.labels(T, x, n_g)
             loss_g, loss_p = student_step(y, S, self.opt, x, n_g, weights)
             epoch_g += loss_g
@@ -152,14 +174,15 @@ class StudentLoop:
         self.sums["loss_g"] += epoch_g
         self.sums["loss_p"] += epoch_p
         self.steps_logged += cfg.steps_per_epoch
-        self.val_rmse = None
-        if self.best is not None:
+        self.scores = {}
+        for name, (x, y) in self.sets.items():
             with torch.no_grad():
-                self.val_rmse = (S(self.val[0]) - self.val[1]).pow(2).mean(dim=(1, 2)).sqrt()
-            better = self.val_rmse < self.best_loss  # NaN is never better
-            self.best_loss = torch.where(better, self.val_rmse, self.best_loss)
-            self.best_epoch = torch.where(better, epoch, self.best_epoch)
-            self.best.take(better)
+                score = (S(x) - y).pow(2).mean(dim=(1, 2)).sqrt()
+            better = score < self.best_loss[name]  # NaN is never better
+            self.best_loss[name] = torch.where(better, score, self.best_loss[name])
+            self.best_epoch[name] = torch.where(better, epoch, self.best_epoch[name])
+            self.best[name].take(better)
+            self.scores[name] = score
 
     @torch.no_grad()
     def _log(self, epoch: int) -> bool:
@@ -171,8 +194,7 @@ class StudentLoop:
         self.prepared_stats = {}
         if self.x_g is not None:
             stats |= batch_diagnostics(T, S, self.x_g, self.strategy.start, self.teacher.box)
-        if self.val_rmse is not None:
-            stats["val_rmse"] = self.val_rmse
+        stats |= {SCORE_COLUMNS[name]: score for name, score in self.scores.items()}
         finite = torch.isfinite(stats["loss"])
         for p in S.params:
             finite &= torch.isfinite(p).flatten(1).all(dim=1)
@@ -209,13 +231,14 @@ class StudentLoop:
                     value.zero_()
 
     def finish(self, selection: str) -> list[int]:
-        """Put each member's selected weights in the student: the best validation epoch
-        (selection=val), or the last finite weights (last); returns the selected epochs (-1: the
-        untrained start). With both kept, call it for last first: val overwrites the weights."""
+        """Put each member's selected weights in the student: the best epoch on the validation
+        rows (selection=val) or on the fidelity set (fidelity), or the last finite weights
+        (last); returns the selected epochs (-1: the untrained start). With several kept, call
+        it for last first: the others overwrite the weights."""
         diverged = self.diverged_epoch >= 0
-        if selection == "val":
-            self.best.restore(torch.ones_like(diverged))
-            return self.best_epoch.tolist()
+        if selection in self.best:
+            self.best[selection].restore(torch.ones_like(diverged))
+            return self.best_epoch[selection].tolist()
         self.finite.restore(diverged)
         return torch.where(diverged, self.finite_epoch, self.epoch - 1).tolist()
 
@@ -230,7 +253,7 @@ class StudentLoop:
                 "student": self.student.state_dict(), "optimizer": self.opt.state_dict(),
                 "strategy": self.strategy.state_dict(), "rng": self.strategy.rng.get_state(),
                 "torch_rng": torch.get_rng_state(),
-                "best": None if self.best is None else self.best.kept,
+                "best": {name: snap.kept for name, snap in self.best.items()},
                 "best_loss": self.best_loss, "best_epoch": self.best_epoch,
                 "finite": self.finite.kept, "finite_epoch": self.finite_epoch,
                 "diverged_epoch": self.diverged_epoch,
@@ -244,8 +267,8 @@ class StudentLoop:
         self.strategy.load_state_dict(state["strategy"])
         self.strategy.rng.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
-        if self.best is not None:
-            for kept, saved in zip(self.best.kept, state["best"]):
+        for name, snap in self.best.items():
+            for kept, saved in zip(snap.kept, state["best"][name]):
                 kept.copy_(saved)
         for kept, saved in zip(self.finite.kept, state["finite"]):
             kept.copy_(saved)

@@ -1,8 +1,9 @@
 """The per-cell summary of distillation runs (`dfkd report`): per dataset x student_hidden x
-arm x selection (x every override that varies across the gathered jobs where it splits a cell, x
-any `--by` column), n, the RMSE's mean and sd over seeds, the ratio to the teacher, paired wins
-against a baseline arm and the comparison with the real-data reference arm (`paired.py`), and
-the published numbers per cell (`read_reference`)."""
+arm x selection (x prior and domain where the runs differ in them, x every override that varies
+across the gathered jobs where it splits a cell, x any `--by` column), n, the RMSE's mean and sd
+over seeds, the ratio to the teacher, paired wins against a baseline arm and the comparison with
+the real-data reference arm (`paired.py`), and the published numbers per cell
+(`read_reference`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dfkd_cli.gather import add_config_columns, swept_keys
 from dfkd_cli.paired import against_reference, paired
 
 KEYS = ["dataset", "student_hidden", "arm", "selection"]
+VARYING_KEYS = ["prior", "domain"]  # cell keys too, in a table whose runs differ in them
 BASELINE = "random_sampling"
 OK_STATUSES = ("ok", "exists")  # exists: train-teacher kept a teacher already in the store
 # keys that make an arm: a cell is paired with the baseline arm's cell that agrees on the others
@@ -36,7 +38,7 @@ ARM_ORDER = list(REFERENCE_ARMS.values()) + REAL_ARMS
 REFERENCE_COLUMNS = ["reference_arm", "reference_rmse_mean", "ratio_to_reference",
                      "reference_n_pairs", "reference_wins", "reference_losses",
                      "reference_p_value", "reference_test"]
-SELECTION_ORDER = ["val", "last"]
+SELECTION_ORDER = ["val", "fidelity", "last"]
 
 
 def _newest_per_seed(ok: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -105,9 +107,12 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = 
 
 
 def _cell_keys(distill: pd.DataFrame, by: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
-    """The runs with a column per cell key, and the cell keys: KEYS, the `by` columns, and every
-    swept key that splits a cell (strategy=a,b already differs by arm)."""
-    keys = KEYS + [c for c in by if c not in KEYS]
+    """The runs with a column per cell key, and the cell keys: KEYS, VARYING_KEYS where the runs
+    differ in them, the `by` columns, and every swept key that splits a cell (strategy=a,b
+    already differs by arm)."""
+    keys = KEYS + [c for c in VARYING_KEYS if c in distill.columns
+                   and distill[c].nunique() > 1]  # (a failed job has no value: not a difference)
+    keys += [c for c in by if c not in keys]
     swept = [k for k in swept_keys(distill) if k not in keys]
     distill = add_config_columns(distill.assign(**{k: pd.NA for k in KEYS
                                                    if k not in distill.columns}),

@@ -7,6 +7,7 @@ units, checked against the run's data.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from dfkd_cli import domain as domains
 from dfkd_cli import models, networks, sklearn_teacher, teacher_spec, teacher_store
 from dfkd_cli.data import Box, Scaler, Split, Table, split_for
 from dfkd_cli.errors import UserError, first_line
 from dfkd_cli.model_files import KINDS, load_model_file
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class Teacher:
@@ -38,6 +41,9 @@ class Teacher:
     recorded: list[dict[str, Any]] | None = None
     arch: dict[str, Any] | None = None  # a dfkd teacher's architecture (networks.describe)
     input_shape: list[int] | None = None  # the shape of a row, when its checkpoint records one
+    # per member, the input domain in raw units (dfkd_cli/domain.py); all continuous and
+    # unbounded for a checkpoint written before domains existed
+    domains: list[domains.Domain] = field(default_factory=list)
 
 
 class RawUnitsTeacher(networks.AutogradBackward, nn.Module):
@@ -99,11 +105,17 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
         module = models.sigmoid_form(module)  # the same function, cheaper to evaluate
     box = (torch.stack([p["input_spec"]["low"] for p in payloads]),
            torch.stack([p["input_spec"]["high"] for p in payloads]))
+    if any("domain" not in p["input_spec"] for p in payloads):
+        log.info("teacher %s carries no input domain (an older checkpoint): all features are "
+                 "taken as continuous", sources[0])
+    domain = [domains.Domain.from_payload(p["input_spec"]["domain"])
+              if "domain" in p["input_spec"] else domains.Domain.continuous(arch["input_dim"])
+              for p in payloads]
     return Teacher(module, arch["input_dim"], box, sources, arch.get("output_dim", 1),
                    [Scaler.from_payload(p["scaler"]) for p in payloads], spec.differentiable,
                    payloads[0]["input_spec"].get("features"), payloads[0].get("targets"),
                    [_recorded(p) for p in payloads], arch,
-                   payloads[0]["input_spec"].get("input_shape"))
+                   payloads[0]["input_spec"].get("input_shape"), domain)
 
 
 def _recorded(payload: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +148,8 @@ def _store_onnx_teachers(cfg, seeds: list[int]) -> Teacher:
     box = (torch.stack([b[0] for b in boxes]), torch.stack([b[1] for b in boxes]))
     return Teacher(nets[0] if len(nets) == 1 else PerMember(nets), spec.input_dim(), box, paths,
                    len(spec.targets), scalers, False, spec.features, spec.targets,
-                   [{"split": size} for size in sizes])
+                   [{"split": size} for size in sizes],
+                   domains=[teacher_spec.domain(spec, spec.input_dim(), p) for p in paths])
 
 
 def _data_mismatch(recorded: dict[str, Any], seed: int, table: Table) -> list[str]:
@@ -206,9 +219,26 @@ def _foreign_teacher(cfg, members: int) -> Teacher:
     box = teacher_spec.box(spec, scaler)
     if box is not None:
         box = (box[0].expand(members, -1), box[1].expand(members, -1))
-    return Teacher(RawUnitsTeacher(file.module, scaler), dim, box, [tcfg.path] * members, output_dim,
-                   [scaler] * members, file.differentiable and tcfg.differentiable,
-                   spec.features, spec.targets)
+    domain = teacher_spec.domain(spec, dim, f"teacher spec {tcfg.spec or tcfg.path}")
+    return Teacher(RawUnitsTeacher(file.module, scaler), dim, box, [tcfg.path] * members,
+                   output_dim, [scaler] * members, file.differentiable and tcfg.differentiable,
+                   spec.features, spec.targets, domains=[domain] * members)
+
+
+def feature_names(features: list[str] | None, dim: int) -> list[str]:
+    return list(features) if features else [f"x{i + 1}" for i in range(dim)]
+
+
+def override_domains(cfg, found: list[domains.Domain], features: list[str]
+                     ) -> list[domains.Domain]:
+    """The domains with `domain_spec=<file>` applied (the spec file's domain keys replace what
+    was inferred or stored for the features it names); logged."""
+    if cfg.domain_spec:
+        values = teacher_spec.domain_values(cfg.domain_spec)
+        found = [domains.override(d, values, features, f"domain_spec={cfg.domain_spec}")
+                 for d in found]
+    log.info("input domain: %s", found[0].summary(features))
+    return found
 
 
 def load(cfg, seeds: list[int], table: Table | None, device: torch.device) -> Teacher:
@@ -216,6 +246,8 @@ def load(cfg, seeds: list[int], table: Table | None, device: torch.device) -> Te
     file the user named, shared by every member; checked against the dataset's columns."""
     loader = {"dfkd": _dfkd_teachers, "sklearn": _store_onnx_teachers}.get(cfg.teacher.format)
     teacher = loader(cfg, seeds) if loader else _foreign_teacher(cfg, len(seeds))
+    teacher.domains = override_domains(cfg, teacher.domains,
+                                       feature_names(teacher.features, teacher.input_dim))
     if table is not None:
         if table.x.shape[1] != teacher.input_dim:
             raise UserError(f"teacher {teacher.sources[0]} takes {teacher.input_dim} inputs but "

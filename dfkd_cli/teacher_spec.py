@@ -13,8 +13,19 @@ inline keys win):
                per-output scaler; when absent, the mean and sd of the teacher's outputs on
                `PRIOR_DRAWS` prior draws (data-free), so the student's loss is on unit scale
 
-A CSV spec has one row per feature and any of the columns feature, mean, sd, low, high. Without
-mean and sd the teacher's inputs are taken as already standardised (mean 0, sd 1).
+The input domain (dfkd_cli/domain.py), all optional (default: continuous, within low / high):
+
+  type         per feature (a list, or a mapping feature: type): continuous, integer,
+               categorical or binary
+  levels       a mapping feature: [values] (or a list per feature) for categorical / binary
+  simplex      groups of non-negative features that sum to a constant: [[a, b, c], ...] or
+               [{features: [a, b, c], total: 100}, ...] (total 1 when not given)
+  onehot       groups of 0 / 1 features of which exactly one is 1: [[red, green, blue], ...]
+
+A CSV spec has one row per feature and any of the columns feature, mean, sd, low, high, type,
+levels (values separated by `;`), simplex (a group name; the rows sharing it form a group),
+simplex_total and onehot (a group name). Without mean and sd the teacher's inputs are taken as already standardised (mean
+0, sd 1). The same file format (domain keys only) overrides an inferred domain: `domain_spec=`.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from dfkd_cli import domain as domains
 from dfkd_cli.data import Scaler
 from dfkd_cli.errors import UserError, first_line
 
@@ -35,7 +47,10 @@ log = logging.getLogger(__name__)
 
 PRIOR_DRAWS = 10_000
 PRIOR_SEED = 0  # the output scaler is the same for every run seed
-CSV_COLUMNS = {"feature": "features", "mean": "mean", "sd": "sd", "low": "low", "high": "high"}
+CSV_COLUMNS = {"feature": "features", "mean": "mean", "sd": "sd", "low": "low", "high": "high",
+               "type": "type", "levels": "levels", "simplex": "simplex",
+               "simplex_total": "simplex_total", "onehot": "onehot"}
+DOMAIN_KEYS = ("type", "levels", "simplex", "onehot")  # a list per feature or a mapping feature: value
 
 
 @dataclass
@@ -48,6 +63,10 @@ class Spec:
     targets: list[str] | None = None
     target_mean: list[float] | None = None
     target_sd: list[float] | None = None
+    type: Any = None
+    levels: Any = None
+    simplex: list[Any] | None = None
+    onehot: list[Any] | None = None
 
     def input_dim(self) -> int | None:
         """The number of features any per-feature key implies (consistent, else a UserError)."""
@@ -78,7 +97,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         if unknown:
             raise UserError(f"teacher.spec={path} has unknown columns {unknown}; valid columns "
                             f"are {list(CSV_COLUMNS)}")
-        return {CSV_COLUMNS[c]: frame[c].tolist() for c in frame.columns}
+        return _csv_values(frame)
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             values = OmegaConf.to_container(OmegaConf.load(path)) or {}
@@ -92,19 +111,80 @@ def _read_file(path: Path) -> dict[str, Any]:
     raise UserError(f"teacher.spec={path}: expected a .yaml, .yml or .csv file")
 
 
+def _csv_values(frame: pd.DataFrame) -> dict[str, Any]:
+    """A CSV spec's columns as spec keys: per-feature lists, except the domain keys, which are
+    mappings feature: value (only the rows that give one) and simplex groups."""
+    values = {CSV_COLUMNS[c]: frame[c].tolist() for c in ("feature", "mean", "sd", "low", "high")
+              if c in frame.columns}
+    names = frame["feature"].tolist() if "feature" in frame.columns else list(range(len(frame)))
+    given = {c: [(n, v) for n, v in zip(names, frame[c]) if not pd.isna(v)]
+             for c in ("type", "levels", "simplex", "simplex_total", "onehot")
+             if c in frame.columns}
+    if "type" in given:
+        values["type"] = {n: str(v).strip() for n, v in given["type"]}
+    if "levels" in given:
+        try:
+            values["levels"] = {n: [float(x) for x in str(v).split(";")]
+                                for n, v in given["levels"]}
+        except ValueError as exc:
+            raise UserError(f"the spec's levels column: {exc}; write levels as numbers "
+                            "separated by ';' (e.g. 0;1;2)") from exc
+    if "simplex" in given:
+        totals = dict(given.get("simplex_total", []))
+        groups: dict[str, dict[str, Any]] = {}
+        for n, label in given["simplex"]:
+            group = groups.setdefault(str(label), {"features": [], "total": 1.0})
+            group["features"].append(n)
+            group["total"] = float(totals.get(n, group["total"]))
+        values["simplex"] = list(groups.values())
+    if "onehot" in given:
+        hot: dict[str, list[Any]] = {}
+        for n, label in given["onehot"]:
+            hot.setdefault(str(label), []).append(n)
+        values["onehot"] = list(hot.values())
+    return values
+
+
+def domain_values(path: str) -> dict[str, Any]:
+    """The domain keys (type, levels, low, high, simplex, onehot) of a spec file, keyed by feature name
+    where the file names its features (so it may describe only some of them)."""
+    values = _read_file(Path(path))
+    names = values.get("features")
+    for key in ("low", "high"):
+        if names is not None and isinstance(values.get(key), list):
+            values[key] = dict(zip(names, values[key]))
+    return {k: v for k, v in values.items() if k in (*DOMAIN_KEYS, "low", "high")}
+
+
+def domain(spec: Spec, dim: int, source: str) -> domains.Domain:
+    """The raw-unit domain a foreign teacher's spec declares: continuous within low / high
+    unless the spec's type / levels / simplex / onehot say otherwise."""
+    base = domains.Domain.continuous(dim, spec.low, spec.high)
+    features = spec.features or [f"x{i + 1}" for i in range(dim)]
+    values = {k: getattr(spec, k) for k in DOMAIN_KEYS}
+    return domains.override(base, values, features, source)
+
+
+def _spec(values: dict[str, Any]) -> Spec:
+    """A Spec from key -> value: per-feature and per-output keys as lists, the domain keys as
+    given (lists or mappings)."""
+    return Spec(**{k: (v if v is None or k in DOMAIN_KEYS else list(v))
+                   for k, v in values.items()})
+
+
 def from_file(path: Path) -> Spec:
     """A spec file alone (a YAML or CSV file as above)."""
-    return Spec(**{k: (None if v is None else list(v)) for k, v in _read_file(path).items()})
+    return _spec(_read_file(path))
 
 
 def read(teacher_cfg) -> Spec:
     """The spec from teacher.spec (a file) and the inline teacher.<key> values."""
     values = _read_file(Path(teacher_cfg.spec)) if teacher_cfg.spec else {}
     for f in fields(Spec):
-        inline = teacher_cfg.get(f.name)
+        inline = None if f.name in DOMAIN_KEYS else teacher_cfg.get(f.name)
         if inline is not None:
             values[f.name] = list(inline)
-    spec = Spec(**{k: (None if v is None else list(v)) for k, v in values.items()})
+    spec = _spec(values)
     if spec.sd is not None and any(s <= 0 for s in spec.sd):
         raise UserError(f"teacher.sd={spec.sd} is not valid: every sd must be > 0")
     if (spec.low is None) != (spec.high is None):

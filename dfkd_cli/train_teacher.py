@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from dfkd_cli import domain as domains
 from dfkd_cli import metrics, models, networks, runtime, sklearn_teacher, tables, teacher_store
 from dfkd_cli.data import Split, load_table, split_for, stacked
 from dfkd_cli.errors import UserError
@@ -24,6 +25,7 @@ from dfkd_cli.files import exclusive_lock
 from dfkd_cli.labels import arch_label
 from dfkd_cli.optim import make_optimizer
 from dfkd_cli.rng import Streams, member_seeds
+from dfkd_cli.teacher import override_domains
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +180,8 @@ def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
     started = time.perf_counter()
     model, arch, history, best_epoch = fit(cfg, splits, seeds, device)
     wall = time.perf_counter() - started
+    found = override_domains(cfg, [domains.infer(table.x[part.rows[0]]) for part in splits],
+                             table.features)
     x_test = torch.stack([s.x_test for s in splits])
     test_pred = metrics.predict(model, x_test)
     frames = []
@@ -197,7 +201,8 @@ def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
             input_spec={"features": list(part.features),
                         "input_shape": networks.plain(cfg.dataset.input_shape),
                         "low": part.x_train.min(0).values.cpu(),
-                        "high": part.x_train.max(0).values.cpu()},
+                        "high": part.x_train.max(0).values.cpu(),
+                        "domain": found[k].payload()},
             scaler=part.scaler.payload(), targets=list(part.targets), dataset=part.name,
             seed=seed, metrics=row, config=OmegaConf.to_yaml(cfg))
         tables.write_history(member_dir, history[k])

@@ -14,7 +14,7 @@ real targets instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from omegaconf import MISSING, OmegaConf
@@ -39,6 +39,8 @@ class Strategy:
     needs_box = False  # samples in the teacher's feature box: a box-less teacher fails at set-up
     needs_gradients = False  # uses dT/dx or dT/dG: a teacher without gradients is refused
     needs_rows = False  # draws the split's training rows: dataset=none is refused
+    # the run's prior (prior=, dfkd_cli/domain.py Prior), set by build_strategy; None: N(0, I)
+    sampler: Callable[[int], torch.Tensor] | None = None
     # the teacher's output scaler, raw = y_mean + y_sd * standardised, (K, k) each; build_strategy
     # sets it (for targets given in the teacher's raw units)
     y_scale: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -68,8 +70,8 @@ class Strategy:
         return ()
 
     def prior(self, n: int) -> torch.Tensor:
-        """x_p ~ N(0, I), shape (K, n, d)."""
-        return self.rng.randn(n, self.input_dim)
+        """x_p from the run's prior (N(0, I) unless prior= says otherwise), shape (K, n, d)."""
+        return self.sampler(n) if self.sampler else self.rng.randn(n, self.input_dim)
 
     def need_box(self) -> Box:
         """The teacher's per-feature box, or a UserError when the teacher carries none."""

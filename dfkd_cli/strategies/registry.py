@@ -20,10 +20,11 @@ def register(name: str) -> Callable[[type], type]:
     return add
 
 
-def build_strategy(cfg: Any, teacher: Any, rng: Any, rows: Any = None) -> Any:
-    """The strategy `cfg` names, for a `teacher.Teacher` (and the split's training rows, x and
-    y stacked over members, for a strategy that draws them); the gradient-based strategies
-    refuse a teacher that cannot be differentiated (ONNX, or teacher.differentiable=false)."""
+def build_strategy(cfg: Any, teacher: Any, rng: Any, rows: Any = None, prior: Any = None) -> Any:
+    """The strategy `cfg` names, for a `teacher.Teacher`, drawing from `prior` (a callable
+    n -> (K, n, d); None: N(0, I)), and the split's training rows (x and y stacked over members)
+    for a strategy that draws them; the gradient-based strategies refuse a teacher that cannot
+    be differentiated (ONNX, or teacher.differentiable=false)."""
     cls = STRATEGIES[cfg.name]
     if cls.needs_gradients and not teacher.differentiable:
         usable = sorted(name for name, c in STRATEGIES.items() if not c.needs_gradients)
@@ -33,6 +34,7 @@ def build_strategy(cfg: Any, teacher: Any, rng: Any, rows: Any = None) -> Any:
                         f"{', '.join(usable)}")
     extra = {"rows": rows} if cls.needs_rows else {}
     strategy = cls(cfg, teacher.input_dim, teacher.box, rng, **extra)
+    strategy.sampler = prior
     if teacher.scalers:
         strategy.y_scale = tuple(torch.stack([getattr(s, k) for s in teacher.scalers]
                                              ).to(rng.device) for k in ("y_mean", "y_std"))
