@@ -273,10 +273,10 @@ class StudentLoop:
         for kept, saved in zip(self.finite.kept, state["finite"]):
             kept.copy_(saved)
         self.epoch, self.prepared = state["epoch"], state["prepared"]
-        self.prepared_stats = state.get("prepared_stats", {})  # absent from older checkpoints
+        self.prepared_stats = state["prepared_stats"]
         self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
         self.diverged_epoch, self.skips = state["diverged_epoch"], state["skips"]
-        self.finite_epoch = state.get("finite_epoch", self.finite_epoch)
+        self.finite_epoch = state["finite_epoch"]
         self.sums, self.steps_logged = state["sums"], state["steps_logged"]
         self.history = state["history"]
 

@@ -18,13 +18,14 @@ import torch
 from omegaconf import OmegaConf
 
 from dfkd_cli import domain as domains
-from dfkd_cli import metrics, models, networks, runtime, sklearn_teacher, tables, teacher_store
+from dfkd_cli import (metrics, models, networks, population, runtime, sklearn_teacher, tables,
+                      teacher_store)
 from dfkd_cli.data import Split, load_table, split_for, stacked
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import exclusive_lock
 from dfkd_cli.labels import arch_label
 from dfkd_cli.optim import make_optimizer
-from dfkd_cli.rng import Streams, member_seeds
+from dfkd_cli.rng import Streams
 from dfkd_cli.teacher import override_domains
 
 log = logging.getLogger(__name__)
@@ -141,8 +142,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     Concurrent jobs for the same teacher take turns on a lock file beside it: the first trains
     and writes it atomically, the others find it there and reuse it (status `exists`)."""
     device = runtime.resolve_device(cfg.device)
-    seeds = member_seeds(cfg)
-    dirs = [Path(run_dir) / f"seed{s}" for s in seeds] if cfg.seeds else [Path(run_dir)]
+    members = population.members(cfg, run_dir)
+    seeds, dirs = members.seeds, members.dirs
     paths = [teacher_store.store_path(cfg, seed) for seed in seeds]
     table = load_table(cfg.dataset, cfg.data_dir)
     rows = {}
