@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 # and search extras the tests use.
 EXTRAS ?= test,joblib,slurm,stats,plots,onnx,sklearn,tensorboard,mlflow,optuna
 
-.PHONY: install run test mutate reproduce reproduce-quick bench search clean
+.PHONY: install run test mutate reproduce reproduce-quick bench bench-de search clean
 
 $(BIN)/dfkd: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -86,6 +86,9 @@ reproduce-quick: install  ## a first look: cpusmall, seeds 1-3, every arm, both 
 
 bench: install  ## distillation speed and memory (docs/performance.md); BENCH_ARGS="--help" lists options
 	DFKD_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+bench-de: install  ## the protein case study's DE arm, before / after (docs/performance.md); BENCH_ARGS="--help"
+	DFKD_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/de_speed.py $(BENCH_ARGS)
 
 # docs/search.md: per dataset, an Optuna search of bounded's settings on the data-free objective
 # (configs/hparams_search/bounded_optuna.yaml, 12 trials), the default settings beside it, and the

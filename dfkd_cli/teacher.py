@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from dfkd_cli import domain as domains
-from dfkd_cli import models, networks, sklearn_teacher, teacher_spec, teacher_store
+from dfkd_cli import (models, networks, onnx_population, sklearn_teacher, teacher_spec,
+                      teacher_store)
 from dfkd_cli.data import Box, Scaler, Split, Table, split_for
 from dfkd_cli.errors import UserError, first_line
 from dfkd_cli.model_files import KINDS, load_model_file
@@ -98,8 +99,8 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
     if len(archs) > 1:
         raise UserError(f"teachers {sources} differ in architecture: {sorted(archs)}")
     arch = payloads[0]["arch"]
-    networks.check_target(arch, teacher_store.named_target(spec), "teacher=custom teacher.net._target_",
-                          f"teacher checkpoint {sources[0]}")
+    networks.check_target(arch, teacher_store.named_target(spec),
+                          "teacher=custom teacher.net._target_", f"teacher checkpoint {sources[0]}")
     module = networks.from_states(arch, [p["state_dict"] for p in payloads], cfg.fast_path)
     if networks.fast(arch, cfg.fast_path) and arch["activation"] == "tanh":
         module = models.sigmoid_form(module)  # the same function, cheaper to evaluate
@@ -129,7 +130,8 @@ def _recorded(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _store_onnx_teachers(cfg, seeds: list[int]) -> Teacher:
     """Stored scikit-learn teachers (sklearn_teacher.py): per seed an ONNX file of raw features
-    and the spec of its training rows, run by onnxruntime as any ONNX teacher."""
+    and the spec of its training rows, run by onnxruntime as any ONNX teacher; the members' files
+    merged into one session (onnx_population.py) unless fast_path=off or they cannot be."""
     nets, scalers, boxes, sizes, paths = [], [], [], [], []
     for seed in seeds:
         path = teacher_store.store_path(cfg, seed)
@@ -146,7 +148,10 @@ def _store_onnx_teachers(cfg, seeds: list[int]) -> Teacher:
         sizes.append(teacher_store.split_size(sklearn_teacher.stored_row(path)))
         paths.append(str(path))
     box = (torch.stack([b[0] for b in boxes]), torch.stack([b[1] for b in boxes]))
-    return Teacher(nets[0] if len(nets) == 1 else PerMember(nets), spec.input_dim(), box, paths,
+    merged = (onnx_population.load([Path(p) for p in paths], scalers)
+              if cfg.fast_path == "auto" else None)
+    module = merged if merged is not None else nets[0] if len(nets) == 1 else PerMember(nets)
+    return Teacher(module, spec.input_dim(), box, paths,
                    len(spec.targets), scalers, False, spec.features, spec.targets,
                    [{"split": size} for size in sizes],
                    domains=[teacher_spec.domain(spec, spec.input_dim(), p) for p in paths])

@@ -69,6 +69,36 @@ def test_mnist_reads_the_test_set_as_regression():
     np.testing.assert_allclose(np.unique(raw_y.round().numpy()), np.arange(10))
 
 
+def test_mnist_trains_a_cnn_teacher_and_distils_a_cnn_student(tmp_path):
+    """dataset=mnist end to end on the fake IDX files: a cnn teacher sees 1 x 28 x 28 images,
+    and a cnn student learns from it in a few bounded steps (teacher gradients through the
+    convolutions) and random steps."""
+    import torch
+
+    from dfkd_cli.models import load_checkpoint
+
+    fake_mnist(tmp_path)
+    data = ["dataset=mnist", "data_dir=.", "dataset.n_train=200", "teacher=cnn"]
+    dfkd("train-teacher", *data, "epochs=2", "batch_size=32", "hydra.run.dir=teacher",
+         cwd=tmp_path)
+    row = pd.read_csv(tmp_path / "teacher" / "metrics.csv").iloc[0]
+    assert row.status == "ok" and row.teacher_hidden == "cnn-channels8x16"
+    stored = load_checkpoint(tmp_path / row.teacher_path)
+    assert stored["input_spec"]["input_shape"] == [1, 28, 28]
+    assert stored["arch"]["kwargs"]["input_shape"] == [1, 28, 28]
+    for strategy in ("bounded", "random"):
+        dfkd("distill", *data, "student=cnn", f"strategy={strategy}", "epochs=2",
+             "steps_per_epoch=3", "batch_size=8", "log_every=1", "progress=false",
+             f"hydra.run.dir={strategy}", cwd=tmp_path)
+        metrics = pd.read_csv(tmp_path / strategy / "metrics.csv").iloc[0]
+        assert metrics.status == "ok" and np.isfinite(metrics.student_rmse)
+        history = pd.read_csv(tmp_path / strategy / "history.csv")
+        assert len(history) == 2 and np.isfinite(history.loss).all()
+        student = load_checkpoint(tmp_path / strategy / "student.pt")
+        convolution = next(v for k, v in student["state_dict"].items() if k.endswith("weight"))
+        assert isinstance(convolution, torch.Tensor) and convolution.dim() == 4  # Conv2d
+
+
 def test_missing_mnist_folder_says_where_the_files_go(tmp_path):
     proc = dfkd("train-teacher", "dataset=mnist", f"data_dir={tmp_path}", cwd=tmp_path,
                 check=False)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA, dfkd, load_split, make_config
-from dfkd_cli import sklearn_teacher, train_teacher
+from dfkd_cli import onnx_population, sklearn_teacher, train_teacher
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import load_table, split_for
 from dfkd_cli.errors import UserError
@@ -90,6 +90,50 @@ def test_population_members_use_their_own_teachers(compositions):
     for k, seed in enumerate((1, 2)):
         torch.testing.assert_close(out[k], teachers.load(cfg, [seed], None, CPU).module(x[:1])[0])
     assert not torch.allclose(out[0], out[1])
+
+
+def test_a_population_runs_its_teachers_as_one_session(compositions):
+    """The members' ONNX files merged into one onnxruntime session compute, bit for bit, what
+    one session per member computes, and what each member's teacher computes alone."""
+    merged = teachers.load(config(compositions, "teacher=svr"), [1, 2], None, CPU).module
+    apart = teachers.load(config(compositions, "teacher=svr", "fast_path=off"), [1, 2], None,
+                          CPU).module
+    assert isinstance(merged, onnx_population.OnnxPopulation)
+    assert isinstance(apart, teachers.PerMember)
+    x = torch.randn(2, 30, 6)
+    with torch.no_grad():
+        out = merged(x)
+        assert torch.equal(out, apart(x)) and not torch.allclose(out[0], out[1])
+        for k, seed in enumerate((1, 2)):
+            alone = teachers.load(config(compositions, "teacher=svr"), [seed], None, CPU)
+            assert torch.equal(alone.module(x[k:k + 1])[0], out[k])
+
+
+def test_models_of_other_operator_sets_are_not_merged(tmp_path):
+    from onnx import TensorProto, helper, save
+
+    for opset in (13, 17):
+        graph = helper.make_graph(
+            [helper.make_node("Neg", ["x"], ["y"])], "neg",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])])
+        save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]),
+             tmp_path / f"{opset}.onnx")
+    assert onnx_population.merge([tmp_path / "13.onnx", tmp_path / "17.onnx"]) is None
+    same = onnx_population.merge([tmp_path / "17.onnx"] * 3)
+    assert same is not None and len(same.graph.initializer) == 6  # an index, a shape per member
+
+
+def test_a_de_population_is_its_members_alone(compositions):
+    """The DE arm with the merged teachers and the rbf student's batched forward passes (no
+    gradients, fast_path=auto): every history value of member k is the run with seed k."""
+    common = [*DATA, "teacher=svr", "arm=case_study_de", "student=rbf", *QUICK]
+    dfkd("distill", *common, "seeds=[1,2]", "hydra.run.dir=de_pop", cwd=compositions)
+    for seed in (1, 2):
+        dfkd("distill", *common, f"seed={seed}", f"hydra.run.dir=de{seed}", cwd=compositions)
+        alone = pd.read_csv(compositions / f"de{seed}" / "history.csv")
+        member = pd.read_csv(compositions / "de_pop" / f"seed{seed}" / "history.csv")
+        pd.testing.assert_frame_equal(member[alone.columns], alone, check_exact=True)
 
 
 def test_svr_teacher_distils_with_evolution_and_bounded_refuses_it(compositions):

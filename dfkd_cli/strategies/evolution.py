@@ -60,11 +60,23 @@ class EvolutionConfig(StrategyConfig):
     shared_target: bool = False  # one r per population instead of one per individual
 
 
-def draw_partners(rng, groups: int, size: int, count: int, not_self: torch.Tensor
-                  ) -> torch.Tensor:
-    """For each individual i of each population, `count` distinct partners, none of them i:
-    the `count` smallest of `size` uniforms, i's own pushed last. Shape (K, groups, size, count)."""
-    return (rng.rand(groups, size, size) + not_self).argsort(dim=3)[..., :count]
+def draw_generations(rng, generations: int, groups: int, size: int, d: int, count: int,
+                     cr: float, not_self: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random choices of all G generations of a step in one draw per member: per generation
+    `count` distinct partners of each individual, none of them itself (the `count` smallest of
+    `size` uniforms, its own pushed last), shape (K, G, groups, size, count), and the binomial
+    crossover mask (K, G, groups, size, d): each coordinate from the mutant with probability CR,
+    and one forced coordinate so that no trial is a copy of its parent. Each generation's
+    uniforms are laid out as drawing them generation by generation would draw them."""
+    pick, cross = groups * size * size, groups * size * d
+    u = rng.rand(generations, pick + 2 * cross)
+    members = u.shape[0]
+    partners = (u[..., :pick].view(members, generations, groups, size, size) + not_self
+                ).argsort(dim=4)[..., :count]
+    mask = u[..., pick:pick + cross].view(members, generations, groups, size, d) < cr
+    forced = u[..., pick + cross:].view(members, generations, groups, size, d).argmax(
+        dim=4, keepdim=True)
+    return partners, mask.scatter_(4, forced, True)
 
 
 def mutants(x: torch.Tensor, fit: torch.Tensor, partners: torch.Tensor, f: float
@@ -77,14 +89,6 @@ def mutants(x: torch.Tensor, fit: torch.Tensor, partners: torch.Tensor, f: float
     picked = x.gather(2, partners.reshape(members, groups, size * count, 1)
                       .expand(-1, -1, -1, d)).view(members, groups, size, count, d)
     return best + f * (picked[:, :, :, 0::2] - picked[:, :, :, 1::2]).sum(3)
-
-
-def crossover_mask(rng, groups: int, size: int, d: int, cr: float) -> torch.Tensor:
-    """Binomial crossover: each coordinate from the mutant with probability CR, and one forced
-    coordinate per individual so that no trial is a copy of its parent. (K, G, s, d) bool."""
-    cross = rng.rand(groups, size, d) < cr
-    forced = rng.rand(groups, size, d).argmax(dim=3, keepdim=True)
-    return cross.scatter_(3, forced, True)
 
 
 @register("evolution")
@@ -173,13 +177,16 @@ class Evolution(Strategy):
         r = self.draw_targets(groups, size)
         x, fit = start, self.objective(teacher, student, start, r)
         first = fit.mean(1)
-        not_self = self._not_self(size, x.device)
-        for _ in range(self.generations):
+        low, high = (bound.unsqueeze(1) for bound in self.need_box())
+        if self.generations:
+            partners, cross = draw_generations(
+                self.rng, self.generations, groups, size, d, 2 * self.pairs, self.cr,
+                self._not_self(size, x.device))
+        for g in range(self.generations):
             pop = x.view(members, groups, size, d)
-            partners = draw_partners(self.rng, groups, size, 2 * self.pairs, not_self)
-            mutant = mutants(pop, fit.view(members, groups, size), partners, self.f)
-            cross = crossover_mask(self.rng, groups, size, d, self.cr)
-            trial = self.clamp_to_box(torch.where(cross, mutant, pop).view(members, -1, d))
+            mutant = mutants(pop, fit.view(members, groups, size), partners[:, g], self.f)
+            trial = torch.clamp(torch.where(cross[:, g], mutant, pop).view(members, -1, d),
+                                low, high)  # clamp_to_box, the bounds unsqueezed once
             trial_fit = self.objective(teacher, student, trial, r)
             better = trial_fit >= fit
             x = torch.where(better.unsqueeze(2), trial, x)
