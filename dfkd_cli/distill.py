@@ -160,7 +160,7 @@ def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, stude
                              f"teacher {teacher.sources[0]}")
 
     strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),
-                              prior(rng))
+                              prior(rng), project)
     fidelity = None
     if "fidelity" in selections(cfg.selection):
         fidelity = fidelity_set(teacher, prior(Streams([s + FIDELITY_STREAM for s in seeds],

@@ -141,3 +141,32 @@ def test_probe_draws_images_and_prediction_histograms(tmp_path):
     no_figures = dfkd("probe", *data, "epochs=1", "samples=20", "batch_size=20", "figures=false",
                       "~strategy@strategies.impressions", "hydra.run.dir=plain", cwd=tmp_path)
     assert no_figures.returncode == 0 and not (tmp_path / "plain" / "probe_images.png").exists()
+
+
+def test_case_study_presets_are_the_case_studies_protocols():
+    """experiment=protein, protein_mlp and mnist: the teachers, students, arms and protocol the
+    case studies name; every swept arm keeps the preset's batch of 10 (protein)."""
+    from test_report import sweep_params
+
+    cfg, params = sweep_params("protein")
+    assert params == {"arm": ["case_study_gaussian", "case_study_de"]}
+    assert (cfg.dataset.name, cfg.teacher.format, cfg.student.name) == ("protein", "sklearn", "rbf")
+    assert cfg.teacher.estimator._target_ == "sklearn.svm.SVR" and cfg.student.net.units == 100
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay) == (
+        "rmsprop", 1e-3, 1e-6)
+    assert (cfg.epochs, cfg.steps_per_epoch, cfg.domain, list(cfg.seeds)) == (
+        1000, 100, "on", [1, 2, 3, 4, 5])
+    mlp, mlp_params = sweep_params("protein_mlp")
+    assert mlp_params["arm"] == ["case_study_gaussian", "case_study_de", "bounded_alpha1",
+                                 "generator_alpha1"]
+    assert mlp.teacher.name == "mlp" and list(mlp.teacher.hidden) == [500]
+    for arm in mlp_params["arm"]:
+        composed = make_config("distill", ["experiment=protein_mlp", f"arm={arm}"])
+        assert composed.batch_size == 10 and composed.label == arm
+        assert (composed.epochs, composed.student.name) == (1000, "rbf")
+    digits, digit_params = sweep_params("mnist")
+    assert digit_params == {"student": ["cnn", "mlp50"],
+                            "arm": ["random_sampling", "generator", "bounded"]}
+    assert (digits.dataset.name, digits.teacher.name, list(digits.seeds)) == (
+        "mnist", "cnn", [1, 2, 3])
+    assert list(digits.teacher.net.channels) == [16, 32, 64, 64] and digits.domain == "off"

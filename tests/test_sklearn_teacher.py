@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import SHARED_DATA, dfkd, load_split, make_config
 from dfkd_cli import onnx_population, sklearn_teacher, train_teacher
@@ -154,6 +155,67 @@ def test_svr_teacher_distils_with_evolution_and_bounded_refuses_it(compositions)
         teachers.load(config(root, "teacher=svr"), [3], None, CPU)
 
 
+def test_svr_spec_carries_the_simplex_of_its_training_rows(compositions):
+    spec = OmegaConf.load(compositions / "outputs/teachers/comp/svr/seed1/spec.yaml")
+    features = [f"f{i}" for i in range(6)]
+    [group] = spec.simplex
+    assert list(group.features) == features and group.total == pytest.approx(1.0, abs=1e-9)
+    assert list(spec.type) == ["continuous"] * 6
+    teacher = teachers.load(config(compositions, "teacher=svr"), [1], None, CPU)
+    assert [g["features"] for g in teacher.domains[0].simplex] == [list(range(6))]
+
+
+def teacher_inputs(cfg, run_dir, monkeypatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run `dfkd distill` in-process; every raw row the ONNX teacher was called on while the
+    student trained (not the evaluation's), and every batch the student was fitted on."""
+    from dfkd_cli import distill, model_files, student_loop
+
+    rows, labelled, training = [], [], []
+    forward, step = model_files.OnnxModule.forward, student_loop.student_step
+    run = student_loop.StudentLoop.run
+
+    def recording_forward(self, x):
+        if training:
+            rows.append(x.detach().reshape(-1, x.shape[-1]).clone())
+        return forward(self, x)
+
+    def recording_run(self, *args, **kwargs):
+        training.append(True)
+        try:
+            return run(self, *args, **kwargs)
+        finally:
+            training.clear()
+
+    def recording_step(y, student, opt, x, n_g, weights):
+        labelled.append(x.clone())
+        return step(y, student, opt, x, n_g, weights)
+
+    monkeypatch.setattr(model_files.OnnxModule, "forward", recording_forward)
+    monkeypatch.setattr(student_loop, "student_step", recording_step)
+    monkeypatch.setattr(student_loop.StudentLoop, "run", recording_run)
+    distill.run(cfg, run_dir)
+    return torch.cat(rows), labelled
+
+
+def assert_on_simplex(raw: torch.Tensor, total: float = 1.0) -> None:
+    assert bool((raw >= -1e-6).all()) and bool(((raw.sum(-1) - total).abs() < 1e-4).all())
+
+
+def test_de_arm_scores_and_labels_only_points_of_the_simplex(compositions, monkeypatch):
+    """domain=on: every row the SVR teacher sees, the DE objective's candidates as well as the
+    labelled batches, lies on the simplex of the six fractions; domain=off leaves it."""
+    common = ["teacher=svr", "arm=case_study_de", "student=rbf", "student.net.units=10",
+              *QUICK, "steps_per_epoch=2"]
+    rows, labelled = teacher_inputs(config(compositions, *common, "domain=on"),
+                                    compositions / "simplex_on", monkeypatch)
+    assert len(labelled) == 6 and len(rows) > 6 * 26 * 5  # 26 DE evaluations of 5 per step
+    assert_on_simplex(rows)
+    rows, _ = teacher_inputs(config(compositions, *common, "domain=off"),
+                             compositions / "simplex_off", monkeypatch)
+    with pytest.raises(AssertionError):
+        assert_on_simplex(rows)
+
+
 def test_any_regressor_by_target_goes_through_skl2onnx(compositions):
     from sklearn.ensemble import RandomForestRegressor
 
@@ -212,3 +274,18 @@ def test_protein_svr_teacher_matches_the_case_study(tmp_path):
     assert (history.evo_objective_end >= history.evo_objective_start).all()
     row = pd.read_csv(tmp_path / "de" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.arm == "case_study_de" and row.batch_size == 10
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/datasets")
+def test_protein_de_arm_labels_only_amino_acid_compositions(tmp_path, monkeypatch):
+    """The case study with domain=on: the SVR's spec holds the simplex of the 20 amino-acid
+    fractions, and every row the DE arm scores or labels is a composition (>= 0, sum 1)."""
+    data = ["dataset=protein", f"data_dir={SHARED_DATA}", f"teacher_store={tmp_path / 'store'}"]
+    dfkd("train-teacher", *data, "teacher=svr", "hydra.run.dir=teacher", cwd=tmp_path)
+    spec = OmegaConf.load(tmp_path / "store/protein/svr/seed1/spec.yaml")
+    assert [len(g.features) for g in spec.simplex] == [20]
+    cfg = make_config("distill", [*data, "teacher=svr", "arm=case_study_de", "student=rbf",
+                                  "domain=on", *QUICK, "steps_per_epoch=2"])
+    rows, labelled = teacher_inputs(cfg, tmp_path / "de", monkeypatch)
+    assert len(labelled) == 6
+    assert_on_simplex(rows, spec.simplex[0].total)

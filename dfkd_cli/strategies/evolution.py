@@ -1,10 +1,10 @@
 """`evolution`: gradient-free direct optimisation of x by differential evolution (the
 derivative-free variant of the paper's direct optimisation, Zhou & Chiam 2023).
 
-For every student step, Gaussian starts X0 ~ N(0, I) (clamped into the teacher's per-feature box)
-form one or more DE populations of `starts` individuals each (default: one population, the whole
-batch). G generations of DE/best/1/bin or DE/best/2/bin (Storn & Price 1997) maximise, per
-individual x_i,
+For every student step, Gaussian starts X0 ~ N(0, I) (clamped into the teacher's per-feature box,
+or with `domain=on` projected onto the input domain, as every labelled sample is) form one or more
+DE populations of `starts` individuals each (default: one population, the whole batch).
+G generations of DE/best/1/bin or DE/best/2/bin (Storn & Price 1997) maximise, per individual x_i,
 
     f(x_i) = a * (T(x_i) - S(x_i))^2 - w * (T(x_i) - r_i)^2,   r_i ~ U(target_low, target_high),
 
@@ -15,8 +15,9 @@ with a = `disagreement` and w = `coverage`. Each generation builds, for every i,
 
 (r1, r2, ... distinct, none of them i, all in i's population; x_best the fittest of it), the trial
 u_i that takes each coordinate from v_i with probability CR and at least one (the "bin"
-crossover), clamps u_i into the box and keeps it when f(u_i) >= f(x_i). With w = 0 (the default)
-only the teacher-student disagreement counts; w > 0 adds the target-coverage term of the paper's
+crossover), clamps u_i into the box (or projects it onto the domain: f is evaluated where the
+teacher will label the sample) and keeps it when f(u_i) >= f(x_i). With w = 0 (the default) only
+the teacher-student disagreement counts; w > 0 adds the target-coverage term of the paper's
 case study, pulling each T(x_i) towards its own r_i (or its population's, `shared_target`) spread
 over the target range, in standardised units or in the teacher's raw output units
 (`target_units=raw`, converted with each member's output scaler). The case study minimises
@@ -172,12 +173,17 @@ class Evolution(Strategy):
     def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
         groups, size = self.layout(n)
         d = self.input_dim
-        start = self.clamp_to_box(self.prior(groups * size))
+        low, high = (bound.unsqueeze(1) for bound in self.need_box())
+
+        def constrain(x: torch.Tensor) -> torch.Tensor:
+            """Onto the input domain when the run has one (domain=on), else into the box."""
+            return self.project(x) if self.project is not None else torch.clamp(x, low, high)
+
+        start = constrain(self.prior(groups * size))
         members = start.shape[0]
         r = self.draw_targets(groups, size)
         x, fit = start, self.objective(teacher, student, start, r)
         first = fit.mean(1)
-        low, high = (bound.unsqueeze(1) for bound in self.need_box())
         if self.generations:
             partners, cross = draw_generations(
                 self.rng, self.generations, groups, size, d, 2 * self.pairs, self.cr,
@@ -185,8 +191,7 @@ class Evolution(Strategy):
         for g in range(self.generations):
             pop = x.view(members, groups, size, d)
             mutant = mutants(pop, fit.view(members, groups, size), partners[:, g], self.f)
-            trial = torch.clamp(torch.where(cross[:, g], mutant, pop).view(members, -1, d),
-                                low, high)  # clamp_to_box, the bounds unsqueezed once
+            trial = constrain(torch.where(cross[:, g], mutant, pop).view(members, -1, d))
             trial_fit = self.objective(teacher, student, trial, r)
             better = trial_fit >= fit
             x = torch.where(better.unsqueeze(2), trial, x)
