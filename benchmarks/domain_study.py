@@ -18,7 +18,9 @@ import sys
 
 import pandas as pd
 
-from dfkd_cli.report import gather, markdown_table, paired_test
+from dfkd_cli.gather import gather
+from dfkd_cli.paired import paired_test
+from dfkd_cli.report_text import markdown_table
 
 RECIPE = ["arm", "domain", "prior", "selection"]
 DEFAULT = {"arm": "bounded", "domain": "off", "prior": "gaussian", "selection": "last"}

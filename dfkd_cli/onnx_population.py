@@ -68,8 +68,8 @@ def merge(paths: list[Path]):
 
 class OnnxPopulation(nn.Module):
     """K raw-unit ONNX teachers, one per member, as (K, n, d) -> (K, n, k) in standardised units:
-    T_k(z) = (net_k(mean_k + sd_k * z) - y_mean_k) / y_sd_k (teacher.Shared's arithmetic, every
-    member in one call of the merged model). Forward only."""
+    T_k(z) = (net_k(mean_k + sd_k * z) - y_mean_k) / y_sd_k (teacher.RawUnitsTeacher's
+    arithmetic, every member in one call of the merged model). Forward only."""
 
     def __init__(self, paths: list[Path], model, scalers: list[Scaler]):
         super().__init__()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import dfkd, make_config
-from dfkd_cli import distill, models, networks
+from dfkd_cli import distill, models, networks, train_teacher
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import Scaler, load_table, split_for
 from dfkd_cli.errors import UserError
@@ -147,9 +147,9 @@ def test_an_autograd_teacher_population_is_its_members_alone():
                                         "dataset.n_train=400"])
     table = load_table(cfg.dataset, cfg.data_dir)
     splits = {s: split_for(cfg, table, s) for s in (1, 2)}
-    together, _, history, best = teachers.fit(cfg, [splits[1], splits[2]], [1, 2], CPU)
+    together, _, history, best = train_teacher.fit(cfg, [splits[1], splits[2]], [1, 2], CPU)
     for k, seed in enumerate([1, 2]):
-        alone, _, alone_history, alone_best = teachers.fit(cfg, [splits[seed]], [seed], CPU)
+        alone, _, alone_history, alone_best = train_teacher.fit(cfg, [splits[seed]], [seed], CPU)
         assert history[k] == alone_history[0] and best[k] == alone_best[0]
         for name, tensor in alone.member_state_dict(0).items():
             assert torch.equal(together.member_state_dict(k)[name], tensor), name

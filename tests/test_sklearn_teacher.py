@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import SHARED_DATA, dfkd, load_split, make_config
-from dfkd_cli import onnx_population, sklearn_teacher
+from dfkd_cli import onnx_population, sklearn_teacher, train_teacher
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import load_table, split_for
 from dfkd_cli.errors import UserError
@@ -66,7 +66,7 @@ def test_svr_teacher_is_stored_as_onnx_of_raw_features(compositions):
     r2 = 1 - ((reference.predict(table.x[part.rows[2]]) - truth) ** 2).sum() / (
         (truth - truth.mean()) ** 2).sum()
     assert row.teacher_r2 == pytest.approx(r2, abs=1e-4) and row.onnx_max_abs_diff < 2e-4
-    again = teachers.run(make_config("train_teacher", [
+    again = train_teacher.run(make_config("train_teacher", [
         *DATA, f"dataset.path={compositions / 'comp.csv'}", "teacher=svr",
         f"teacher_store={compositions / 'outputs/teachers'}"]), compositions / "again")
     assert list(again.status) == ["exists"] and again.teacher_r2[0] == row.teacher_r2

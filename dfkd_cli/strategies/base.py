@@ -14,7 +14,7 @@ real targets instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from omegaconf import MISSING, OmegaConf
@@ -65,7 +65,7 @@ class Strategy:
 
     @classmethod
     def label(cls, cfg: Any) -> str:
-        """The strategy's name in an arm's derived label (distill.arm_label)."""
+        """The strategy's name in an arm's derived label (labels.arm_label)."""
         return cfg.name
 
     @classmethod
