@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 # and search extras the tests use.
 EXTRAS ?= test,joblib,slurm,stats,plots,onnx,sklearn,tensorboard,mlflow,optuna
 
-.PHONY: install run test mutate reproduce reproduce-quick bench search clean
+.PHONY: install run test mutate reproduce reproduce-quick protein protein-mlp mnist bench bench-de search clean
 
 $(BIN)/dfkd: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,8 +84,37 @@ reproduce-quick: install  ## a first look: cpusmall, seeds 1-3, every arm, both 
 		$(SWEEP_REFERENCE) $(HYDRA_ARGS) $(DISTILL_ARGS)
 	$(BIN)/dfkd report outputs/reproduce/paper_quick_$(STAMP) $(REPORT_REFERENCE)
 
+# The paper's case studies (docs/case_studies.md): the teachers, then the preset multirun.
+# protein: SVR teachers, rbf student, Gaussian and DE arms, 5 seeds, 1000 x 100 steps;
+# protein-mlp: the same arms and bounded / generator on an MLP teacher; mnist: cnn teachers,
+# the paper's three data-free arms, cnn and MLP students, 3 seeds. DISTILL_ARGS shortens a run
+# (e.g. DISTILL_ARGS=epochs=200).
+CASE_SEEDS ?= [1,2,3,4,5]
+
+protein: install  ## the protein case study: SVR teachers, Gaussian and DE arms, 5 seeds (docs/case_studies.md)
+	$(BIN)/dfkd train-teacher dataset=protein teacher=svr "seeds=$(CASE_SEEDS)" \
+		data_dir=$(DATA_DIR) progress=false
+	$(BIN)/dfkd distill -m experiment=protein "seeds=$(CASE_SEEDS)" data_dir=$(DATA_DIR) \
+		hydra.sweep.dir=outputs/case_studies/protein_$(STAMP) $(HYDRA_ARGS) $(DISTILL_ARGS)
+
+protein-mlp: install  ## the protein case study's arms on an MLP teacher, bounded and generator too
+	$(BIN)/dfkd train-teacher dataset=protein "seeds=$(CASE_SEEDS)" data_dir=$(DATA_DIR) \
+		progress=false
+	$(BIN)/dfkd distill -m experiment=protein_mlp "seeds=$(CASE_SEEDS)" data_dir=$(DATA_DIR) \
+		hydra.sweep.dir=outputs/case_studies/protein_mlp_$(STAMP) $(HYDRA_ARGS) $(DISTILL_ARGS)
+
+mnist: install  ## MNIST as regression: cnn teachers, random / generator / bounded, cnn and MLP students
+	$(BIN)/dfkd train-teacher dataset=mnist teacher=cnn "teacher.net.channels=[16,32,64,64]" \
+		optimizer=adam epochs=25 patience=8 batch_size=64 "seeds=[1,2,3]" \
+		data_dir=$(DATA_DIR) progress=false
+	$(BIN)/dfkd distill -m experiment=mnist data_dir=$(DATA_DIR) \
+		hydra.sweep.dir=outputs/case_studies/mnist_$(STAMP) $(HYDRA_ARGS) $(DISTILL_ARGS)
+
 bench: install  ## distillation speed and memory (docs/performance.md); BENCH_ARGS="--help" lists options
 	DFKD_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+bench-de: install  ## the protein case study's DE arm, before / after (docs/performance.md); BENCH_ARGS="--help"
+	DFKD_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/de_speed.py $(BENCH_ARGS)
 
 # docs/search.md: per dataset, an Optuna search of bounded's settings on the data-free objective
 # (configs/hparams_search/bounded_optuna.yaml, 12 trials), the default settings beside it, and the

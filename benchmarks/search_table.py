@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from dfkd_cli import report
+from dfkd_cli.gather import gather
 
 PARAMS = ["strategy.steps", "strategy.lr", "alpha"]
 SCORES = ["fidelity_rmse_prior", "val_rmse", "student_rmse"]
@@ -33,7 +33,7 @@ def job_params(job_dir: Path) -> dict[str, str]:
 
 def members(path: Path) -> pd.DataFrame:
     """Every ok metrics row below `path`, with the directory of the job that wrote it."""
-    runs = report.gather([path])
+    runs = gather([path])
     runs = runs[runs.status == "ok"].copy()
     runs["job_dir"] = [d if (Path(d) / ".hydra").is_dir() else str(Path(d).parent)
                        for d in runs.run_dir]

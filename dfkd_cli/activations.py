@@ -10,7 +10,7 @@ instead of two).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,12 +43,18 @@ def _silu_backward(g: torch.Tensor, z: torch.Tensor, a: torch.Tensor) -> torch.T
     return g * s * (1 + z * (1 - s))
 
 
-ACTIVATIONS: dict[str, tuple[Fn, Backward]] = {
-    "tanh": (tanh, lambda g, z, a: _tanh_backward(g, a)),
-    "sigmoid": (torch.sigmoid, lambda g, z, a: _sigmoid_backward(g, a)),
-    "relu": (torch.relu, lambda g, z, a: g * (z > 0).to(z.dtype)),
-    "gelu": (F.gelu, _gelu_backward),
-    "silu": (F.silu, _silu_backward),
+class Spec(NamedTuple):
+    fn: Fn
+    backward: Backward
+    module: type[nn.Module]  # torch's own module of the same function (what exports use)
+
+
+ACTIVATIONS: dict[str, Spec] = {
+    "tanh": Spec(tanh, lambda g, z, a: _tanh_backward(g, a), nn.Tanh),
+    "relu": Spec(torch.relu, lambda g, z, a: g * (z > 0).to(z.dtype), nn.ReLU),
+    "gelu": Spec(F.gelu, _gelu_backward, nn.GELU),
+    "sigmoid": Spec(torch.sigmoid, lambda g, z, a: _sigmoid_backward(g, a), nn.Sigmoid),
+    "silu": Spec(F.silu, _silu_backward, nn.SiLU),
 }
 
 
@@ -58,7 +64,7 @@ class Activation(nn.Module):
     def __init__(self, name: str):
         super().__init__()
         self.name = name
-        self.fn = ACTIVATIONS[name][0]
+        self.fn = ACTIVATIONS[name].fn
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.fn(z)

@@ -24,13 +24,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from dfkd_cli import report
+from dfkd_cli import gather, report
+from dfkd_cli.report_text import text_cell
 from dfkd_cli.errors import UserError
 
 log = logging.getLogger("dfkd")
 
 # statuses of a job that did not finish (diverged: it finished, with a status the table shows)
-UNFINISHED = ("failed", "unreadable", report.MISSING, "interrupted", "unknown")
+UNFINISHED = ("failed", "unreadable", gather.MISSING, "interrupted", "unknown")
 # set at the end of a multirun, in the launching process: jobs gathered, jobs failed, summary
 SWEEP_END: dict[str, Any] = {}
 
@@ -79,7 +80,7 @@ class SweepSummary(Callback):
             log.warning("sweep summary: reference %s not found; summarising without it",
                         self.reference)
         try:
-            runs = report.gather([sweep_dir])
+            runs = gather.gather([sweep_dir])
         except UserError:
             runs = None
         if runs is not None:
@@ -100,4 +101,4 @@ class SweepSummary(Callback):
                  sweep_dir / "report.md")
         for _, row in fails.iterrows():
             log.warning("not ok: %s (%s) %s", row.get("run_dir"), row.get("status"),
-                        report.text_cell(row.get("error")))
+                        text_cell(row.get("error")))

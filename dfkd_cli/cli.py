@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dfkd_cli import (__version__, callbacks, distill, evaluate, export, probe, report, runtime,
-                      search, teacher)
+                      search, train_teacher)
 from dfkd_cli.config import register_configs, validate
 from dfkd_cli.errors import explain
 from dfkd_cli.tables import write_metrics
@@ -24,7 +24,7 @@ log = logging.getLogger("dfkd")
 # command -> (primary config name, what it runs, one-line help); a command without a config
 # (report) is plain argparse and never reaches Hydra.
 COMMANDS: dict[str, tuple[str | None, Callable, str]] = {
-    "train-teacher": ("train_teacher", teacher.run,
+    "train-teacher": ("train_teacher", train_teacher.run,
                       "train a teacher on a dataset into the teacher store"),
     "distill": ("distill", search.returning_objective(distill.run),
                 "distil a teacher into a small student with a synthetic-data strategy"),

@@ -104,6 +104,13 @@ class Split:
         return Split(**moved)
 
 
+def stacked(splits: list[Split], part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, n, d) inputs and (K, n, k) targets of one part (train / val / test) of each member's
+    split."""
+    return (torch.stack([getattr(s, f"x_{part}") for s in splits]),
+            torch.stack([getattr(s, f"y_{part}") for s in splits]))
+
+
 def friedman1(n_rows: int, noise: float, seed: int = FRIEDMAN_SEED) -> Table:
     """Friedman #1 (Friedman 1991): 10 features U[0, 1], 5 of them informative.
 

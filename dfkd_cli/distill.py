@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -22,14 +23,15 @@ import torch
 from omegaconf import OmegaConf
 
 from dfkd_cli import domain as domains
-from dfkd_cli import metrics, models, networks, resume, runtime, tables
+from dfkd_cli import metrics, models, networks, population, resume, runtime, tables
 from dfkd_cli import teacher as teachers
-from dfkd_cli.data import Split, Table, load_table
+from dfkd_cli.data import Split, Table, load_table, stacked
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import atomic_path
-from dfkd_cli.rng import Streams, member_seeds
-from dfkd_cli.strategies import STRATEGIES, build_strategy
-from dfkd_cli.student_loop import StudentLoop, selections
+from dfkd_cli.labels import alpha_label, arch_label, arm_label
+from dfkd_cli.rng import Streams
+from dfkd_cli.strategies import build_strategy
+from dfkd_cli.student_loop import StudentLoop, build_student, selections
 from dfkd_cli.trackers import Trackers
 
 log = logging.getLogger(__name__)
@@ -52,26 +54,15 @@ FIDELITY_ROWS = 1000  # the fixed synthetic set of selection=fidelity
 FIDELITY_STREAM = 104_729_000  # its random stream's offset from the member's seed
 
 
-def alpha_label(cfg) -> str:
-    return f"constant{cfg.value:g}" if cfg.schedule == "constant" else cfg.schedule
+@dataclass
+class Ending:
+    """How the student loop ended: each member's status, the wall time, whether a signal stopped
+    it, and the untrained student's fidelity RMSE on the prior draws (K, k)."""
 
-
-def arm_label(cfg) -> str:
-    """The arm's name in tables: `label` when set (the arm presets set it), else
-    <strategy>_<alpha>_m<batch size>."""
-    strategy = STRATEGIES[cfg.strategy.name].label(cfg.strategy)
-    return cfg.label or f"{strategy}_{alpha_label(cfg.alpha)}_m{cfg.batch_size}"
-
-
-def stacked(splits: list[Split], part: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K, n, d) inputs and (K, n, k) targets of one part (train / val / test) of each member's
-    split."""
-    return (torch.stack([getattr(s, f"x_{part}") for s in splits]),
-            torch.stack([getattr(s, f"y_{part}") for s in splits]))
-
-
-def member_dirs(cfg, run_dir: Path, seeds: list[int]) -> list[Path]:
-    return [run_dir / f"seed{s}" for s in seeds] if cfg.seeds else [run_dir]
+    statuses: list[str]
+    wall: float
+    interrupted: bool
+    untrained: torch.Tensor
 
 
 def finished(dirs: list[Path]) -> bool:
@@ -107,8 +98,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     """`dfkd distill`: see the module docstring."""
     run_dir = Path(run_dir)
     device = runtime.resolve_device(cfg.device)
-    seeds = member_seeds(cfg)
-    dirs = member_dirs(cfg, run_dir, seeds)
+    members = population.members(cfg, run_dir)
+    seeds, dirs = members.seeds, members.dirs
     state_path = run_dir / CHECKPOINT
     state, stored = stored_run(state_path, dirs) if cfg.resume else (None, None)
     resume.check(cfg, run_dir, stored)
@@ -121,22 +112,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     runtime.seed_everything(seeds[0])
     rng = Streams(seeds, device)
     arch, student = build_student(cfg, teacher, rng)
-    means, sds = (torch.stack([getattr(s, k) for s in teacher.scalers]).to(device)
-                  for k in ("x_mean", "x_std"))
-    project = domains.Projection(teacher.domains, means, sds) if cfg.domain == "on" else None
-
-    def prior(streams: Streams) -> domains.Prior:
-        return domains.Prior(cfg.prior, streams, teacher.input_dim, teacher.domains, means, sds,
-                             f"teacher {teacher.sources[0]}")
-
-    strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),
-                              prior(rng))
-    fidelity = None
-    if "fidelity" in selections(cfg.selection):
-        fidelity = fidelity_set(teacher, prior(Streams([s + FIDELITY_STREAM for s in seeds],
-                                                       device)), project)
-    loop = StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"),
-                       fidelity, project)
+    loop = build_loop(cfg, teacher, splits, student, rng, seeds)
     untrained = prior_fidelity(teacher, student, seeds)  # (K, k), before any step (or resume)
     if state is not None:
         try:
@@ -159,8 +135,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
             log.warning("interrupted at epoch %d; continue with resume=true hydra.run.dir=%s",
                         loop.epoch, run_dir)
         statuses = ["interrupted"] * len(seeds) if interrupted() else loop.status()
-        frame = write_members(cfg, loop, arch, table, splits, teacher, dirs, seeds, statuses,
-                              wall, device, interrupted(), untrained)
+        frame = write_members(cfg, loop, arch, table, splits, teacher, members,
+                              Ending(statuses, wall, interrupted(), untrained), device)
         trackers.finish(frame)
     print(tables.show(frame, SUMMARY))
     if interrupted():
@@ -170,13 +146,29 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     return frame
 
 
-def build_student(cfg, teacher: teachers.Teacher, rng: Streams):
-    """The student population `cfg.student` names, sized for the teacher (inputs, outputs, a
-    row's shape from the dataset or the teacher), member k initialised from rng's stream k;
-    returns (architecture, population)."""
-    arch = networks.describe(cfg.student, teacher.input_dim, teacher.output_dim,
-                             cfg.dataset.input_shape or teacher.input_shape)
-    return arch, networks.build(arch, rng, cfg.fast_path)
+def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, student,
+               rng: Streams, seeds: list[int]) -> StudentLoop:
+    """The student loop: the strategy drawing from the run's prior, the validation rows, the
+    fixed set of selection=fidelity and the projection onto the teacher's domain (domain=on)."""
+    device = rng.device
+    means, sds = (torch.stack([getattr(s, k) for s in teacher.scalers]).to(device)
+                  for k in ("x_mean", "x_std"))
+    project = domains.Projection(teacher.domains, means, sds) if cfg.domain == "on" else None
+
+    def prior(streams: Streams) -> domains.Prior:
+        return domains.Prior(cfg.prior, streams, teacher.input_dim, teacher.domains, means, sds,
+                             f"teacher {teacher.sources[0]}")
+
+    strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),
+                              prior(rng), project)
+    fidelity = None
+    if "fidelity" in selections(cfg.selection):
+        fidelity = fidelity_set(teacher, prior(Streams([s + FIDELITY_STREAM for s in seeds],
+                                                       device)), project)
+    return StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"),
+                       fidelity, project)
+
+
 @torch.no_grad()
 def fidelity_set(teacher: teachers.Teacher, prior: domains.Prior, project
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,16 +220,17 @@ def test_scores(splits: list[Split] | None, teacher: teachers.Teacher,
 
 
 def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
-                  splits: list[Split] | None,
-                  teacher: teachers.Teacher, dirs: list[Path], seeds: list[int],
-                  statuses: list[str], wall: float, device: torch.device, interrupted: bool,
-                  untrained: torch.Tensor) -> pd.DataFrame:
+                  splits: list[Split] | None, teacher: teachers.Teacher,
+                  members: population.Members, ending: Ending, device: torch.device
+                  ) -> pd.DataFrame:
     """Evaluate every member (on its real test rows when there is a dataset, and on prior
     draws) for each selection; write its students, history and metrics rows. The first
     selection's student is student.pt, a second one's student_<selection>.pt. An interrupted
     run reports its current weights. `prior_ratio` is the student's fidelity RMSE on the prior
-    draws over the `untrained` student's: above UNSTABLE_RATIO a run that ended ok says
+    draws over the untrained student's: above UNSTABLE_RATIO a run that ended ok says
     status=unstable (its loss ended far above where it started)."""
+    seeds, dirs = members.seeds, members.dirs
+    statuses, interrupted = ending.statuses, ending.interrupted
     features, targets = column_names(teacher, table)
     diverged = loop.diverged_epoch.tolist()
     rows: list[list[dict]] = [[] for _ in seeds]
@@ -245,7 +238,7 @@ def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
         selected = [loop.epoch - 1] * len(seeds) if interrupted else loop.finish(selection)
         scores = test_scores(splits, teacher, loop.student, targets)
         prior = prior_fidelity(teacher, loop.student, seeds)
-        ratio = (prior.pow(2).mean(dim=1) / untrained.pow(2).mean(dim=1)).sqrt().tolist()
+        ratio = (prior.pow(2).mean(dim=1) / ending.untrained.pow(2).mean(dim=1)).sqrt().tolist()
         for k, (seed, scaler, member_dir) in enumerate(zip(seeds, teacher.scalers, dirs)):
             status = ("unstable" if statuses[k] == "ok" and not ratio[k] <= UNSTABLE_RATIO
                       else statuses[k])
@@ -253,13 +246,13 @@ def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
                    "arm": arm_label(cfg), "strategy": cfg.strategy.name,
                    "alpha": alpha_label(cfg.alpha), "selection": selection,
                    "prior": cfg.prior, "domain": cfg.domain,
-                   "teacher_hidden": teachers.arch_label(cfg.teacher),
+                   "teacher_hidden": arch_label(cfg.teacher),
                    "student_hidden": networks.arch_name(arch),
                    "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
                    "batch_size": cfg.batch_size, "epochs_run": loop.epoch,
                    "selected_epoch": selected[k], **scores[k],
                    **metrics.columns("fidelity_rmse_prior", prior[k], targets),
-                   "wall_s": wall, "members": len(seeds), "device": str(device),
+                   "wall_s": ending.wall, "members": len(seeds), "device": str(device),
                    "prior_ratio": ratio[k], "status": status,
                    "note": (UNTRAINED if selected[k] < 0 and not interrupted else None),
                    "diverged_epoch": diverged[k] if diverged[k] >= 0 else None,

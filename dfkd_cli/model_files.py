@@ -50,9 +50,10 @@ class Columns(nn.Module):
 
 class OnnxModule(nn.Module):
     """An onnxruntime session as a module: float32 rows in, float32 rows out, on x's device.
-    Forward only: onnxruntime has no gradients."""
+    Forward only: onnxruntime has no gradients. The session runs the file at `path`, or `model`
+    (a serialised ONNX model; `path` then only names it in messages)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, model: bytes | None = None):
         super().__init__()
         try:
             import onnxruntime
@@ -63,7 +64,8 @@ class OnnxModule(nn.Module):
         # a pool of one thread per core costs up to 10x the work in hand-offs
         options.intra_op_num_threads = torch.get_num_threads()
         try:
-            self.session = onnxruntime.InferenceSession(str(path), options,
+            self.session = onnxruntime.InferenceSession(str(path) if model is None else model,
+                                                        options,
                                                         providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise UserError(f"{path} could not be loaded as an ONNX model: {exc}") from exc

@@ -72,7 +72,8 @@ class StackedMLP(nn.Module):
         super().__init__()
         widths = [input_dim, *hidden, output_dim]
         self.activation = activation
-        self.act, self.act_backward = ACTIVATIONS[activation]
+        spec = ACTIVATIONS[activation]
+        self.act, self.act_backward = spec.fn, spec.backward
         self.weights = nn.ParameterList(
             nn.Parameter(torch.empty(members, a, b)) for a, b in zip(widths, widths[1:]))
         self.biases = nn.ParameterList(

@@ -15,6 +15,21 @@ from torch import nn
 from dfkd_cli.errors import UserError
 
 
+def rbf(x: torch.Tensor, centres: torch.Tensor, log_width: torch.Tensor,
+        weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """An RBF network's output W phi(x) + b, phi_j(x) = exp(-||x - c_j||^2 / (2 s_j^2)): of one
+    network, x (n, d) and its parameters, or of a population, x (K, n, d) and the K networks'
+    parameters stacked along a first axis (one batched product per layer)."""
+    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2, clamped at 0 against rounding
+    squared = (x.pow(2).sum(-1, keepdim=True) - 2 * x @ centres.transpose(-1, -2)
+               + centres.pow(2).sum(-1).unsqueeze(-2)).clamp_min(0)
+    phi = torch.exp(-0.5 * squared * torch.exp(-2 * log_width).unsqueeze(-2))
+    # the output layer as a product and a sum over the units, not a matrix product: a batched
+    # product with few output columns rounds a member's rows differently in a population than
+    # alone, a sum over each row's units does not
+    return (phi.unsqueeze(-2) * weight.unsqueeze(-3)).sum(-1) + bias.unsqueeze(-2)
+
+
 class RBF(nn.Module):
     """A Gaussian radial-basis network: `units` units phi_j(x) = exp(-||x - c_j||^2 / (2 s_j^2))
     with learned centres c_j and widths s_j (stored as log s_j), and a linear output layer: the
@@ -29,10 +44,13 @@ class RBF(nn.Module):
         self.out = nn.Linear(units, output_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2, clamped at 0 against rounding
-        squared = (x.pow(2).sum(-1, keepdim=True) - 2 * x @ self.centres.t()
-                   + self.centres.pow(2).sum(-1)).clamp_min(0)
-        return self.out(torch.exp(-0.5 * squared * torch.exp(-2 * self.log_width)))
+        return rbf(x, self.centres, self.log_width, self.out.weight, self.out.bias)
+
+    @staticmethod
+    def population_forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """K networks at once, (K, n, d) -> (K, n, k), from their stacked parameters."""
+        return rbf(x, params["centres"], params["log_width"], params["out.weight"],
+                   params["out.bias"])
 
 
 class ResidualBlock(nn.Module):

@@ -14,7 +14,10 @@ the first axis); `trace(x)` runs the forward pass keeping what a backward pass n
   `fast_path=off`): K copies of the module whose parameters are views into the stacked (K, ...)
   parameters, run one after the other, gradients by autograd. Member k computes exactly what a
   single run of member k computes (torch.func.vmap would batch them, but not bit for bit; see
-  docs/performance.md).
+  docs/performance.md). A built-in network may also give `population_forward(params, x)`, its
+  forward pass for all members at once from the stacked parameters, written so that member k's
+  numbers do not depend on the population (the rbf); without gradients (a gradient-free
+  strategy's many evaluations, predictions) and under fast_path=auto, the population uses it.
 
 An architecture is a plain dict (what a checkpoint records, loadable with weights only): its
 `name` (`mlp`, a built-in of dfkd_cli/nets.py, or `custom`), `input_dim`, `output_dim`, and the
@@ -118,8 +121,11 @@ class ModulePopulation(AutogradBackward, nn.Module):
     optimiser steps those views (`opt_params`, member by member; `owners[i]` is the member of
     `opt_params[i]`), so every member's update is the same computation as in a single run."""
 
-    def __init__(self, members: list[nn.Module]):
+    def __init__(self, members: list[nn.Module], batched: bool = True):
         super().__init__()
+        # a built-in network may offer `population_forward(params, x)`, all members in one
+        # batched program; used without gradients (batched=False: the member loop throughout)
+        self.batched = getattr(type(members[0]), "population_forward", None) if batched else None
         self.names = [name for name, _ in members[0].named_parameters()]
         self.buffer_names = [name for name, _ in members[0].named_buffers()]
         self.stacked = nn.ParameterList(
@@ -168,10 +174,13 @@ class ModulePopulation(AutogradBackward, nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batched is not None and not torch.is_grad_enabled():
+            return self.batched(dict(zip(self.names, self.params)), x)
         if len(self.nets) == 1:  # x[0] and the gradient of the output start where x and it do
             return models.columns(self.nets[0](_aligned(x[0]))).unsqueeze(0)
-        return _Stack.apply(*(models.columns(net(_aligned(x[k])))
-                              for k, net in enumerate(self.nets)))
+        outputs = [models.columns(net(_aligned(x[k]))) for k, net in enumerate(self.nets)]
+        # without gradients (a gradient-free strategy's many forward passes) a plain stack
+        return _Stack.apply(*outputs) if torch.is_grad_enabled() else torch.stack(outputs)
 
     def param_grads(self, saved: list[torch.Tensor], grad_out: torch.Tensor
                     ) -> list[torch.Tensor]:
@@ -282,7 +291,8 @@ def build(arch: dict[str, Any], rng: Streams, fast_path: str = "auto"):
                            fast_path, rng.device)
     seeds = [int(torch.randint(2 ** 62, (1,), generator=g, device=rng.device))
              for g in rng.generators]
-    return ModulePopulation([_seeded_module(arch, s) for s in seeds]).to(rng.device)
+    return ModulePopulation([_seeded_module(arch, s) for s in seeds],
+                            fast_path == "auto").to(rng.device)
 
 
 def from_states(arch: dict[str, Any], states: list[dict[str, torch.Tensor]],
@@ -295,7 +305,7 @@ def from_states(arch: dict[str, Any], states: list[dict[str, torch.Tensor]],
         module = _seeded_module(arch, 0)  # its initial weights are overwritten
         module.load_state_dict(state)
         members.append(module)
-    return ModulePopulation(members).to(device)
+    return ModulePopulation(members, fast_path == "auto").to(device)
 
 
 def from_checkpoint(payload: dict[str, Any], named: str | None, key: str, source: str

@@ -32,14 +32,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dfkd_cli import distill, metrics, probe_figures, runtime, tables
+from dfkd_cli import metrics, probe_figures, runtime, tables
 from dfkd_cli import teacher as teachers
-from dfkd_cli.data import load_table
+from dfkd_cli.data import load_table, stacked
 from dfkd_cli.errors import UserError
 from dfkd_cli.files import write_csv
 from dfkd_cli.rng import Streams
 from dfkd_cli.strategies import build_strategy, per_sample
-from dfkd_cli.student_loop import train_student
+from dfkd_cli.student_loop import build_student, train_student
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +118,13 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     part = teachers.member_splits(cfg, teacher, table, [seed], device)[0]
     runtime.seed_everything(seed)
     rng = Streams([seed], device)
-    _, student = distill.build_student(cfg, teacher, rng)
-    train = distill.stacked([part], "train")
+    _, student = build_student(cfg, teacher, rng)
+    train = stacked([part], "train")
     trainer = build_strategy(cfg.strategy, teacher, rng, train)
-    history, _ = train_student(cfg, teacher, student, trainer, distill.stacked([part], "val"))
+    history, _ = train_student(cfg, teacher, student, trainer, stacked([part], "val"))
     tables.write_history(run_dir, history[0])
     student.requires_grad_(False)
-    x_test, y_test = distill.stacked([part], "test")
+    x_test, y_test = stacked([part], "test")
     student_rmse = float(metrics.rmse(metrics.predict(student, x_test), y_test).mean())
 
     reference = measure(teacher.module, student, x_test, None, teacher.box)

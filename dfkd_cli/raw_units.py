@@ -12,20 +12,17 @@ rebuilt only when the user names its class (`--net-target`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from dfkd_cli import models, networks
-from dfkd_cli.activations import Activation
+from dfkd_cli.activations import ACTIVATIONS, Activation
 from dfkd_cli.data import Scaler
 from dfkd_cli.errors import UserError
 
 CHECKPOINT = "student.pt"  # what a run directory holds
 TARGET_KEY = "--net-target"  # how a user names a custom network's class to these commands
-STANDARD_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}
 
 
 def scaler(payload: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -98,7 +95,7 @@ def raw_model(payload: dict, net_target: str | None = None) -> nn.Sequential:
     if arch.get("name", "mlp") != "mlp":
         x_mean, x_std, y_mean, y_std = scaler(payload)
         return nn.Sequential(Standardise(x_mean, x_std), net, Unstandardise(y_mean, y_std)).eval()
-    layers = [STANDARD_ACTIVATIONS[m.name]() if isinstance(m, Activation) else m for m in net]
+    layers = [ACTIVATIONS[m.name].module() if isinstance(m, Activation) else m for m in net]
     first, last = layers[0], layers[-1]
     weight = first.weight.double() / x_std
     first.bias.copy_(first.bias.double() - weight @ x_mean)

@@ -7,8 +7,9 @@ default epsilon and gamma="scale" are meant for those units), converts it to ONN
 the teacher store
 
     <store>/<dataset>/<name>/seed<N>/teacher.onnx   raw features -> raw targets
-                                     spec.yaml      the training rows' feature mean, sd, min and
-                                                    max and target mean and sd (teacher_spec.py)
+                                     spec.yaml      the training rows' feature mean and sd, target
+                                                    mean and sd, and input domain (min, max,
+                                                    kinds, simplex groups; teacher_spec.py)
                                      metrics.csv    its training row: split sizes, test scores
 
 and never a pickle. The pair is an ordinary foreign teacher (`teacher=onnx teacher.path=...
@@ -23,15 +24,16 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from dfkd_cli import metrics, tables
+from dfkd_cli import metrics, tables, teacher_spec
 from dfkd_cli.data import Table, split_for
+from dfkd_cli.domain import Domain
 from dfkd_cli.errors import UserError, first_line
 from dfkd_cli.files import atomic_path
 from dfkd_cli.model_files import load_model_file
@@ -118,9 +120,10 @@ def stored_row(path: Path) -> dict[str, Any]:
 
 
 def train(cfg, table: Table, seeds: list[int], paths: list[Path], dirs: list[Path],
-          name: str) -> list[pd.DataFrame]:
-    """Fit, convert and store one teacher per seed; score each on its test rows through the
-    stored ONNX file (the model distillation will run)."""
+          name: str, domain_of: Callable[[np.ndarray], Domain]) -> list[pd.DataFrame]:
+    """Fit, convert and store one teacher per seed, with the input domain `domain_of` finds in
+    its raw training rows (bounds, kinds, simplex groups: spec.yaml's domain keys); score each
+    on its test rows through the stored ONNX file (the model distillation will run)."""
     frames = []
     for seed, path, member_dir in zip(seeds, paths, dirs):
         part = split_for(cfg, table, seed)
@@ -138,7 +141,7 @@ def train(cfg, table: Table, seeds: list[int], paths: list[Path], dirs: list[Pat
                 **{key: getattr(scaler, attr).tolist() for key, attr in (
                     ("mean", "x_mean"), ("sd", "x_std"), ("target_mean", "y_mean"),
                     ("target_sd", "y_std"))},
-                "low": x_train.min(0).tolist(), "high": x_train.max(0).tolist()}
+                **teacher_spec.domain_keys(domain_of(x_train), list(part.features))}
         x_test = table.x[test_rows]
         direct = np.asarray(estimator.predict(x_test), np.float64).reshape(len(x_test), -1)
         with atomic_path(path) as tmp:  # renamed onto teacher.onnx last: a complete teacher

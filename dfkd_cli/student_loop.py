@@ -21,9 +21,10 @@ from typing import Any, Callable
 
 import torch
 
-from dfkd_cli import models, runtime
+from dfkd_cli import models, networks, runtime
 from dfkd_cli.models import Snapshot, per_member
 from dfkd_cli.optim import make_optimizer
+from dfkd_cli.rng import Streams
 from dfkd_cli.strategies import batch_diagnostics
 
 
@@ -276,10 +277,10 @@ class StudentLoop:
         for kept, saved in zip(self.finite.kept, state["finite"]):
             kept.copy_(saved)
         self.epoch, self.prepared = state["epoch"], state["prepared"]
-        self.prepared_stats = state.get("prepared_stats", {})  # absent from older checkpoints
+        self.prepared_stats = state["prepared_stats"]
         self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
         self.diverged_epoch, self.skips = state["diverged_epoch"], state["skips"]
-        self.finite_epoch = state.get("finite_epoch", self.finite_epoch)
+        self.finite_epoch = state["finite_epoch"]
         self.sums, self.steps_logged = state["sums"], state["steps_logged"]
         self.history = state["history"]
 
@@ -292,3 +293,12 @@ def train_student(cfg, teacher, student, strategy,
     loop = StudentLoop(cfg, teacher, student, strategy, val)
     loop.run()
     return loop.history, loop.finish(selections(cfg.selection)[0])
+
+
+def build_student(cfg, teacher, rng: Streams):
+    """The student population `cfg.student` names, sized for the teacher (inputs, outputs, a
+    row's shape from the dataset or the teacher), member k initialised from rng's stream k;
+    returns (architecture, population)."""
+    arch = networks.describe(cfg.student, teacher.input_dim, teacher.output_dim,
+                             cfg.dataset.input_shape or teacher.input_shape)
+    return arch, networks.build(arch, rng, cfg.fast_path)

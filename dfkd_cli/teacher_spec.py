@@ -165,6 +165,18 @@ def domain(spec: Spec, dim: int, source: str) -> domains.Domain:
     return domains.override(base, values, features, source)
 
 
+def domain_keys(found: domains.Domain, features: list[str]) -> dict[str, Any]:
+    """A domain as the keys of a spec file (the inverse of `domain`): low, high, the per-feature
+    type, the levels of categorical and binary features and the simplex and one-hot groups, by
+    feature name."""
+    return {"low": list(found.low), "high": list(found.high), "type": list(found.kinds),
+            "levels": {features[i]: list(v) for i, v in enumerate(found.levels)
+                       if v is not None},
+            "simplex": [{"features": [features[i] for i in g["features"]], "total": g["total"]}
+                        for g in found.simplex],
+            "onehot": [[features[i] for i in g] for g in found.onehot]}
+
+
 def _spec(values: dict[str, Any]) -> Spec:
     """A Spec from key -> value: per-feature and per-output keys as lists, the domain keys as
     given (lists or mappings)."""

@@ -69,6 +69,36 @@ def test_mnist_reads_the_test_set_as_regression():
     np.testing.assert_allclose(np.unique(raw_y.round().numpy()), np.arange(10))
 
 
+def test_mnist_trains_a_cnn_teacher_and_distils_a_cnn_student(tmp_path):
+    """dataset=mnist end to end on the fake IDX files: a cnn teacher sees 1 x 28 x 28 images,
+    and a cnn student learns from it in a few bounded steps (teacher gradients through the
+    convolutions) and random steps."""
+    import torch
+
+    from dfkd_cli.models import load_checkpoint
+
+    fake_mnist(tmp_path)
+    data = ["dataset=mnist", "data_dir=.", "dataset.n_train=200", "teacher=cnn"]
+    dfkd("train-teacher", *data, "epochs=2", "batch_size=32", "hydra.run.dir=teacher",
+         cwd=tmp_path)
+    row = pd.read_csv(tmp_path / "teacher" / "metrics.csv").iloc[0]
+    assert row.status == "ok" and row.teacher_hidden == "cnn-channels8x16"
+    stored = load_checkpoint(tmp_path / row.teacher_path)
+    assert stored["input_spec"]["input_shape"] == [1, 28, 28]
+    assert stored["arch"]["kwargs"]["input_shape"] == [1, 28, 28]
+    for strategy in ("bounded", "random"):
+        dfkd("distill", *data, "student=cnn", f"strategy={strategy}", "epochs=2",
+             "steps_per_epoch=3", "batch_size=8", "log_every=1", "progress=false",
+             f"hydra.run.dir={strategy}", cwd=tmp_path)
+        metrics = pd.read_csv(tmp_path / strategy / "metrics.csv").iloc[0]
+        assert metrics.status == "ok" and np.isfinite(metrics.student_rmse)
+        history = pd.read_csv(tmp_path / strategy / "history.csv")
+        assert len(history) == 2 and np.isfinite(history.loss).all()
+        student = load_checkpoint(tmp_path / strategy / "student.pt")
+        convolution = next(v for k, v in student["state_dict"].items() if k.endswith("weight"))
+        assert isinstance(convolution, torch.Tensor) and convolution.dim() == 4  # Conv2d
+
+
 def test_missing_mnist_folder_says_where_the_files_go(tmp_path):
     proc = dfkd("train-teacher", "dataset=mnist", f"data_dir={tmp_path}", cwd=tmp_path,
                 check=False)
@@ -111,3 +141,32 @@ def test_probe_draws_images_and_prediction_histograms(tmp_path):
     no_figures = dfkd("probe", *data, "epochs=1", "samples=20", "batch_size=20", "figures=false",
                       "~strategy@strategies.impressions", "hydra.run.dir=plain", cwd=tmp_path)
     assert no_figures.returncode == 0 and not (tmp_path / "plain" / "probe_images.png").exists()
+
+
+def test_case_study_presets_are_the_case_studies_protocols():
+    """experiment=protein, protein_mlp and mnist: the teachers, students, arms and protocol the
+    case studies name; every swept arm keeps the preset's batch of 10 (protein)."""
+    from test_report import sweep_params
+
+    cfg, params = sweep_params("protein")
+    assert params == {"arm": ["case_study_gaussian", "case_study_de"]}
+    assert (cfg.dataset.name, cfg.teacher.format, cfg.student.name) == ("protein", "sklearn", "rbf")
+    assert cfg.teacher.estimator._target_ == "sklearn.svm.SVR" and cfg.student.net.units == 100
+    assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay) == (
+        "rmsprop", 1e-3, 1e-6)
+    assert (cfg.epochs, cfg.steps_per_epoch, cfg.domain, list(cfg.seeds)) == (
+        1000, 100, "on", [1, 2, 3, 4, 5])
+    mlp, mlp_params = sweep_params("protein_mlp")
+    assert mlp_params["arm"] == ["case_study_gaussian", "case_study_de", "bounded_alpha1",
+                                 "generator_alpha1"]
+    assert mlp.teacher.name == "mlp" and list(mlp.teacher.hidden) == [500]
+    for arm in mlp_params["arm"]:
+        composed = make_config("distill", ["experiment=protein_mlp", f"arm={arm}"])
+        assert composed.batch_size == 10 and composed.label == arm
+        assert (composed.epochs, composed.student.name) == (1000, "rbf")
+    digits, digit_params = sweep_params("mnist")
+    assert digit_params == {"student": ["cnn", "mlp50"],
+                            "arm": ["random_sampling", "generator", "bounded"]}
+    assert (digits.dataset.name, digits.teacher.name, list(digits.seeds)) == (
+        "mnist", "cnn", [1, 2, 3])
+    assert list(digits.teacher.net.channels) == [16, 32, 64, 64] and digits.domain == "off"

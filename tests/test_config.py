@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
+from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conftest import REPO, make_config
-from dfkd_cli.config import validate
+from dfkd_cli.config import register_configs, validate
 from dfkd_cli.errors import UserError
 
 GROUPS = {"distill": ["dataset", "teacher", "student", "strategy", "optimizer", "alpha", "arm"],
@@ -125,3 +129,47 @@ def test_optimisers_by_name_or_target_with_their_own_keys():
         torch.optim.Adagrad
     with pytest.raises(UserError, match="^optimizer._target_=collections.OrderedDict is not a "):
         validate(make_config("distill", ["optimizer._target_=collections.OrderedDict"]))
+
+
+def _restated(raw: dict, schema: dict, prefix: str = "") -> list[str]:
+    """The keys of `raw` (nested) whose value is the one `schema` gives them already."""
+    found = []
+    for key, value in raw.items():
+        if key not in schema or (key == "defaults" and not prefix):
+            continue
+        if isinstance(value, dict) and isinstance(schema[key], dict):
+            found += _restated(value, schema[key], f"{prefix}{key}.")
+        elif value == schema[key]:
+            found.append(f"{prefix}{key}={value!r}")
+    return found
+
+
+def restated_defaults() -> list[str]:
+    """Every key a YAML file under configs/ sets to the default of the schema its defaults list
+    starts from (`/schema/<group>/<name>` or `<command>_schema`)."""
+    register_configs()
+    store = ConfigStore.instance()
+    found = []
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        schemas = [d.split("@")[0].lstrip("/") for d in (raw or {}).get("defaults", [])
+                   if isinstance(d, str) and "schema" in d]
+        if schemas:
+            schema = OmegaConf.to_container(store.load(f"{schemas[0]}.yaml").node, resolve=False)
+            found += [f"{path.relative_to(REPO)}: {key}" for key in _restated(raw, schema)]
+    return found
+
+
+def test_no_yaml_restates_a_schema_default():
+    # one place for every default: a YAML value equal to the schema's would silently win the
+    # day the schema's default changes
+    assert restated_defaults() == []
+
+
+def test_the_restatement_check_sees_a_restated_default(tmp_path, monkeypatch):
+    planted = tmp_path / "configs" / "strategy"
+    planted.mkdir(parents=True)
+    (planted / "bounded.yaml").write_text(
+        "defaults:\n  - /schema/strategy/bounded@_here_\n  - _self_\nsteps: 2\nlr: 0.5\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert restated_defaults() == ["configs/strategy/bounded.yaml: steps=2"]

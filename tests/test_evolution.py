@@ -11,7 +11,7 @@ from dfkd_cli.config import validate
 from dfkd_cli.errors import UserError
 from dfkd_cli.rng import Streams
 from dfkd_cli.strategies import STRATEGIES
-from dfkd_cli.strategies.evolution import crossover_mask, draw_partners, mutants
+from dfkd_cli.strategies.evolution import draw_generations, mutants
 
 CPU = torch.device("cpu")
 D = 6
@@ -37,19 +37,25 @@ PAPER = ["strategy.variant=best2bin", "strategy.starts=5", "strategy.include_sta
          "strategy.disagreement=0.05", "strategy.coverage=1"]
 
 
+def partners(rng, groups, size, count, generations=1):
+    return draw_generations(rng, generations, groups, size, 2, count, 0.5,
+                            torch.eye(size) * 2)[0]
+
+
+def crossover(rng, groups, size, d, cr, generations=1):
+    return draw_generations(rng, generations, groups, size, d, 2, cr, torch.eye(size) * 2)[1]
+
+
 def test_best2_partners_are_four_distinct_others():
     rng = Streams([0], CPU)
-    not_self = torch.eye(5) * 2
-    for _ in range(50):
-        partners = draw_partners(rng, 3, 5, 4, not_self)[0]  # (groups, s, 4)
-        for group in partners:
+    for generation in partners(rng, 3, 5, 4, generations=50)[0]:  # (groups, s, 4) each
+        for group in generation:
             for i, row in enumerate(group.tolist()):
                 assert sorted(row) == [j for j in range(5) if j != i]
     # larger populations: distinct, never i, and every other individual gets drawn
     seen = set()
-    for _ in range(200):
-        partners = draw_partners(rng, 1, 9, 4, torch.eye(9) * 2)[0, 0]
-        for i, row in enumerate(partners.tolist()):
+    for generation in partners(rng, 1, 9, 4, generations=200)[0]:
+        for i, row in enumerate(generation[0].tolist()):
             assert len(set(row)) == 4 and i not in row
             seen.update((i, j) for j in row)
     assert len(seen) == 9 * 8
@@ -71,12 +77,39 @@ def test_mutants_are_best_plus_two_scaled_differences():
 
 def test_crossover_forces_one_coordinate():
     rng = Streams([0], CPU)
-    never = crossover_mask(rng, 4, 5, 7, 0.0)
-    assert bool((never.sum(3) == 1).all())  # CR = 0: exactly the forced coordinate
-    assert bool(crossover_mask(rng, 4, 5, 7, 1.0).all())
-    forced_where = torch.stack([crossover_mask(rng, 1, 5, 7, 0.0).int().argmax(3)
-                                for _ in range(100)])
+    never = crossover(rng, 4, 5, 7, 0.0)
+    assert bool((never.sum(4) == 1).all())  # CR = 0: exactly the forced coordinate
+    assert bool(crossover(rng, 4, 5, 7, 1.0).all())
+    forced_where = crossover(rng, 1, 5, 7, 0.0, generations=100).int().argmax(4)
     assert set(forced_where.flatten().tolist()) == set(range(7))  # any coordinate
+
+
+def test_all_generations_drawn_at_once_are_the_draws_generation_by_generation():
+    """One draw per step gives the numbers G draws per step gave (CPU streams): a DE sample is
+    the same as drawing each generation's partners and crossover when it runs."""
+    def by_generation(evo, n):
+        groups, size = evo.layout(n)
+        start = evo.clamp_to_box(evo.prior(groups * size))
+        r = evo.draw_targets(groups, size)
+        x, fit = start, evo.objective(teacher, student, start, r)
+        for _ in range(evo.generations):
+            u = evo.rng.rand(groups * size * (size + 2 * D))
+            pick, cross = groups * size * size, groups * size * D
+            near = (u[:, :pick].view(1, groups, size, size) + torch.eye(size) * 2).argsort(3)
+            mask = (u[:, pick:pick + cross].view(1, groups, size, D) < evo.cr).scatter_(
+                3, u[:, pick + cross:].view(1, groups, size, D).argmax(3, keepdim=True), True)
+            pop = x.view(1, groups, size, D)
+            mutant = mutants(pop, fit.view(1, groups, size), near[..., :2 * evo.pairs], evo.f)
+            trial = evo.clamp_to_box(torch.where(mask, mutant, pop).view(1, -1, D))
+            trial_fit = evo.objective(teacher, student, trial, r)
+            x = torch.where((trial_fit >= fit).unsqueeze(2), trial, x)
+            fit = torch.maximum(trial_fit, fit)
+        return torch.cat([x, start], 1) if evo.cfg.include_starts else x
+
+    for overrides in ([], [*PAPER, "strategy.generations=25"]):
+        ours, theirs = evolution(*overrides, seed=4), evolution(*overrides, seed=4)
+        for n in (10, 20):
+            assert torch.equal(ours.sample(teacher, student, n), by_generation(theirs, n))
 
 
 def test_case_study_batch_is_results_then_their_starts():

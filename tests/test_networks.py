@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import dfkd, make_config
-from dfkd_cli import distill, models, networks
+from dfkd_cli import distill, models, networks, train_teacher
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import Scaler, load_table, split_for
 from dfkd_cli.errors import UserError
@@ -86,7 +86,9 @@ def test_fast_and_autograd_paths_train_an_mlp_alike(teacher_file, strategy):
 @pytest.mark.parametrize("student,strategy", [("rbf", "bounded"), ("resmlp", "evolution"),
                                               ("mlp50", "random")])
 def test_an_autograd_population_is_its_members_alone(teacher_file, student, strategy):
-    """Bit for bit: every history value and weight of member k equals the run with seed k."""
+    """Bit for bit: every history value and weight of member k equals the run with seed k.
+    (fast_path=off: the MLP teacher too; with fast_path=auto an rbf student's forward passes
+    without gradients run batched, test_sklearn_teacher.py checks those with ONNX teachers.)"""
     common = ["fast_path=off", f"student={student}", f"strategy={strategy}",
               *QUICK.get(strategy, [])]
     population, pop_student = train(teacher_file, [1, 2], common)
@@ -95,6 +97,21 @@ def test_an_autograd_population_is_its_members_alone(teacher_file, student, stra
         assert population.history[k] == alone.history[0]
         for name, tensor in alone_student.member_state_dict(0).items():
             assert torch.equal(pop_student.member_state_dict(k)[name], tensor), name
+
+
+def test_rbf_population_forward_is_its_members_forward():
+    """Without gradients an rbf population runs as one batched program (population_forward);
+    with them, and under fast_path=off, member by member; the outputs agree to rounding."""
+    arch = networks.describe(make_config("distill", ["student=rbf"]).student, D, 2)
+    batched = networks.build(arch, Streams([1, 2, 3], CPU))
+    looped = networks.build(arch, Streams([1, 2, 3], CPU), "off")
+    assert batched.batched is not None and looped.batched is None
+    x = torch.randn(3, 7, D)
+    with torch.no_grad():
+        fast, slow = batched(x), looped(x)
+    torch.testing.assert_close(fast, slow)
+    torch.testing.assert_close(batched(x), fast)  # with gradients: the member loop
+    assert not torch.allclose(fast[0], fast[1])
 
 
 @pytest.mark.parametrize("name", ["rbf", "resmlp", "cnn"])
@@ -131,9 +148,9 @@ def test_an_autograd_teacher_population_is_its_members_alone():
                                         "dataset.n_train=400"])
     table = load_table(cfg.dataset, cfg.data_dir)
     splits = {s: split_for(cfg, table, s) for s in (1, 2)}
-    together, _, history, best = teachers.fit(cfg, [splits[1], splits[2]], [1, 2], CPU)
+    together, _, history, best = train_teacher.fit(cfg, [splits[1], splits[2]], [1, 2], CPU)
     for k, seed in enumerate([1, 2]):
-        alone, _, alone_history, alone_best = teachers.fit(cfg, [splits[seed]], [seed], CPU)
+        alone, _, alone_history, alone_best = train_teacher.fit(cfg, [splits[seed]], [seed], CPU)
         assert history[k] == alone_history[0] and best[k] == alone_best[0]
         for name, tensor in alone.member_state_dict(0).items():
             assert torch.equal(together.member_state_dict(k)[name], tensor), name

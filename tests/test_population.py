@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, make_config
-from dfkd_cli import teacher
+from dfkd_cli import train_teacher
 from dfkd_cli.data import load_table, split
 from dfkd_cli.models import load_checkpoint
 
@@ -94,13 +94,13 @@ def test_teacher_population_decays_and_stops_each_member_alone():
                                         "optimizer.lr=0.01", "progress=false"])
     table = load_table(cfg.dataset, cfg.data_dir)
     splits = [split(table, 80, cfg.dataset.val_fraction, s) for s in (1, 2)]
-    model, _, history, best = teacher.fit(cfg, splits, [1, 2], CPU)
+    model, _, history, best = train_teacher.fit(cfg, splits, [1, 2], CPU)
     stops = [rows[-1]["epoch"] for rows in history]
     assert stops[0] < stops[1] < 39 and best[0] < best[1]  # both stop early, at their own epoch
     for k, seed in enumerate((1, 2)):
         lrs = [row["lr"] for row in history[k]]
         assert 0.005 in lrs and lrs[-1] == 0.0  # decayed, then frozen at its stop
-        alone, _, alone_history, alone_best = teacher.fit(cfg, [splits[k]], [seed], CPU)
+        alone, _, alone_history, alone_best = train_teacher.fit(cfg, [splits[k]], [seed], CPU)
         assert alone_best == [best[k]]
         assert [r["epoch"] for r in alone_history[0]] == [r["epoch"] for r in history[k]]
         assert [r["lr"] for r in alone_history[0]] == lrs

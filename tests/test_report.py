@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from conftest import QUICK_DISTILL, REPO, dfkd, make_config
-from dfkd_cli import report
+from dfkd_cli import paired, report, summary
 from dfkd_cli.config import register_configs
 
 
@@ -94,7 +94,7 @@ def test_files_written_and_printed(sweep, tmp_path, capsys):
 
 def test_reference_adds_the_published_mean(sweep, tmp_path):
     ref = tmp_path / "ref.csv"
-    columns = ["dataset", "student_hidden", "seed", "teacher", *report.REFERENCE_ARMS]
+    columns = ["dataset", "student_hidden", "seed", "teacher", *summary.REFERENCE_ARMS]
     rows = [["CPUSmall", 25, 0, 0.17, 0.38, 0.9, 0.30, 0.9, 0.9],
             ["CPUSmall", 25, 1, 0.19, 0.42, 0.9, 0.40, 0.9, 0.9],
             ["CPUSmall", 50, 0, 0.17, 9.0, 9.0, 9.0, 9.0, 9.0]]
@@ -161,7 +161,7 @@ def test_the_real_reference_file_maps_onto_our_labels():
     if not path.is_file():
         pytest.skip("needs ../shared/reference")
     ref = report.read_reference(path)
-    assert set(ref.arm) == set(report.REFERENCE_ARMS.values())
+    assert set(ref.arm) == set(summary.REFERENCE_ARMS.values())
     assert {"compactiv", "cpusmall", "pole", "puma32h", "mv"} <= set(ref._dataset_key)
     assert set(ref.student_hidden) == {"mlp25-tanh", "mlp50-tanh"}
 
@@ -215,23 +215,23 @@ def test_population_members_are_gathered(tmp_path):
 
 
 def test_sign_test_exact_values():
-    assert report.sign_test([1.0] * 10) == pytest.approx(2 / 1024)
-    assert report.sign_test([1, 1, 1, 1, -1]) == pytest.approx(2 * 6 / 32)
-    assert report.sign_test([1, -1, 0, 0]) == 1.0  # ties dropped
-    assert report.sign_test([0, 0]) == 1.0
+    assert paired.sign_test([1.0] * 10) == pytest.approx(2 / 1024)
+    assert paired.sign_test([1, 1, 1, 1, -1]) == pytest.approx(2 * 6 / 32)
+    assert paired.sign_test([1, -1, 0, 0]) == 1.0  # ties dropped
+    assert paired.sign_test([0, 0]) == 1.0
 
 
 def test_paired_test_without_scipy_is_the_sign_test(monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy", None)
     monkeypatch.setitem(sys.modules, "scipy.stats", None)
-    assert report.paired_test([-1.0] * 6) == (pytest.approx(2 / 64), "sign")
+    assert paired.paired_test([-1.0] * 6) == (pytest.approx(2 / 64), "sign")
 
 
 def test_paired_test_is_wilcoxon_with_scipy():
     pytest.importorskip("scipy")
-    p, test = report.paired_test([-1.0, -2.0, -3.0, -4.0, -5.0, -6.5])
+    p, test = paired.paired_test([-1.0, -2.0, -3.0, -4.0, -5.0, -6.5])
     assert test == "wilcoxon" and p == pytest.approx(2 / 64)  # exact: all ranks one side
-    assert report.paired_test([0.0, 0.0]) == (1.0, "wilcoxon")
+    assert paired.paired_test([0.0, 0.0]) == (1.0, "wilcoxon")
 
 
 def test_plots(sweep, tmp_path):
@@ -307,7 +307,7 @@ def test_paper_preset_is_the_papers_protocol():
                               "bounded_alpha1", "real_kd", "real_data"]}
     assert cfg.selection == "both"  # every job reports the paper's val and the data-free last
     # the paper's arms, unchanged, then the real-data reference arms
-    assert params["arm"] == list(report.REFERENCE_ARMS.values()) + report.REAL_ARMS
+    assert params["arm"] == list(summary.REFERENCE_ARMS.values()) + summary.REAL_ARMS
     for group in ("dataset", "student", "arm"):  # every swept option exists
         for option in params[group]:
             assert (REPO / "configs" / group / f"{option}.yaml").is_file(), (group, option)

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import SHARED_DATA, dfkd, load_split, make_config
-from dfkd_cli import sklearn_teacher
+from dfkd_cli import onnx_population, sklearn_teacher, train_teacher
 from dfkd_cli import teacher as teachers
 from dfkd_cli.data import load_table, split_for
 from dfkd_cli.errors import UserError
@@ -65,7 +66,7 @@ def test_svr_teacher_is_stored_as_onnx_of_raw_features(compositions):
     r2 = 1 - ((reference.predict(table.x[part.rows[2]]) - truth) ** 2).sum() / (
         (truth - truth.mean()) ** 2).sum()
     assert row.teacher_r2 == pytest.approx(r2, abs=1e-4) and row.onnx_max_abs_diff < 2e-4
-    again = teachers.run(make_config("train_teacher", [
+    again = train_teacher.run(make_config("train_teacher", [
         *DATA, f"dataset.path={compositions / 'comp.csv'}", "teacher=svr",
         f"teacher_store={compositions / 'outputs/teachers'}"]), compositions / "again")
     assert list(again.status) == ["exists"] and again.teacher_r2[0] == row.teacher_r2
@@ -92,6 +93,50 @@ def test_population_members_use_their_own_teachers(compositions):
     assert not torch.allclose(out[0], out[1])
 
 
+def test_a_population_runs_its_teachers_as_one_session(compositions):
+    """The members' ONNX files merged into one onnxruntime session compute, bit for bit, what
+    one session per member computes, and what each member's teacher computes alone."""
+    merged = teachers.load(config(compositions, "teacher=svr"), [1, 2], None, CPU).module
+    apart = teachers.load(config(compositions, "teacher=svr", "fast_path=off"), [1, 2], None,
+                          CPU).module
+    assert isinstance(merged, onnx_population.OnnxPopulation)
+    assert isinstance(apart, teachers.PerMember)
+    x = torch.randn(2, 30, 6)
+    with torch.no_grad():
+        out = merged(x)
+        assert torch.equal(out, apart(x)) and not torch.allclose(out[0], out[1])
+        for k, seed in enumerate((1, 2)):
+            alone = teachers.load(config(compositions, "teacher=svr"), [seed], None, CPU)
+            assert torch.equal(alone.module(x[k:k + 1])[0], out[k])
+
+
+def test_models_of_other_operator_sets_are_not_merged(tmp_path):
+    from onnx import TensorProto, helper, save
+
+    for opset in (13, 17):
+        graph = helper.make_graph(
+            [helper.make_node("Neg", ["x"], ["y"])], "neg",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])])
+        save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]),
+             tmp_path / f"{opset}.onnx")
+    assert onnx_population.merge([tmp_path / "13.onnx", tmp_path / "17.onnx"]) is None
+    same = onnx_population.merge([tmp_path / "17.onnx"] * 3)
+    assert same is not None and len(same.graph.initializer) == 6  # an index, a shape per member
+
+
+def test_a_de_population_is_its_members_alone(compositions):
+    """The DE arm with the merged teachers and the rbf student's batched forward passes (no
+    gradients, fast_path=auto): every history value of member k is the run with seed k."""
+    common = [*DATA, "teacher=svr", "arm=case_study_de", "student=rbf", *QUICK]
+    dfkd("distill", *common, "seeds=[1,2]", "hydra.run.dir=de_pop", cwd=compositions)
+    for seed in (1, 2):
+        dfkd("distill", *common, f"seed={seed}", f"hydra.run.dir=de{seed}", cwd=compositions)
+        alone = pd.read_csv(compositions / f"de{seed}" / "history.csv")
+        member = pd.read_csv(compositions / "de_pop" / f"seed{seed}" / "history.csv")
+        pd.testing.assert_frame_equal(member[alone.columns], alone, check_exact=True)
+
+
 def test_svr_teacher_distils_with_evolution_and_bounded_refuses_it(compositions):
     root = compositions
     dfkd("distill", *DATA, "teacher=svr", "strategy=evolution", "strategy.variant=best2bin",
@@ -108,6 +153,67 @@ def test_svr_teacher_distils_with_evolution_and_bounded_refuses_it(compositions)
             "train it first with: dfkd train-teacher dataset=csv .*dataset.name=comp .*seed=3 "
             "teacher=sklearn teacher.estimator._target_=sklearn.svm.SVR")):
         teachers.load(config(root, "teacher=svr"), [3], None, CPU)
+
+
+def test_svr_spec_carries_the_simplex_of_its_training_rows(compositions):
+    spec = OmegaConf.load(compositions / "outputs/teachers/comp/svr/seed1/spec.yaml")
+    features = [f"f{i}" for i in range(6)]
+    [group] = spec.simplex
+    assert list(group.features) == features and group.total == pytest.approx(1.0, abs=1e-9)
+    assert list(spec.type) == ["continuous"] * 6
+    teacher = teachers.load(config(compositions, "teacher=svr"), [1], None, CPU)
+    assert [g["features"] for g in teacher.domains[0].simplex] == [list(range(6))]
+
+
+def teacher_inputs(cfg, run_dir, monkeypatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run `dfkd distill` in-process; every raw row the ONNX teacher was called on while the
+    student trained (not the evaluation's), and every batch the student was fitted on."""
+    from dfkd_cli import distill, model_files, student_loop
+
+    rows, labelled, training = [], [], []
+    forward, step = model_files.OnnxModule.forward, student_loop.student_step
+    run = student_loop.StudentLoop.run
+
+    def recording_forward(self, x):
+        if training:
+            rows.append(x.detach().reshape(-1, x.shape[-1]).clone())
+        return forward(self, x)
+
+    def recording_run(self, *args, **kwargs):
+        training.append(True)
+        try:
+            return run(self, *args, **kwargs)
+        finally:
+            training.clear()
+
+    def recording_step(y, student, opt, x, n_g, weights):
+        labelled.append(x.clone())
+        return step(y, student, opt, x, n_g, weights)
+
+    monkeypatch.setattr(model_files.OnnxModule, "forward", recording_forward)
+    monkeypatch.setattr(student_loop, "student_step", recording_step)
+    monkeypatch.setattr(student_loop.StudentLoop, "run", recording_run)
+    distill.run(cfg, run_dir)
+    return torch.cat(rows), labelled
+
+
+def assert_on_simplex(raw: torch.Tensor, total: float = 1.0) -> None:
+    assert bool((raw >= -1e-6).all()) and bool(((raw.sum(-1) - total).abs() < 1e-4).all())
+
+
+def test_de_arm_scores_and_labels_only_points_of_the_simplex(compositions, monkeypatch):
+    """domain=on: every row the SVR teacher sees, the DE objective's candidates as well as the
+    labelled batches, lies on the simplex of the six fractions; domain=off leaves it."""
+    common = ["teacher=svr", "arm=case_study_de", "student=rbf", "student.net.units=10",
+              *QUICK, "steps_per_epoch=2"]
+    rows, labelled = teacher_inputs(config(compositions, *common, "domain=on"),
+                                    compositions / "simplex_on", monkeypatch)
+    assert len(labelled) == 6 and len(rows) > 6 * 26 * 5  # 26 DE evaluations of 5 per step
+    assert_on_simplex(rows)
+    rows, _ = teacher_inputs(config(compositions, *common, "domain=off"),
+                             compositions / "simplex_off", monkeypatch)
+    with pytest.raises(AssertionError):
+        assert_on_simplex(rows)
 
 
 def test_any_regressor_by_target_goes_through_skl2onnx(compositions):
@@ -168,3 +274,18 @@ def test_protein_svr_teacher_matches_the_case_study(tmp_path):
     assert (history.evo_objective_end >= history.evo_objective_start).all()
     row = pd.read_csv(tmp_path / "de" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.arm == "case_study_de" and row.batch_size == 10
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/datasets")
+def test_protein_de_arm_labels_only_amino_acid_compositions(tmp_path, monkeypatch):
+    """The case study with domain=on: the SVR's spec holds the simplex of the 20 amino-acid
+    fractions, and every row the DE arm scores or labels is a composition (>= 0, sum 1)."""
+    data = ["dataset=protein", f"data_dir={SHARED_DATA}", f"teacher_store={tmp_path / 'store'}"]
+    dfkd("train-teacher", *data, "teacher=svr", "hydra.run.dir=teacher", cwd=tmp_path)
+    spec = OmegaConf.load(tmp_path / "store/protein/svr/seed1/spec.yaml")
+    assert [len(g.features) for g in spec.simplex] == [20]
+    cfg = make_config("distill", [*data, "teacher=svr", "arm=case_study_de", "student=rbf",
+                                  "domain=on", *QUICK, "steps_per_epoch=2"])
+    rows, labelled = teacher_inputs(cfg, tmp_path / "de", monkeypatch)
+    assert len(labelled) == 6
+    assert_on_simplex(rows, spec.simplex[0].total)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import QUICK_TEACHER, load_split, make_config
-from dfkd_cli import models, student_loop, teacher
+from dfkd_cli import models, student_loop, teacher, train_teacher
 from dfkd_cli.errors import UserError
 from dfkd_cli.rng import Streams
 from dfkd_cli.strategies import STRATEGIES, batch_diagnostics
@@ -20,7 +20,7 @@ def trained():
     """A friedman teacher and a student trained briefly on plain Gaussian samples."""
     cfg = make_config("train_teacher", QUICK_TEACHER)
     split = load_split(cfg)
-    stacked, _, _, _ = teacher.fit(cfg, [split], [0], CPU)
+    stacked, _, _, _ = train_teacher.fit(cfg, [split], [0], CPU)
     stacked.requires_grad_(False)
     box = (split.x_train.min(0).values[None], split.x_train.max(0).values[None])
     tch = teacher.Teacher(stacked, split.input_dim, box, ["test"])

@@ -14,7 +14,7 @@ real targets instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from omegaconf import MISSING, OmegaConf
@@ -41,6 +41,10 @@ class Strategy:
     needs_rows = False  # draws the split's training rows: dataset=none is refused
     # the run's prior (prior=, dfkd_cli/domain.py Prior), set by build_strategy; None: N(0, I)
     sampler: Callable[[int], torch.Tensor] | None = None
+    # the input domain's projection (domain=on: dfkd_cli/domain.py Projection), set by
+    # build_strategy; None: none. The student loop projects every batch it labels; a strategy
+    # that scores its own candidates with the teacher (evolution) projects them first
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None
     # the teacher's output scaler, raw = y_mean + y_sd * standardised, (K, k) each; build_strategy
     # sets it (for targets given in the teacher's raw units)
     y_scale: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -61,7 +65,7 @@ class Strategy:
 
     @classmethod
     def label(cls, cfg: Any) -> str:
-        """The strategy's name in an arm's derived label (distill.arm_label)."""
+        """The strategy's name in an arm's derived label (labels.arm_label)."""
         return cfg.name
 
     @classmethod

@@ -1,10 +1,10 @@
 """`evolution`: gradient-free direct optimisation of x by differential evolution (the
 derivative-free variant of the paper's direct optimisation, Zhou & Chiam 2023).
 
-For every student step, Gaussian starts X0 ~ N(0, I) (clamped into the teacher's per-feature box)
-form one or more DE populations of `starts` individuals each (default: one population, the whole
-batch). G generations of DE/best/1/bin or DE/best/2/bin (Storn & Price 1997) maximise, per
-individual x_i,
+For every student step, Gaussian starts X0 ~ N(0, I) (clamped into the teacher's per-feature box,
+or with `domain=on` projected onto the input domain, as every labelled sample is) form one or more
+DE populations of `starts` individuals each (default: one population, the whole batch).
+G generations of DE/best/1/bin or DE/best/2/bin (Storn & Price 1997) maximise, per individual x_i,
 
     f(x_i) = a * (T(x_i) - S(x_i))^2 - w * (T(x_i) - r_i)^2,   r_i ~ U(target_low, target_high),
 
@@ -15,8 +15,9 @@ with a = `disagreement` and w = `coverage`. Each generation builds, for every i,
 
 (r1, r2, ... distinct, none of them i, all in i's population; x_best the fittest of it), the trial
 u_i that takes each coordinate from v_i with probability CR and at least one (the "bin"
-crossover), clamps u_i into the box and keeps it when f(u_i) >= f(x_i). With w = 0 (the default)
-only the teacher-student disagreement counts; w > 0 adds the target-coverage term of the paper's
+crossover), clamps u_i into the box (or projects it onto the domain: f is evaluated where the
+teacher will label the sample) and keeps it when f(u_i) >= f(x_i). With w = 0 (the default) only
+the teacher-student disagreement counts; w > 0 adds the target-coverage term of the paper's
 case study, pulling each T(x_i) towards its own r_i (or its population's, `shared_target`) spread
 over the target range, in standardised units or in the teacher's raw output units
 (`target_units=raw`, converted with each member's output scaler). The case study minimises
@@ -60,11 +61,23 @@ class EvolutionConfig(StrategyConfig):
     shared_target: bool = False  # one r per population instead of one per individual
 
 
-def draw_partners(rng, groups: int, size: int, count: int, not_self: torch.Tensor
-                  ) -> torch.Tensor:
-    """For each individual i of each population, `count` distinct partners, none of them i:
-    the `count` smallest of `size` uniforms, i's own pushed last. Shape (K, groups, size, count)."""
-    return (rng.rand(groups, size, size) + not_self).argsort(dim=3)[..., :count]
+def draw_generations(rng, generations: int, groups: int, size: int, d: int, count: int,
+                     cr: float, not_self: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random choices of all G generations of a step in one draw per member: per generation
+    `count` distinct partners of each individual, none of them itself (the `count` smallest of
+    `size` uniforms, its own pushed last), shape (K, G, groups, size, count), and the binomial
+    crossover mask (K, G, groups, size, d): each coordinate from the mutant with probability CR,
+    and one forced coordinate so that no trial is a copy of its parent. Each generation's
+    uniforms are laid out as drawing them generation by generation would draw them."""
+    pick, cross = groups * size * size, groups * size * d
+    u = rng.rand(generations, pick + 2 * cross)
+    members = u.shape[0]
+    partners = (u[..., :pick].view(members, generations, groups, size, size) + not_self
+                ).argsort(dim=4)[..., :count]
+    mask = u[..., pick:pick + cross].view(members, generations, groups, size, d) < cr
+    forced = u[..., pick + cross:].view(members, generations, groups, size, d).argmax(
+        dim=4, keepdim=True)
+    return partners, mask.scatter_(4, forced, True)
 
 
 def mutants(x: torch.Tensor, fit: torch.Tensor, partners: torch.Tensor, f: float
@@ -77,14 +90,6 @@ def mutants(x: torch.Tensor, fit: torch.Tensor, partners: torch.Tensor, f: float
     picked = x.gather(2, partners.reshape(members, groups, size * count, 1)
                       .expand(-1, -1, -1, d)).view(members, groups, size, count, d)
     return best + f * (picked[:, :, :, 0::2] - picked[:, :, :, 1::2]).sum(3)
-
-
-def crossover_mask(rng, groups: int, size: int, d: int, cr: float) -> torch.Tensor:
-    """Binomial crossover: each coordinate from the mutant with probability CR, and one forced
-    coordinate per individual so that no trial is a copy of its parent. (K, G, s, d) bool."""
-    cross = rng.rand(groups, size, d) < cr
-    forced = rng.rand(groups, size, d).argmax(dim=3, keepdim=True)
-    return cross.scatter_(3, forced, True)
 
 
 @register("evolution")
@@ -168,18 +173,25 @@ class Evolution(Strategy):
     def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
         groups, size = self.layout(n)
         d = self.input_dim
-        start = self.clamp_to_box(self.prior(groups * size))
+        low, high = (bound.unsqueeze(1) for bound in self.need_box())
+
+        def constrain(x: torch.Tensor) -> torch.Tensor:
+            """Onto the input domain when the run has one (domain=on), else into the box."""
+            return self.project(x) if self.project is not None else torch.clamp(x, low, high)
+
+        start = constrain(self.prior(groups * size))
         members = start.shape[0]
         r = self.draw_targets(groups, size)
         x, fit = start, self.objective(teacher, student, start, r)
         first = fit.mean(1)
-        not_self = self._not_self(size, x.device)
-        for _ in range(self.generations):
+        if self.generations:
+            partners, cross = draw_generations(
+                self.rng, self.generations, groups, size, d, 2 * self.pairs, self.cr,
+                self._not_self(size, x.device))
+        for g in range(self.generations):
             pop = x.view(members, groups, size, d)
-            partners = draw_partners(self.rng, groups, size, 2 * self.pairs, not_self)
-            mutant = mutants(pop, fit.view(members, groups, size), partners, self.f)
-            cross = crossover_mask(self.rng, groups, size, d, self.cr)
-            trial = self.clamp_to_box(torch.where(cross, mutant, pop).view(members, -1, d))
+            mutant = mutants(pop, fit.view(members, groups, size), partners[:, g], self.f)
+            trial = constrain(torch.where(cross[:, g], mutant, pop).view(members, -1, d))
             trial_fit = self.objective(teacher, student, trial, r)
             better = trial_fit >= fit
             x = torch.where(better.unsqueeze(2), trial, x)

@@ -20,11 +20,13 @@ def register(name: str) -> Callable[[type], type]:
     return add
 
 
-def build_strategy(cfg: Any, teacher: Any, rng: Any, rows: Any = None, prior: Any = None) -> Any:
+def build_strategy(cfg: Any, teacher: Any, rng: Any, rows: Any = None, prior: Any = None,
+                   project: Any = None) -> Any:
     """The strategy `cfg` names, for a `teacher.Teacher`, drawing from `prior` (a callable
-    n -> (K, n, d); None: N(0, I)), and the split's training rows (x and y stacked over members)
-    for a strategy that draws them; the gradient-based strategies refuse a teacher that cannot
-    be differentiated (ONNX, or teacher.differentiable=false)."""
+    n -> (K, n, d); None: N(0, I)), with the input domain's projection `project` (None: none),
+    and the split's training rows (x and y stacked over members) for a strategy that draws
+    them; the gradient-based strategies refuse a teacher that cannot be differentiated (ONNX, or
+    teacher.differentiable=false)."""
     cls = STRATEGIES[cfg.name]
     if cls.needs_gradients and not teacher.differentiable:
         usable = sorted(name for name, c in STRATEGIES.items() if not c.needs_gradients)
@@ -35,6 +37,7 @@ def build_strategy(cfg: Any, teacher: Any, rng: Any, rows: Any = None, prior: An
     extra = {"rows": rows} if cls.needs_rows else {}
     strategy = cls(cfg, teacher.input_dim, teacher.box, rng, **extra)
     strategy.sampler = prior
+    strategy.project = project
     if teacher.scalers:
         strategy.y_scale = tuple(torch.stack([getattr(s, k) for s in teacher.scalers]
                                              ).to(rng.device) for k in ("y_mean", "y_std"))

@@ -1,0 +1,27 @@
+"""A run's population: its members' seeds and the directories they write into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dfkd_cli.rng import member_seeds
+
+
+@dataclass(frozen=True)
+class Members:
+    """Member k has seed seeds[k] and writes its tables and checkpoints into dirs[k]."""
+
+    seeds: list[int]
+    dirs: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+
+def members(cfg, run_dir: str | Path) -> Members:
+    """The members a run config describes: a population (`seeds=[...]`), each member writing
+    into <run_dir>/seed<N>/, or the single `seed`, writing into the run directory itself."""
+    seeds = member_seeds(cfg)
+    run_dir = Path(run_dir)
+    return Members(seeds, [run_dir / f"seed{s}" for s in seeds] if cfg.seeds else [run_dir])

@@ -1,0 +1,113 @@
+"""The teacher store: where the teacher for (dataset, architecture, seed) lives
+(<teacher_store>/<dataset>/<architecture>/seed<N>/), reading a stored checkpoint, the
+train-teacher command that writes a missing one, and whether a teacher was trained on the split
+a run asks for."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from dfkd_cli import models, networks, sklearn_teacher
+from dfkd_cli.config import DatasetConfig, TeacherConfig
+from dfkd_cli.data import Split
+from dfkd_cli.errors import UserError
+from dfkd_cli.labels import arch_label
+
+DEFAULT_STORE = "outputs/teachers"
+
+
+def named_target(net_cfg) -> str | None:
+    """The custom network class the user named for this config, if any."""
+    return net_cfg.net.get(networks.TARGET) if net_cfg.get("name") == "custom" else None
+
+
+def store_path(cfg, seed: int) -> Path:
+    """Where the teacher for (dataset, architecture, seed) lives in the teacher store."""
+    file = sklearn_teacher.MODEL if cfg.teacher.format == "sklearn" else "teacher.pt"
+    return (Path(cfg.teacher_store) / cfg.dataset.name / arch_label(cfg.teacher) / f"seed{seed}"
+            / file)
+
+
+def _override(key: str, value: Any) -> str:
+    """key=value as a command-line override (lists as [a,b]), quoted for a POSIX shell."""
+    if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
+        value = "[" + ",".join(str(v) for v in value) + "]"
+    return shlex.quote(f"{key}={value}")
+
+
+def train_command(cfg, seed: int) -> str:
+    """The train-teacher command that writes the teacher this run looks for: the dataset (a CSV
+    by its path, name, target and drop keys), its split settings, the architecture and the
+    store, whatever differs from the defaults."""
+    ds, default = cfg.dataset, DatasetConfig()
+    keys: dict[str, Any] = {}
+    if ds.source == "csv":
+        keys = {"dataset": "csv", "dataset.path": ds.path, "dataset.name": ds.name}
+        keys |= {f"dataset.{k}": ds[k] for k in ("target", "drop", "nonfinite")
+                 if ds[k] != getattr(default, k) and ds[k]}
+    else:
+        keys = {"dataset": "friedman" if ds.source == "builtin" else ds.name}
+        if ds.source == "builtin" and ds.name != "friedman":
+            keys["dataset.name"] = ds.name
+        if ds.source == "benchmark":
+            keys["data_dir"] = cfg.data_dir
+        keys |= {f"dataset.{k}": ds[k] for k in ("n_rows", "noise") if ds.source == "builtin"
+                 and ds[k] != getattr(default, k)}
+    keys |= {f"dataset.{k}": ds[k] for k in ("n_train", "val_fraction")
+             if ds[k] != getattr(default, k)}
+    keys["seed"] = seed
+    if cfg.teacher.format == "sklearn":
+        keys |= {"teacher": "sklearn",
+                 "teacher.estimator._target_": cfg.teacher.estimator._target_}
+    elif cfg.teacher.name == "mlp":
+        keys |= {f"teacher.{k}": cfg.teacher[k] for k in ("hidden", "activation")
+                 if cfg.teacher[k] != getattr(TeacherConfig(), k)}
+    else:  # a built-in network's keys are in its YAML; a custom one's are added with +
+        keys["teacher"] = cfg.teacher.name
+        custom = named_target(cfg.teacher)
+        if custom:
+            keys["teacher.net._target_"] = custom
+        keys |= {f"{'+' if custom else ''}teacher.net.{k}": v
+                 for k, v in cfg.teacher.net.items() if k != networks.TARGET}
+    if ds.source not in ("builtin", "csv") and "data_dir" not in keys:
+        keys["data_dir"] = cfg.data_dir
+    if cfg.teacher_store != DEFAULT_STORE:
+        keys["teacher_store"] = cfg.teacher_store
+    return "dfkd train-teacher " + " ".join(_override(k, v) for k, v in keys.items())
+
+
+def read(cfg, path: Path, seed: int | None) -> dict[str, Any]:
+    if not path.is_file():
+        hint = "" if seed is None else f"; train it first with: {train_command(cfg, seed)}"
+        raise UserError(f"no teacher checkpoint at {path}{hint}")
+    payload = models.load_checkpoint(path)
+    spec, d = payload.get("input_spec"), payload["arch"]["input_dim"]
+    if not (isinstance(spec, dict) and all(
+            torch.is_tensor(spec.get(k)) and tuple(spec[k].shape) == (d,) for k in ("low", "high"))):
+        raise UserError(f"checkpoint {path} is not a teacher checkpoint: it lacks an input_spec "
+                        f"with low / high of {d} features (dfkd train-teacher writes them)")
+    return payload
+
+
+def split_size(row: Any) -> tuple[int, int] | None:
+    """The (training, validation) row counts a teacher was trained on, from its metrics row."""
+    if not isinstance(row, dict) or "n_train" not in row:
+        return None
+    return int(row["n_train"]), int(row["n_val"])
+
+
+def split_mismatch(cfg, source: str, trained: tuple[int, int] | None, part: Split
+                    ) -> str | None:
+    """Why teacher `source` does not belong to split `part`, or None when it does."""
+    ours = (len(part.x_train), len(part.x_val))
+    if trained is None or tuple(trained) == ours:
+        return None
+    return (f"teacher {source} was trained on {trained[0]} training and {trained[1]} validation "
+            f"rows of {part.name}, but dataset.n_train={cfg.dataset.n_train} and "
+            f"dataset.val_fraction={cfg.dataset.val_fraction} split it into {ours[0]} and "
+            f"{ours[1]}, so this run's test rows would not be the teacher's held-out rows")
