@@ -41,7 +41,7 @@ def test_command_help_shows_groups(tmp_path):
 
 def test_cfg_job_prints_config_and_runs_nothing(tmp_path):
     out = dfkd("distill", "strategy=random", "--cfg", "job", cwd=tmp_path).stdout
-    assert "name: random" in out and "epochs: 4000" in out
+    assert "name: random" in out and "epochs: 8000" in out
     assert not (tmp_path / "outputs").exists()
 
 

@@ -49,13 +49,13 @@ def test_every_option_composes_and_validates(command, group, option):
 
 def test_defaults_are_the_papers_protocol_and_the_data_free_recipe():
     cfg = make_config("distill")
-    assert (cfg.epochs, cfg.steps_per_epoch, cfg.batch_size) == (4000, 10, 50)  # 2x the paper's E
+    assert (cfg.epochs, cfg.steps_per_epoch, cfg.batch_size) == (8000, 10, 50)  # 4x the paper's E
     assert cfg.optimizer.name == "rmsprop" and cfg.optimizer.lr == 1e-3
     assert cfg.optimizer.weight_decay == 1e-5
     assert list(cfg.teacher.hidden) == [500] and cfg.teacher.activation == "tanh"
     assert list(cfg.student.hidden) == [50] and cfg.alpha.schedule == "decreasing"
     assert (cfg.strategy.name, cfg.strategy.steps, cfg.strategy.lr) == ("bounded", 2, 0.1)
-    assert (cfg.selection, cfg.prior, cfg.domain) == ("fidelity", "auto", "on")
+    assert (cfg.selection, cfg.prior, cfg.domain) == ("fidelity", "auto", "off")
     teacher = make_config("train_teacher")
     assert (teacher.epochs, teacher.batch_size, teacher.patience) == (500, 16, 50)
 
