@@ -34,9 +34,11 @@ def assert_same_students(a, b):
 
 
 # random-val: a 10x student learning rate makes validation RMSE go up and down, so the members
-# select different epochs, not the last (epochs 5, 4, 3 of 0-7): selection is exercised
+# select different epochs, not the last (epochs 5, 4, 3 of 0-7): selection is exercised.
+# prior=gaussian: the tolerances above are N(0, I)'s; the copula prior's population property is
+# tests/test_domain.py's (bounded's history there agrees to 1e-4: 2.6e-5 was seen here)
 @pytest.mark.parametrize("strategy,selection,extra", [
-    ("random", "val", ["optimizer.lr=0.01", "epochs=8"]), ("bounded", "last", [])])
+    ("random", "val", ["optimizer.lr=0.01", "epochs=8"]), ("bounded", "last", ["prior=gaussian"])])
 def test_population_equals_separate_runs(workdir, tmp_path, strategy, selection, extra):
     for seed in SEEDS[1:]:  # the workdir fixture trained seed 1
         dfkd("train-teacher", f"seed={seed}", *QUICK_TEACHER, cwd=workdir)
