@@ -155,16 +155,14 @@ def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, stude
                   for k in ("x_mean", "x_std"))
     project = domains.Projection(teacher.domains, means, sds) if cfg.domain == "on" else None
 
-    def prior(streams: Streams) -> domains.Prior:
-        return domains.Prior(cfg.prior, streams, teacher.input_dim, teacher.domains, means, sds,
-                             f"teacher {teacher.sources[0]}")
-
+    prior = domains.Prior(cfg.prior, rng, teacher.input_dim, teacher.domains, means, sds,
+                          f"teacher {teacher.sources[0]}")
     strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),
-                              prior(rng), project)
+                              prior, project)
     fidelity = None
     if "fidelity" in selections(cfg.selection):
-        fidelity = fidelity_set(teacher, prior(Streams([s + FIDELITY_STREAM for s in seeds],
-                                                       device)), project)
+        streams = Streams([s + FIDELITY_STREAM for s in seeds], device)
+        fidelity = fidelity_set(teacher, prior.drawing_from(streams), project)
     return StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"),
                        fidelity, project)
 

@@ -24,6 +24,7 @@ once per step, on [x_g; x_p]).
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -373,6 +374,13 @@ class Prior:
             q = torch.tensor([d.quantiles for d in domains], dtype=torch.float32,
                              device=rng.device)  # (K, d, Q), raw
             self.quantiles = ((q - means.unsqueeze(2)) / sds.unsqueeze(2)).unsqueeze(1)
+
+    def drawing_from(self, rng) -> "Prior":
+        """The same prior drawing from another random stream (selection=fidelity's fixed set),
+        without computing its square root again."""
+        other = copy.copy(self)
+        other.rng = rng
+        return other
 
     def __call__(self, n: int) -> torch.Tensor:
         z = self.rng.randn(n, self.dim)
