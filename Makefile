@@ -30,7 +30,7 @@ test: install  ## the full test suite (CPU)
 # Mutation testing with mutmut (docs/testing.md): the modules [tool.mutmut] in pyproject.toml
 # names, against the in-process tests it names; not part of `make test` (every mutant of them
 # takes hours on 2 cores). MUTANTS picks mutants by name, e.g.
-#   make mutate MUTANTS='dfkd_cli.student_loop.xǁStudentLoopǁfinish*'
+#   make mutate MUTANTS='dfkd_cli.loop.student_loop.xǁStudentLoopǁfinish*'
 MUTANTS ?=
 mutate: install  ## mutation testing of the promise-carrying modules; prints a table per module
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS),mutate]"

@@ -20,9 +20,9 @@ import sys
 
 import pandas as pd
 
-from dfkd_cli.gather import gather
-from dfkd_cli.paired import paired_test
-from dfkd_cli.report_text import markdown_table
+from dfkd_cli.report.gather import gather
+from dfkd_cli.report.paired import paired_test
+from dfkd_cli.report.text import markdown_table
 
 RECIPE = ["arm", "domain", "prior", "selection"]
 CELL = ["dataset", "student_hidden", "epochs", "batch_size"]  # what a recipe runs on

@@ -18,7 +18,7 @@ STATUSES = ["killed", "timeout", "survived", "no tests", "not checked", "suspici
 
 
 def module_of(name: str) -> str:
-    """dfkd_cli.student_loop.xǁStudentLoopǁfinish__mutmut_3 -> dfkd_cli.student_loop"""
+    """dfkd_cli.loop.student_loop.xǁStudentLoopǁfinish__mutmut_3 -> dfkd_cli.loop.student_loop"""
     return re.split(r"\.x(?:ǁ|_)", name, maxsplit=1)[0]
 
 

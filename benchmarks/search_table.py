@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from dfkd_cli.gather import gather
+from dfkd_cli.report.gather import gather
 
 PARAMS = ["strategy.steps", "strategy.lr", "alpha"]
 SCORES = ["fidelity_rmse_prior", "val_rmse", "student_rmse"]

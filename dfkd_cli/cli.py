@@ -13,11 +13,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dfkd_cli import (__version__, callbacks, distill, evaluate, export, probe, report, runtime,
-                      search, train_teacher)
+from dfkd_cli import __version__
+from dfkd_cli.commands import distill, evaluate, export, probe, report, train_teacher
 from dfkd_cli.config import register_configs, validate
 from dfkd_cli.errors import explain
-from dfkd_cli.tables import write_metrics
+from dfkd_cli.tracking import callbacks, search
+from dfkd_cli.utils import runtime
+from dfkd_cli.utils.run_tables import write_metrics
 
 log = logging.getLogger("dfkd")
 

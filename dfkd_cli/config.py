@@ -14,19 +14,21 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 import torch
+from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from dfkd_cli import search
-from dfkd_cli.activations import ACTIVATIONS as ACTIVATION_SPECS
-from dfkd_cli.domain import PRIORS
+from dfkd_cli.data.priors import PRIORS
 from dfkd_cli.errors import UserError
-from dfkd_cli.networks import FAST_PATHS, NAMES as NET_NAMES, TARGET
-from dfkd_cli.optim import NAMES as OPTIMIZER_NAMES, optimizer_class
+from dfkd_cli.loop.selection import SELECTIONS
+from dfkd_cli.nets.activations import ACTIVATIONS as ACTIVATION_SPECS
+from dfkd_cli.nets.optim import NAMES as OPTIMIZER_NAMES
+from dfkd_cli.nets.optim import optimizer_class
+from dfkd_cli.nets.seam import FAST_PATHS, TARGET
+from dfkd_cli.nets.seam import NAMES as NET_NAMES
 from dfkd_cli.strategies import STRATEGIES
 from dfkd_cli.strategies.base import no_rows
-from dfkd_cli.student_loop import SELECTIONS
+from dfkd_cli.tracking import search
 
 ACTIVATIONS = tuple(ACTIVATION_SPECS)
 OPTIMIZERS = tuple(OPTIMIZER_NAMES)
@@ -65,8 +67,8 @@ class DatasetConfig:
 
 @dataclass
 class NetConfig:
-    """A network (dfkd_cli/networks.py): `name` mlp (input -> hidden... -> outputs, one
-    activation throughout), a built-in of dfkd_cli/nets.py (rbf, resmlp, cnn) with its keyword
+    """A network (dfkd_cli/nets/seam.py): `name` mlp (input -> hidden... -> outputs, one
+    activation throughout), a built-in of dfkd_cli/nets/builtin.py (rbf, resmlp, cnn) with its keyword
     arguments in `net`, or custom: the class `net._target_` with the rest of `net` as keyword
     arguments. Input and output sizes come from the dataset and the teacher."""
 
@@ -84,9 +86,9 @@ class TeacherConfig(NetConfig):
     NetConfig name (from the store unless `path`
     is given); format=torchscript a TorchScript or torch.export file and format=onnx an ONNX
     file from `path`, taking raw features and described by the spec keys below (inline, or in
-    the YAML / CSV file `spec`; see dfkd_cli/teacher_spec.py); format=sklearn the scikit-learn
+    the YAML / CSV file `spec`; see dfkd_cli/teachers/spec.py); format=sklearn the scikit-learn
     regressor `estimator` names, fitted by train-teacher into the store as ONNX
-    (dfkd_cli/sklearn_teacher.py).
+    (dfkd_cli/teachers/scikit_learn.py).
     """
 
     hidden: List[int] = field(default_factory=lambda: [500])
@@ -229,7 +231,7 @@ class DistillConfig(StudentRunConfig):
     epochs: int = 8000  # E
     selection: str = "fidelity"
     # auto (copula when the teacher carries its input statistics) | gaussian N(0, I) |
-    # correlated N(0, C) | copula (domain.py)
+    # correlated N(0, C) | copula (data/priors.py)
     prior: str = "auto"
     # on: project every labelled sample onto the teacher's input domain (with the copula prior
     # it measured worse on every dataset: docs/results.md)
@@ -237,9 +239,9 @@ class DistillConfig(StudentRunConfig):
     label: Optional[str] = None  # the arm's name in tables (set by arm=...); None = derived
     checkpoint_every: int = 100  # epochs between resumable checkpoints (0 = only on a signal)
     resume: bool = False  # continue the run in this run directory from its checkpoint
-    # what the job returns to a sweeper (dfkd_cli/search.py): a metrics column, mean over members
+    # what the job returns to a sweeper (dfkd_cli/tracking/search.py): a metrics column, mean over members
     objective: str = "fidelity_rmse_prior"
-    logger: Dict[str, Any] = field(default_factory=dict)  # the `logger=` group (trackers.py)
+    logger: Dict[str, Any] = field(default_factory=dict)  # the `logger=` group (tracking/trackers.py)
 
     needs_rows: ClassVar[bool] = False  # dataset=none: distil only, scored on prior draws
 

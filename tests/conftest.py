@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from dfkd_cli.config import register_configs
-from dfkd_cli.data import Split, load_table, split_for
+from dfkd_cli.data.datasets import Split, load_table, split_for
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "datasets"

@@ -16,10 +16,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd
-from dfkd_cli import report
+from dfkd_cli.commands import report
 from dfkd_cli.errors import UserError
-from dfkd_cli.models import load_checkpoint
+from dfkd_cli.nets.checkpoints import load_checkpoint
+from dfkd_cli.report.write import write_report
+
+from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd
 
 TINY = ["epochs=2", "steps_per_epoch=2", "log_every=1", "teacher.hidden=[64]", "progress=false"]
 STORE_TEACHER = Path("outputs/teachers/friedman/mlp64-tanh/seed1/teacher.pt")
@@ -111,7 +113,7 @@ def test_evaluate_never_loads_a_torch_export_archive_unasked(tmp_path):
 
 
 def test_onnx_teacher_and_export_check_refuse_a_torch_export_archive(workdir, tmp_path):
-    from dfkd_cli.model_files import load_model_file
+    from dfkd_cli.teachers.model_files import load_model_file
 
     marker = tmp_path / "pwned"
     evil = crafted_torch_export(tmp_path / "model.onnx", marker)
@@ -150,8 +152,9 @@ def test_no_feature_columns_left(tmp_path):
     ("seed=-1", "seed="), ("seed=4294967296", "seed="), ("seeds=[-2,3]", "seeds="),
     ("seeds=[]", "seeds="), ("epochs=100000000000000000000", "epochs=")])
 def test_seeds_and_epochs_out_of_range(override, key):
-    from conftest import make_config
     from dfkd_cli.config import validate
+
+    from conftest import make_config
 
     with pytest.raises(UserError, match=key):
         validate(make_config("distill", [override]))
@@ -271,7 +274,7 @@ def test_read_only_run_directory_store_and_out(workdir, tmp_path, read_only):
 
 
 def test_full_disk_is_one_line(tmp_path):
-    from dfkd_cli.files import atomic_path
+    from dfkd_cli.utils.files import atomic_path
 
     target = tmp_path / "student.pt"
     with pytest.raises(UserError, match="could not write .*student.pt.*disk full"):
@@ -397,7 +400,7 @@ def test_report_keeps_swept_values_apart(workdir, tmp_path):
     assert sorted(table["optimizer.lr"]) == [0.001, 0.01] and list(table.n) == [1, 1]
     assert "superseded" not in (sweep / "report.md").read_text()
     # --by any config key, read from each job's saved config
-    result = report.write_report([sweep], tmp_path / "by", by=["optimizer.momentum",
+    result = write_report([sweep], tmp_path / "by", by=["optimizer.momentum",
                                                                "student.activation"])
     assert list(result["table"]["student.activation"]) == ["tanh", "tanh"]
     assert list(result["table"]["optimizer.momentum"]) == ["0.0", "0.0"]
@@ -435,7 +438,7 @@ class Silent(torch.optim.SGD):
 
 
 def test_an_error_without_a_message_is_named_by_its_type():
-    from dfkd_cli.optim import make_optimizer
+    from dfkd_cli.nets.optim import make_optimizer
 
     cfg = OmegaConf.create({"_target_": f"{__name__}.Silent", "name": "sgd", "lr": 0.1,
                             "weight_decay": 0.0, "momentum": 0.0})

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SHARED_DATA, dfkd, fake_mnist, load_split, make_config, write_idx
-from dfkd_cli.data import friedman1, read_idx, read_mnist, split
+from dfkd_cli.data.datasets import friedman1, read_idx, read_mnist, split
 from dfkd_cli.errors import UserError
+
+from conftest import SHARED_DATA, dfkd, fake_mnist, load_split, make_config, write_idx
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/datasets")
 
@@ -75,7 +76,7 @@ def test_mnist_trains_a_cnn_teacher_and_distils_a_cnn_student(tmp_path):
     convolutions) and random steps."""
     import torch
 
-    from dfkd_cli.models import load_checkpoint
+    from dfkd_cli.nets.checkpoints import load_checkpoint
 
     fake_mnist(tmp_path)
     data = ["dataset=mnist", "data_dir=.", "dataset.n_train=200", "teacher=cnn"]
@@ -114,9 +115,9 @@ def test_probe_draws_images_and_prediction_histograms(tmp_path):
     histogram of the teacher's predictions on them, in raw units."""
     import torch
 
-    from dfkd_cli import teacher as teachers
-    from dfkd_cli.data import load_table
-    from dfkd_cli.teacher import member_splits
+    from dfkd_cli.data.datasets import load_table
+    from dfkd_cli.teachers import loader as teachers
+    from dfkd_cli.teachers.loader import member_splits
 
     pytest.importorskip("matplotlib")
     fake_mnist(tmp_path)

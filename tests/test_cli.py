@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
+from dfkd_cli import cli
+from dfkd_cli.nets.checkpoints import load_checkpoint
+from dfkd_cli.utils import runtime
+
 from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, REPO, SHARED_DATA, dfkd
-from dfkd_cli import cli, runtime
-from dfkd_cli.models import load_checkpoint
 
 METRIC_COLUMNS = ["dataset", "seed", "strategy", "alpha", "selection", "teacher_rmse",
                   "student_rmse", "fidelity_rmse", "wall_s", "device", "status"]

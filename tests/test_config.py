@@ -11,9 +11,10 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from conftest import REPO, make_config
 from dfkd_cli.config import register_configs, validate
 from dfkd_cli.errors import UserError
+
+from conftest import REPO, make_config
 
 GROUPS = {"distill": ["dataset", "teacher", "student", "strategy", "optimizer", "alpha", "arm"],
           "train_teacher": ["dataset", "teacher", "optimizer"]}
@@ -117,7 +118,7 @@ def test_every_config_folder_ships_in_the_wheel():
 
 
 def test_optimisers_by_name_or_target_with_their_own_keys():
-    from dfkd_cli.optim import make_optimizer
+    from dfkd_cli.nets.optim import make_optimizer
 
     cfg = make_config("distill", ["optimizer=adam", "+optimizer.kwargs.betas=[0.8,0.9]"])
     validate(cfg)

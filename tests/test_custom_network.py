@@ -13,10 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import DFKD, dfkd
-from dfkd_cli import evaluate
+from dfkd_cli.commands import evaluate
 from dfkd_cli.errors import UserError
-from dfkd_cli.models import load_checkpoint
+from dfkd_cli.nets.checkpoints import load_checkpoint
+
+from conftest import DFKD, dfkd
 
 TARGET = "test_custom_network.Wide"
 

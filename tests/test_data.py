@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED_DATA, load_split, make_config
-from dfkd_cli.data import friedman1, read_csv, split
+from dfkd_cli.data.datasets import friedman1, read_csv, split
 from dfkd_cli.errors import UserError
+
+from conftest import SHARED_DATA, load_split, make_config
 
 
 def test_builtin_dataset_is_deterministic():

@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_config
-from dfkd_cli import distill, models, student_loop
+from dfkd_cli.commands import distill
 from dfkd_cli.errors import UserError
-from dfkd_cli.rng import Streams, member_seeds
+from dfkd_cli.loop import student_loop
+from dfkd_cli.nets import mlp
 from dfkd_cli.strategies import STRATEGIES, Strategy
-from dfkd_cli.teacher import Teacher
+from dfkd_cli.teachers.loader import Teacher
+from dfkd_cli.utils.rng import Streams, member_seeds
+
+from conftest import make_config
 
 
 @pytest.mark.parametrize("schedule,expected", [
@@ -51,11 +54,11 @@ def test_a_term_with_zero_weight_is_not_drawn(alpha, value, synthetic, prior):
     cfg = make_config("distill", ["epochs=4", "steps_per_epoch=3", f"alpha={alpha}",
                                   f"alpha.value={value}", "log_every=1", "selection=last"])
     rng = Streams([0], torch.device("cpu"))
-    teacher = Teacher(models.StackedMLP(1, 3, [8], "tanh").init_(rng).requires_grad_(False), 3,
+    teacher = Teacher(mlp.StackedMLP(1, 3, [8], "tanh").init_(rng).requires_grad_(False), 3,
                       None, ["t"])
     strategy = Counting()
     history, selected = student_loop.train_student(
-        cfg, teacher, models.StackedMLP(1, 3, [4], "tanh").init_(rng), strategy, None)
+        cfg, teacher, mlp.StackedMLP(1, 3, [4], "tanh").init_(rng), strategy, None)
     assert (strategy.synthetic, strategy.prior_draws) == (synthetic, prior)
     assert [row["epoch"] for row in history[0]] == [0, 1, 2, 3] and selected == [3]
 
@@ -79,9 +82,9 @@ def test_selection_val_restores_each_members_best_epoch():
     cfg = make_config("distill", ["epochs=12", "steps_per_epoch=2", "selection=val",
                                   "log_every=1", "strategy=random", "optimizer.lr=0.05"])
     rng = Streams([0, 1], torch.device("cpu"))
-    teacher = Teacher(models.StackedMLP(2, 3, [8], "tanh").init_(rng).requires_grad_(False), 3,
+    teacher = Teacher(mlp.StackedMLP(2, 3, [8], "tanh").init_(rng).requires_grad_(False), 3,
                       None, ["t", "t"])
-    student = models.StackedMLP(2, 3, [4], "tanh").init_(rng)
+    student = mlp.StackedMLP(2, 3, [4], "tanh").init_(rng)
     val_x = rng.randn(30, 3)
     val_y = teacher.module(val_x) + 0.3 * rng.randn(30, 1)  # noisy: not monotone in epochs
     strategy = STRATEGIES["random"](cfg.strategy, 3, None, rng)
@@ -96,13 +99,13 @@ def test_selection_val_restores_each_members_best_epoch():
 
 def test_stacked_mlp_matches_nn_sequential():
     rng = Streams([5, 6], torch.device("cpu"))
-    stacked = models.StackedMLP(2, 4, [7, 3], "relu").init_(rng)
+    stacked = mlp.StackedMLP(2, 4, [7, 3], "relu").init_(rng)
     x = torch.randn(2, 9, 4)
     for k in range(2):
-        single = models.mlp(4, [7, 3], "relu")
+        single = mlp.mlp(4, [7, 3], "relu")
         single.load_state_dict(stacked.member_state_dict(k))
         torch.testing.assert_close(single(x[k]), stacked(x)[k])
-    again = models.StackedMLP.from_state_dicts([stacked.member_state_dict(k) for k in (0, 1)],
+    again = mlp.StackedMLP.from_state_dicts([stacked.member_state_dict(k) for k in (0, 1)],
                                                "relu")
     torch.testing.assert_close(again(x), stacked(x))
 
@@ -111,8 +114,8 @@ def test_stacked_mlp_matches_nn_sequential():
 def test_student_step_gradient_is_the_mixed_loss_gradient(alpha):
     """L_S = alpha mean_g (T-S)^2 + (1-alpha) mean_p (T-S)^2 per member, summed over members."""
     rng = Streams([0, 1], torch.device("cpu"))
-    teacher = models.StackedMLP(2, 3, [9], "tanh").init_(rng).requires_grad_(False)
-    student = models.StackedMLP(2, 3, [4], "tanh").init_(rng)
+    teacher = mlp.StackedMLP(2, 3, [9], "tanh").init_(rng).requires_grad_(False)
+    student = mlp.StackedMLP(2, 3, [4], "tanh").init_(rng)
     n_g = 5 if alpha > 0 else 0
     x = rng.randn(n_g + (4 if alpha < 1 else 0), 3)
     squared = (teacher(x) - student(x)).pow(2).sum(2)

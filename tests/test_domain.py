@@ -7,14 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+
+from dfkd_cli.data import domains as domain
+from dfkd_cli.data import priors, projection
+from dfkd_cli.errors import UserError
+from dfkd_cli.loop import student_loop
+from dfkd_cli.loop.student_loop import StudentLoop
+from dfkd_cli.nets import checkpoints, mlp
+from dfkd_cli.strategies import STRATEGIES, build_strategy
+from dfkd_cli.teachers.loader import Teacher
+from dfkd_cli.utils.rng import Streams
 
 from conftest import make_config
-from dfkd_cli import domain, models, student_loop
-from dfkd_cli.errors import UserError
-from dfkd_cli.rng import Streams
-from dfkd_cli.strategies import STRATEGIES, build_strategy
-from dfkd_cli.student_loop import StudentLoop
-from dfkd_cli.teacher import Teacher
 
 CPU = torch.device("cpu")
 FEATURES = ["count", "code", "flag", "a", "b", "c"]
@@ -72,6 +77,21 @@ def test_inference_of_each_kind_from_a_small_table():
                         with_statistics=False).kinds == ["integer"]
 
 
+def test_a_wide_domain_logs_one_short_line_and_writes_every_feature(tmp_path):
+    """520 features log as counts with a few names each; input_domain.yaml has all of them."""
+    x = np.random.default_rng(0).normal(size=(200, 520))
+    x[:, :300] = np.round(x[:, :300] * 40)  # integers with many values
+    found = domain.infer(x, with_statistics=False)
+    features = [f"wap{i:03d}" for i in range(520)]
+    line = found.summary(features)
+    assert line == ("520 features, 220 continuous; 300 integer (wap000, wap001, wap002, ...)")
+    domain.write([tmp_path / "run"], [found], features)
+    written = yaml.safe_load((tmp_path / "run" / domain.FILE).read_text())
+    assert [r["name"] for r in written["features"]] == features
+    assert [r["kind"] for r in written["features"]] == found.kinds
+    assert written["features"][0]["low"] == found.low[0]
+
+
 def test_a_simplex_written_to_nine_digits_is_found():
     """Compositions read from a CSV sum to their total only to the file's rounding (protein's
     20 fractions: 9 digits); the group is still found, and a group off by 1e-4 still is not."""
@@ -86,18 +106,18 @@ def test_a_simplex_written_to_nine_digits_is_found():
 
 def test_simplex_projection_is_the_nearest_point():
     v = torch.randn(200, 4) * 3
-    p = domain.project_simplex(v, torch.tensor(2.0))
+    p = projection.project_simplex(v, torch.tensor(2.0))
     assert (p >= 0).all() and torch.allclose(p.sum(1), torch.full((200,), 2.0))
     # no feasible point is closer: compare with random points of the simplex
     others = torch.distributions.Dirichlet(torch.ones(4)).sample((500,)) * 2
     nearest = (v.unsqueeze(1) - others).norm(dim=2).min(dim=1).values
     assert ((v - p).norm(dim=1) <= nearest + 1e-5).all()
     inside = others[:5]
-    torch.testing.assert_close(domain.project_simplex(inside, torch.tensor(2.0)), inside)
+    torch.testing.assert_close(projection.project_simplex(inside, torch.tensor(2.0)), inside)
 
 
 def test_projection_maps_anything_onto_the_domain():
-    proj = domain.Projection([DOMAIN, DOMAIN], torch.stack([MEAN, MEAN]),
+    proj = projection.Projection([DOMAIN, DOMAIN], torch.stack([MEAN, MEAN]),
                              torch.stack([SD, 2 * SD]))
     x = torch.randn(2, 500, 6) * 4
     z = proj(x)
@@ -110,7 +130,7 @@ def test_one_hot_groups_project_to_their_largest_coordinate():
     dom = domain.override(domain.Domain.continuous(4), {"onehot": [["r", "g", "b"]]},
                           ["r", "g", "b", "w"], "spec")
     assert dom.kinds[:3] == ["binary"] * 3 and dom.levels[0] == [0.0, 1.0]
-    proj = domain.Projection([dom], torch.zeros(1, 4), torch.ones(1, 4))
+    proj = projection.Projection([dom], torch.zeros(1, 4), torch.ones(1, 4))
     x = torch.tensor([[[0.2, 0.9, -1.0, 3.0], [2.0, 0.1, 0.5, -3.0]]])
     torch.testing.assert_close(proj(x), torch.tensor([[[0.0, 1.0, 0.0, 3.0],
                                                         [1.0, 0.0, 0.0, -3.0]]]))
@@ -125,9 +145,9 @@ def population(name: str, members: list[int], project: bool, prior: str = "gauss
                                   "batch_size=8", "log_every=1", f"selection={selection}",
                                   f"prior={prior}", *QUICK.get(name, [])])
     K = len(members)
-    nets = [models.StackedMLP(1, 6, [12], "tanh").init_(Streams([50 + k], CPU))
+    nets = [mlp.StackedMLP(1, 6, [12], "tanh").init_(Streams([50 + k], CPU))
             for k in members]
-    module = models.StackedMLP.from_state_dicts([n.member_state_dict(0) for n in nets], "tanh")
+    module = mlp.StackedMLP.from_state_dicts([n.member_state_dict(0) for n in nets], "tanh")
     means, sds = MEAN.expand(K, -1), SD.expand(K, -1)
     low = (torch.tensor(DOMAIN.low) - MEAN) / SD
     high = (torch.tensor(DOMAIN.high) - MEAN) / SD
@@ -137,19 +157,19 @@ def population(name: str, members: list[int], project: bool, prior: str = "gauss
     teacher = Teacher(module.requires_grad_(False), 6, (low.expand(K, -1), high.expand(K, -1)),
                       ["t"] * K, domains=[dom] * K)
     rng = Streams([7 + k for k in members], CPU)
-    student = models.StackedMLP(K, 6, [5], "tanh").init_(rng)
-    projection = domain.Projection(teacher.domains, means, sds)
+    student = mlp.StackedMLP(K, 6, [5], "tanh").init_(rng)
+    projector = projection.Projection(teacher.domains, means, sds)
     # real_rows draws training rows: stand-in rows, off the domain until projected
     x = torch.randn(K, 40, 6, generator=torch.Generator().manual_seed(7))
     rows = (x, module(x).detach()) if STRATEGIES[name].needs_rows else None
     strategy = build_strategy(cfg.strategy, teacher, rng, rows,
-                              domain.Prior(prior, rng, 6, teacher.domains, means, sds, "t"))
+                              priors.Prior(prior, rng, 6, teacher.domains, means, sds, "t"))
     fidelity = None
     if selection in ("fidelity", "all"):
-        fx = projection(Streams([900 + k for k in members], CPU).randn(40, 6))
+        fx = projector(Streams([900 + k for k in members], CPU).randn(40, 6))
         fidelity = (fx, module(fx))
     return StudentLoop(cfg, teacher, student, strategy, None, fidelity,
-                       projection if project else None)
+                       projector if project else None)
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -200,8 +220,8 @@ def test_priors_keep_the_stored_structure():
     mean = torch.tensor(x.mean(0), dtype=torch.float32)
     sd = torch.tensor(x.std(0), dtype=torch.float32)
     rng = Streams([1], CPU)
-    draws = {name: domain.Prior(name, rng, 4, [stats], mean[None], sd[None], "t")(20000)[0]
-             for name in domain.PRIORS}
+    draws = {name: priors.Prior(name, rng, 4, [stats], mean[None], sd[None], "t")(20000)[0]
+             for name in priors.PRIORS}
     corr = torch.tensor(stats.correlation, dtype=torch.float32)
     torch.testing.assert_close(torch.corrcoef(draws["correlated"].T), corr, atol=0.03, rtol=0)
     assert torch.corrcoef(draws["gaussian"].T)[0, 3].abs() < 0.03
@@ -212,7 +232,7 @@ def test_priors_keep_the_stored_structure():
     assert (copula >= torch.tensor(x.min(0)) - 1e-3).all()  # within the rows' range
     assert (copula <= torch.tensor(x.max(0)) + 1e-3).all()
     with pytest.raises(UserError, match="prior=copula needs the teacher's input statistics"):
-        domain.Prior("copula", rng, 4, [domain.Domain.continuous(4)], mean[None], sd[None],
+        priors.Prior("copula", rng, 4, [domain.Domain.continuous(4)], mean[None], sd[None],
                      "teacher t.pt")
 
 
@@ -253,7 +273,7 @@ def test_domain_keys_compose_and_are_checked():
 
 
 def test_spec_csv_and_yaml_give_the_same_domain(tmp_path):
-    from dfkd_cli import teacher_spec
+    from dfkd_cli.teachers import spec as teacher_spec
     yaml = tmp_path / "spec.yaml"
     yaml.write_text("features: [count, code, flag, a, b, c]\nlow: [-3, 0, -1, 0, 0, 0]\n"
                     "high: [4, 5, 1, 2, 2, 2]\n"
@@ -281,8 +301,8 @@ def friedman_spec(model_dir) -> dict:
     return {**spec, "low": [0.0] * 10, "high": [1.0] * 10}
 
 
-FRIEDMAN_DOMAIN = ("integer: x2; categorical: x3; binary: x1; "
-                   "simplex (sum 1): x4, x5")
+FRIEDMAN_DOMAIN = ("10 features, 7 continuous; 1 integer (x2); 1 categorical (x3); "
+                   "1 binary (x1); simplex of 2 summing to 1 (x4, x5)")
 
 
 @pytest.mark.parametrize("form", ["yaml", "csv"])
@@ -309,6 +329,10 @@ def test_foreign_teacher_spec_with_domains_end_to_end(tmp_path, form):
                 "selection=fidelity", "strategy=bounded", "epochs=4", "steps_per_epoch=2",
                 "log_every=2", "progress=false", "hydra.run.dir=run", cwd=tmp_path)
     assert f"input domain: {FRIEDMAN_DOMAIN}" in (tmp_path / "run" / "distill.log").read_text()
+    written = yaml.safe_load((tmp_path / "run" / "input_domain.yaml").read_text())
+    assert written["features"][2] == {"name": "x3", "kind": "categorical", "low": 0.0,
+                                      "high": 1.0, "levels": [0.0, 0.5, 1.0]}
+    assert written["simplex"] == [{"features": ["x4", "x5"], "total": 1.0}]
     row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.selection == "fidelity" and row.domain == "on", proc.stdout
 
@@ -319,8 +343,9 @@ def test_foreign_teacher_spec_with_domains_end_to_end(tmp_path, form):
     ("simplex: [[x4]]", "a simplex group needs at least 2 features"),
 ])
 def test_bad_domain_spec_exits_2_with_one_line(tmp_path, line, message):
-    from conftest import dfkd
     from test_foreign_teachers import write_spec_yaml
+
+    from conftest import dfkd
     write_spec_yaml(tmp_path / "spec.yaml", friedman_spec(tmp_path))
     with open(tmp_path / "spec.yaml", "a") as f:
         f.write(line + "\n")
@@ -338,7 +363,7 @@ def test_train_teacher_stores_the_domain_and_older_teachers_still_work(tmp_path)
     (tmp_path / "domain.csv").write_text("feature,type,low,high\nx3,integer,0,1\n")
     dfkd("train-teacher", *QUICK_TEACHER, "domain_spec=domain.csv", cwd=tmp_path)
     path = tmp_path / "outputs/teachers/friedman/mlp64-tanh/seed1/teacher.pt"
-    payload = models.load_checkpoint(path)
+    payload = checkpoints.load_checkpoint(path)
     stored = domain.Domain.from_payload(payload["input_spec"]["domain"])
     assert stored.kinds == ["continuous"] * 2 + ["integer"] + ["continuous"] * 7
     assert np.array(stored.correlation).shape == (10, 10)  # statistics, never rows
@@ -346,14 +371,14 @@ def test_train_teacher_stores_the_domain_and_older_teachers_still_work(tmp_path)
     torch.save(payload, tmp_path / "old.pt")
     dfkd("distill", *QUICK_DISTILL, "teacher.path=old.pt", "domain=on", "hydra.run.dir=run",
          cwd=tmp_path)
-    assert "input domain: all continuous" in (tmp_path / "run" / "distill.log").read_text()
+    assert "input domain: 10 features, 10 continuous" in (tmp_path / "run" / "distill.log").read_text()
     proc = dfkd("distill", *QUICK_DISTILL, "teacher.path=old.pt", "prior=copula", cwd=tmp_path,
                 check=False)
     assert proc.returncode == 2 and "prior=copula needs" in proc.stderr
 
 
 def test_csv_spec_declares_one_hot_groups(tmp_path):
-    from dfkd_cli import teacher_spec
+    from dfkd_cli.teachers import spec as teacher_spec
     pd.DataFrame({"feature": ["r", "g", "b", "w"], "onehot": ["colour"] * 3 + [None]}).to_csv(
         tmp_path / "spec.csv", index=False)
     cfg = make_config("distill", ["teacher=torchscript", "teacher.path=t.ts",
@@ -363,7 +388,7 @@ def test_csv_spec_declares_one_hot_groups(tmp_path):
 
 
 def test_report_keeps_priors_and_domains_apart():
-    from dfkd_cli.report import summarize
+    from dfkd_cli.report.summary import summarize
     runs = pd.DataFrame([{"command": "distill", "dataset": "mv", "student_hidden": "mlp50-tanh",
                           "arm": arm, "selection": "last", "seed": seed, "status": "ok",
                           "student_rmse": 1.0 + (prior == "copula"), "teacher_rmse": 1.0,
@@ -382,6 +407,6 @@ def test_auto_prior_is_the_copula_when_the_teacher_has_statistics():
     mean = torch.tensor(x.mean(0), dtype=torch.float32)[None]
     sd = torch.tensor(x.std(0), dtype=torch.float32)[None]
     d = x.shape[1]
-    assert domain.Prior("auto", Streams([1], CPU), d, [stats], mean, sd, "t").name == "copula"
+    assert priors.Prior("auto", Streams([1], CPU), d, [stats], mean, sd, "t").name == "copula"
     bare = domain.Domain.continuous(d)  # an older or foreign teacher: no statistics
-    assert domain.Prior("auto", Streams([1], CPU), d, [bare], mean, sd, "t").name == "gaussian"
+    assert priors.Prior("auto", Streams([1], CPU), d, [bare], mean, sd, "t").name == "gaussian"

@@ -9,12 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_export import explicit, hand_checkpoint
+
+from dfkd_cli.commands import evaluate, export
+from dfkd_cli.data import datasets as data
+from dfkd_cli.errors import UserError
+from dfkd_cli.nets import checkpoints
+from dfkd_cli.teachers.raw_units import feature_names, target_names
 
 from conftest import QUICK_DISTILL, dfkd
-from dfkd_cli import data, evaluate, export, models
-from dfkd_cli.errors import UserError
-from dfkd_cli.raw_units import feature_names, target_names
-from test_export import explicit, hand_checkpoint
 
 
 def direct_scores(pred: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -26,7 +29,7 @@ def direct_scores(pred: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
 
 def predictions(path: Path, x: pd.DataFrame) -> np.ndarray:
     """The checkpoint's predictions on raw rows, computed with explicit scaling."""
-    return explicit(models.load_checkpoint(path), torch.tensor(x.to_numpy())).numpy()
+    return explicit(checkpoints.load_checkpoint(path), torch.tensor(x.to_numpy())).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,7 @@ def run_dir(workdir) -> Path:
 @pytest.fixture(scope="module")
 def friedman_csv(run_dir) -> Path:
     """500 raw Friedman rows: the 10 features, then the target, named as the student says."""
-    payload = models.load_checkpoint(run_dir / "student.pt")
+    payload = checkpoints.load_checkpoint(run_dir / "student.pt")
     table = data.friedman1(8000, 1.0)
     frame = pd.DataFrame(table.x[6000:6500], columns=feature_names(payload) or table.features)
     frame[(target_names(payload) or ["y"])[0]] = table.y[6000:6500]
@@ -56,7 +59,7 @@ def score(workdir: Path, *args: str) -> pd.DataFrame:
 
 
 def teacher_of(run_dir: Path) -> Path:
-    path = Path(models.load_checkpoint(run_dir / "student.pt")["metrics"]["teacher_path"])
+    path = Path(checkpoints.load_checkpoint(run_dir / "student.pt")["metrics"]["teacher_path"])
     return path if path.is_absolute() else run_dir.parent / path
 
 

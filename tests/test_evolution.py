@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_config
 from dfkd_cli.config import validate
 from dfkd_cli.errors import UserError
-from dfkd_cli.rng import Streams
 from dfkd_cli.strategies import STRATEGIES
 from dfkd_cli.strategies.evolution import draw_generations, mutants
+from dfkd_cli.utils.rng import Streams
+
+from conftest import make_config
 
 CPU = torch.device("cpu")
 D = 6

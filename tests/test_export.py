@@ -9,15 +9,17 @@ import pytest
 import torch
 from torch import nn
 
+from dfkd_cli.commands import export
+from dfkd_cli.nets import checkpoints, mlp, seam
+
 from conftest import QUICK_DISTILL, dfkd
-from dfkd_cli import export, models, networks
 
 
 def explicit(payload: dict, x: torch.Tensor) -> torch.Tensor:
     """The checkpoint's MLP on raw x in float64: (x - mean) / sd -> mlp -> y * sd + mean."""
     s = {k: torch.as_tensor(v, dtype=torch.float64).reshape(-1)
          for k, v in payload["scaler"].items()}
-    model = networks.from_checkpoint(payload, None, "", "").double()
+    model = seam.from_checkpoint(payload, None, "", "").double()
     with torch.no_grad():
         return model((x.double() - s["x_mean"]) / s["x_std"]) * s["y_std"] + s["y_mean"]
 
@@ -37,8 +39,8 @@ def relative_error(pred: torch.Tensor, payload: dict, x: torch.Tensor) -> float:
 def hand_checkpoint(path: Path, activation: str = "tanh") -> dict:
     """A 3-input, 2-output student with per-target scalers, features and targets recorded."""
     torch.manual_seed(3)
-    net = models.mlp(3, [8, 5], activation, 2)
-    models.save_checkpoint(
+    net = mlp.mlp(3, [8, 5], activation, 2)
+    checkpoints.save_checkpoint(
         path, net.state_dict(),
         arch={"input_dim": 3, "hidden": [8, 5], "activation": activation, "output_dim": 2},
         scaler={"x_mean": torch.tensor([1.0, -2.0, 5.0]), "x_std": torch.tensor([0.5, 3.0, 10.0]),
@@ -46,7 +48,7 @@ def hand_checkpoint(path: Path, activation: str = "tanh") -> dict:
         dataset="hand", seed=3, features=["f1", "f2", "f3"], targets=["a", "b"],
         metrics={"strategy": "random", "student_rmse": 0.25, "teacher_path": "t.pt"},
         config="seed: 3\nepochs: 6\n")
-    return models.load_checkpoint(path)
+    return checkpoints.load_checkpoint(path)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,7 @@ def run_dir(workdir) -> Path:
 
 @pytest.fixture(scope="module")
 def payload(run_dir) -> dict:
-    return models.load_checkpoint(run_dir / "student.pt")
+    return checkpoints.load_checkpoint(run_dir / "student.pt")
 
 
 def test_torchscript_equals_the_explicitly_scaled_student(run_dir, payload):

@@ -10,11 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import QUICK_DISTILL, dfkd, make_config
-from dfkd_cli import metrics, models, networks, teacher_spec
-from dfkd_cli import teacher as teachers
-from dfkd_cli.data import Scaler, friedman1
+from dfkd_cli.data.datasets import Scaler, friedman1
 from dfkd_cli.errors import UserError
+from dfkd_cli.nets import checkpoints, metrics, seam
+from dfkd_cli.teachers import loader as teachers
+from dfkd_cli.teachers import spec as teacher_spec
+
+from conftest import QUICK_DISTILL, dfkd, make_config
 
 QUICK = ["epochs=6", "steps_per_epoch=3", "log_every=2", "progress=false"]
 
@@ -56,7 +58,7 @@ def test_torchscript_teacher_to_exported_student_end_to_end(tmp_path):
     row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.teacher_path == "teacher.ts"
     assert row.teacher_r2 > 0.5  # the dataset's raw rows reach the teacher through its spec
-    payload = models.load_checkpoint(tmp_path / "run" / "student.pt")
+    payload = checkpoints.load_checkpoint(tmp_path / "run" / "student.pt")
     torch.testing.assert_close(payload["scaler"]["x_mean"], torch.tensor(spec["mean"]))
     assert payload["features"] == spec["features"]
 
@@ -71,7 +73,7 @@ def test_torchscript_teacher_to_exported_student_end_to_end(tmp_path):
     # the PyTorch student, applied by hand: standardise, the checkpoint's MLP, unstandardise
     scaler = Scaler.from_payload(payload["scaler"])
     with torch.no_grad():
-        z = networks.from_checkpoint(payload, None, "", "")(
+        z = seam.from_checkpoint(payload, None, "", "")(
             scaler.standardise_x(torch.tensor(table.x).float()))
     pred = (z * scaler.y_std + scaler.y_mean).double()
     y = torch.tensor(table.y)
@@ -203,7 +205,7 @@ def test_no_data_at_all(tmp_path):
     row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.dataset == "none" and "student_rmse" not in row
     assert 0 < row.fidelity_rmse_prior_price and 0 < row.fidelity_rmse_prior_volume
-    payload = models.load_checkpoint(tmp_path / "run" / "student.pt")
+    payload = checkpoints.load_checkpoint(tmp_path / "run" / "student.pt")
     assert payload["targets"] == ["price", "volume"] and payload["features"] == [
         f"x{i}" for i in range(1, 6)]
     for args, message in [(["selection=val"], "selection=val picks an epoch by validation"),

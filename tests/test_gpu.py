@@ -9,16 +9,18 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from test_strategy_population import QUICK, SEEDS, D, teachers
+
+from dfkd_cli.errors import UserError
+from dfkd_cli.loop.student_loop import StudentLoop
+from dfkd_cli.nets import checkpoints, mlp
+from dfkd_cli.nets.checkpoints import load_checkpoint
+from dfkd_cli.strategies import STRATEGIES
+from dfkd_cli.teachers.loader import Teacher
+from dfkd_cli.utils import runtime
+from dfkd_cli.utils.rng import Streams
 
 from conftest import QUICK_DISTILL, dfkd
-from dfkd_cli import models, runtime
-from dfkd_cli.errors import UserError
-from dfkd_cli.models import load_checkpoint
-from dfkd_cli.rng import Streams
-from dfkd_cli.strategies import STRATEGIES
-from dfkd_cli.student_loop import StudentLoop
-from dfkd_cli.teacher import Teacher
-from test_strategy_population import D, QUICK, SEEDS, teachers
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -33,8 +35,8 @@ def test_auto_picks_the_gpu_and_a_missing_index_is_refused():
 
 @pytest.mark.parametrize("members", [1, 3])
 def test_hand_written_gradients_on_cuda(members):
-    """models.bmm / baddbmm take torch's own kernels off the CPU (no row-vector detour)."""
-    net = models.StackedMLP(members, 4, [16], "tanh").init_(Streams(list(range(members)),
+    """mlp.bmm / baddbmm take torch's own kernels off the CPU (no row-vector detour)."""
+    net = mlp.StackedMLP(members, 4, [16], "tanh").init_(Streams(list(range(members)),
                                                                     CUDA))
     x = torch.randn(members, 9, 4, device=CUDA, requires_grad=True)
     out = net(x)
@@ -53,11 +55,11 @@ def cuda_loop(name: str, members: list[int]) -> StudentLoop:
     cfg = make_config("distill", [f"strategy={name}", "epochs=4", "steps_per_epoch=2",
                                   "batch_size=6", "log_every=2", "selection=last",
                                   *QUICK.get(name, [])])
-    module = models.StackedMLP.from_state_dicts([states[k] for k in members], "tanh").to(CUDA)
+    module = mlp.StackedMLP.from_state_dicts([states[k] for k in members], "tanh").to(CUDA)
     box = tuple(torch.stack([boxes[k][i] for k in members]).to(CUDA) for i in (0, 1))
     teacher = Teacher(module.requires_grad_(False), D, box, ["t"] * len(members))
     rng = Streams([SEEDS[k] for k in members], CUDA)
-    student = models.StackedMLP(len(members), D, [5], "tanh").to(CUDA).init_(rng)
+    student = mlp.StackedMLP(len(members), D, [5], "tanh").to(CUDA).init_(rng)
     return StudentLoop(cfg, teacher, student, STRATEGIES[name](cfg.strategy, D, box, rng), None)
 
 
@@ -75,7 +77,7 @@ def test_population_and_resume_on_cuda(name, tmp_path):
     first.run(should_stop=lambda: True)
     torch.save(first.state_dict(), tmp_path / "state.pt")
     resumed = cuda_loop(name, [0, 1])
-    resumed.load_state_dict(models.load_weights_only(tmp_path / "state.pt"))
+    resumed.load_state_dict(checkpoints.load_weights_only(tmp_path / "state.pt"))
     resumed.run()
     assert resumed.history == population.history
     for p, q in zip(resumed.student.parameters(), population.student.parameters()):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dfkd_cli.activations import ACTIVATIONS, tanh
-from dfkd_cli.models import StackedMLP, baddbmm, bmm, sigmoid_form
-from dfkd_cli.optim import RMSprop
-from dfkd_cli.rng import Streams
+from dfkd_cli.nets.activations import ACTIVATIONS, tanh
+from dfkd_cli.nets.mlp import StackedMLP, baddbmm, bmm, sigmoid_form
+from dfkd_cli.nets.optim import RMSprop
+from dfkd_cli.utils.rng import Streams
 
 
 def test_fast_tanh_is_tanh():

@@ -7,15 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import dfkd, make_config
-from dfkd_cli import distill, models, networks, train_teacher
-from dfkd_cli import teacher as teachers
-from dfkd_cli.data import Scaler, load_table, split_for
+from dfkd_cli.commands import distill, train_teacher
+from dfkd_cli.data.datasets import Scaler, load_table, split_for
 from dfkd_cli.errors import UserError
-from dfkd_cli.models import load_checkpoint
-from dfkd_cli.rng import Streams
+from dfkd_cli.loop.student_loop import StudentLoop
+from dfkd_cli.nets import checkpoints, mlp, seam
+from dfkd_cli.nets.checkpoints import load_checkpoint
 from dfkd_cli.strategies import STRATEGIES, build_strategy
-from dfkd_cli.student_loop import StudentLoop
+from dfkd_cli.teachers import loader as teachers
+from dfkd_cli.utils.rng import Streams
+
+from conftest import dfkd, make_config
 
 CPU = torch.device("cpu")
 D = 5
@@ -38,10 +40,10 @@ def teacher_file(tmp_path_factory):
     """A dfkd checkpoint of an MLP teacher (5 -> 16 tanh -> 1) with a feature box."""
     arch = {"name": "mlp", "input_dim": D, "output_dim": 1, "hidden": [16],
             "activation": "tanh"}
-    net = networks.build(arch, Streams([100], CPU))
+    net = seam.build(arch, Streams([100], CPU))
     path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
     scaler = Scaler(torch.zeros(D), torch.ones(D), torch.zeros(1), torch.ones(1))
-    models.save_checkpoint(path, net.member_state_dict(0), arch=arch, scaler=scaler.payload(),
+    checkpoints.save_checkpoint(path, net.member_state_dict(0), arch=arch, scaler=scaler.payload(),
                            input_spec={"features": [f"x{i}" for i in range(D)],
                                        "low": -2 * torch.ones(D), "high": 2 * torch.ones(D)})
     return path
@@ -73,8 +75,8 @@ def test_fast_and_autograd_paths_train_an_mlp_alike(teacher_file, strategy):
     common = [f"strategy={strategy}", *QUICK.get(strategy, [])]
     fast, fast_student = train(teacher_file, [1], ["fast_path=auto", *common])
     slow, slow_student = train(teacher_file, [1], ["fast_path=off", *common])
-    assert isinstance(fast_student, models.StackedMLP)
-    assert isinstance(slow_student, networks.ModulePopulation)
+    assert isinstance(fast_student, mlp.StackedMLP)
+    assert isinstance(slow_student, seam.ModulePopulation)
     for key in ("loss", "loss_g", "loss_p"):
         ours = torch.tensor([row[key] for row in slow.history[0]])
         theirs = torch.tensor([row[key] for row in fast.history[0]])
@@ -102,9 +104,9 @@ def test_an_autograd_population_is_its_members_alone(teacher_file, student, stra
 def test_rbf_population_forward_is_its_members_forward():
     """Without gradients an rbf population runs as one batched program (population_forward);
     with them, and under fast_path=off, member by member; the outputs agree to rounding."""
-    arch = networks.describe(make_config("distill", ["student=rbf"]).student, D, 2)
-    batched = networks.build(arch, Streams([1, 2, 3], CPU))
-    looped = networks.build(arch, Streams([1, 2, 3], CPU), "off")
+    arch = seam.describe(make_config("distill", ["student=rbf"]).student, D, 2)
+    batched = seam.build(arch, Streams([1, 2, 3], CPU))
+    looped = seam.build(arch, Streams([1, 2, 3], CPU), "off")
     assert batched.batched is not None and looped.batched is None
     x = torch.randn(3, 7, D)
     with torch.no_grad():
@@ -119,26 +121,26 @@ def test_builtin_networks_learn_by_name(teacher_file, name):
     """A built-in student's loss falls over a short run on the autograd path."""
     loop, student = train(teacher_file, [1], [f"student={name}", "strategy=random",
                                               "optimizer.lr=0.01"])
-    assert isinstance(student, networks.ModulePopulation)
+    assert isinstance(student, seam.ModulePopulation)
     losses = [row["loss"] for row in loop.history[0]]
     assert losses[-1] < losses[0]
 
 
 def test_cnn_takes_the_dataset_input_shape():
     arch = {"name": "cnn", "input_dim": 12, "output_dim": 2, "kwargs": {"input_shape": [3, 2, 2]}}
-    net = networks.make_module(arch)
+    net = seam.make_module(arch)
     assert isinstance(net.features[0], torch.nn.Conv2d) and net(torch.randn(4, 12)).shape == (4, 2)
     with pytest.raises(UserError, match="input_shape"):
-        networks.make_module(arch | {"input_dim": 10})
+        seam.make_module(arch | {"input_dim": 10})
 
 
 def test_a_custom_checkpoint_needs_its_target_named():
     arch = {"name": "custom", "target": "my_nets.Wide", "input_dim": 3, "output_dim": 1,
             "kwargs": {}}
-    networks.check_target(arch, "my_nets.Wide", "teacher.net._target_", "t.pt")  # named: fine
+    seam.check_target(arch, "my_nets.Wide", "teacher.net._target_", "t.pt")  # named: fine
     for named in (None, "other.Net"):
         with pytest.raises(UserError, match="pass teacher.net._target_=my_nets.Wide$"):
-            networks.check_target(arch, named, "teacher.net._target_", "t.pt")
+            seam.check_target(arch, named, "teacher.net._target_", "t.pt")
 
 
 def test_an_autograd_teacher_population_is_its_members_alone():

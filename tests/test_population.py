@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
+from dfkd_cli.commands import train_teacher
+from dfkd_cli.data.datasets import load_table, split
+from dfkd_cli.nets.checkpoints import load_checkpoint
+
 from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, make_config
-from dfkd_cli import train_teacher
-from dfkd_cli.data import load_table, split
-from dfkd_cli.models import load_checkpoint
 
 CPU = torch.device("cpu")
 

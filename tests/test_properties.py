@@ -13,11 +13,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import make_config
-from dfkd_cli import export, models
-from dfkd_cli.activations import ACTIVATIONS
-from dfkd_cli.rng import Streams
+from dfkd_cli.commands import export
+from dfkd_cli.nets import checkpoints, mlp
+from dfkd_cli.nets.activations import ACTIVATIONS
 from dfkd_cli.strategies import STRATEGIES
+from dfkd_cli.utils.rng import Streams
+
+from conftest import make_config
 
 CPU = torch.device("cpu")
 FEW = settings(max_examples=12, deadline=None)
@@ -26,11 +28,11 @@ seeds = st.integers(0, 2 ** 31 - 1)
 dims = st.integers(1, 5)
 
 
-def nets(seed: int, members: int, d: int) -> tuple[models.StackedMLP, models.StackedMLP]:
+def nets(seed: int, members: int, d: int) -> tuple[mlp.StackedMLP, mlp.StackedMLP]:
     """A random teacher and student of `members` members on d inputs."""
     rng = Streams([seed + k for k in range(members)], CPU)
-    teacher = models.StackedMLP(members, d, [7], "tanh").init_(rng).requires_grad_(False)
-    return teacher, models.StackedMLP(members, d, [5], "tanh").init_(rng)
+    teacher = mlp.StackedMLP(members, d, [7], "tanh").init_(rng).requires_grad_(False)
+    return teacher, mlp.StackedMLP(members, d, [5], "tanh").init_(rng)
 
 
 def box_of(seed: int, members: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,24 +128,24 @@ def test_evolution_crosses_at_least_one_coordinate(seed, d, n):
 def test_population_member_equals_its_run_alone(name, seeds_, d):
     """Member k of a population runs as the run with seed k alone (at float32 rounding: the
     vectorised sigmoid's tail, tests/test_population.py)."""
-    from dfkd_cli.student_loop import StudentLoop
-    from dfkd_cli.teacher import Teacher
+    from dfkd_cli.loop.student_loop import StudentLoop
+    from dfkd_cli.teachers.loader import Teacher
     quick = {"generator": ["strategy.hidden=[8]", "strategy.latent_dim=3"],
              "impressions": ["strategy.hidden=[8]", "strategy.latent_dim=3", "strategy.steps=5"],
              "evolution": ["strategy.generations=2"]}
     cfg = make_config("distill", [f"strategy={name}", "epochs=3", "steps_per_epoch=2",
                                   "batch_size=5", "log_every=1", "selection=last",
                                   *quick.get(name, [])])
-    states = [models.StackedMLP(1, d, [6], "tanh").init_(Streams([s + 1], CPU))
+    states = [mlp.StackedMLP(1, d, [6], "tanh").init_(Streams([s + 1], CPU))
               .member_state_dict(0) for s in seeds_]
     boxes = [box_of(s, 1, d) for s in seeds_]
 
     def run(members: list[int]) -> StudentLoop:
         box = tuple(torch.cat([boxes[k][i] for k in members]) for i in (0, 1))
-        module = models.StackedMLP.from_state_dicts([states[k] for k in members], "tanh")
+        module = mlp.StackedMLP.from_state_dicts([states[k] for k in members], "tanh")
         teacher = Teacher(module.requires_grad_(False), d, box, ["t"] * len(members))
         rng = Streams([seeds_[k] for k in members], CPU)
-        student = models.StackedMLP(len(members), d, [4], "tanh").init_(rng)
+        student = mlp.StackedMLP(len(members), d, [4], "tanh").init_(rng)
         loop = StudentLoop(cfg, teacher, student, STRATEGIES[name](cfg.strategy, d, box, rng),
                            None)
         loop.run()
@@ -167,16 +169,16 @@ def test_export_computes_what_the_checkpoint_computes(tmp_path_factory, seed, d,
     with explicit scaling, for random architectures, scalers and raw inputs."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    net = models.mlp(d, hidden, activation, outputs)
+    net = mlp.mlp(d, hidden, activation, outputs)
     scaler = {"x_mean": torch.randn(d, generator=g) * 10,
               "x_std": torch.rand(d, generator=g) * 5 + 0.1,
               "y_mean": torch.randn(outputs, generator=g) * 10,
               "y_std": torch.rand(outputs, generator=g) * 5 + 0.1}
     path = tmp_path_factory.mktemp("export") / "student.pt"
-    models.save_checkpoint(path, net.state_dict(), arch={
+    checkpoints.save_checkpoint(path, net.state_dict(), arch={
         "input_dim": d, "hidden": hidden, "activation": activation, "output_dim": outputs},
         scaler=scaler)
-    payload = models.load_checkpoint(path)
+    payload = checkpoints.load_checkpoint(path)
     x = scaler["x_mean"] + scaler["x_std"] * 3 * torch.randn(64, d, generator=g)
     with torch.no_grad():
         folded = export.raw_model(payload)(x).double()

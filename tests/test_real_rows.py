@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, make_config
-from dfkd_cli import distill
-from dfkd_cli import teacher as teachers
-from dfkd_cli.data import load_table
+from dfkd_cli.commands import distill
+from dfkd_cli.data.datasets import load_table
 from dfkd_cli.strategies.real_rows import RealRows
+from dfkd_cli.teachers import loader as teachers
+
+from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, make_config
 
 CPU = torch.device("cpu")
 

@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, dfkd
 from dfkd_cli.errors import UserError
-from dfkd_cli.models import FORMAT, VERSION, load_checkpoint, load_weights_only
+from dfkd_cli.nets.checkpoints import FORMAT, VERSION, load_checkpoint, load_weights_only
+
+from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, dfkd
 
 LONG = ["strategy=bounded", "selection=val", "epochs=300", "steps_per_epoch=2", "log_every=5",
         "checkpoint_every=5", "teacher.hidden=[64]", "progress=false"]
@@ -103,7 +104,7 @@ def test_nonfinite_skip_rolls_back_and_carries_on(workdir, tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, torch
-    from dfkd_cli.models import save_checkpoint
+    from dfkd_cli.nets.checkpoints import save_checkpoint
     weights = torch.zeros(2_000_000)
     i = 0
     while True:

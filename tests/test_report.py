@@ -13,9 +13,11 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from conftest import QUICK_DISTILL, REPO, dfkd, make_config
-from dfkd_cli import paired, report, summary
+from dfkd_cli.commands import report
 from dfkd_cli.config import register_configs
+from dfkd_cli.report import gather, paired, summary, text, write
+
+from conftest import QUICK_DISTILL, REPO, dfkd, make_config
 
 
 def write_run(run_dir: Path, **values) -> Path:
@@ -51,7 +53,7 @@ def cell(table: pd.DataFrame, arm: str, selection: str = "val") -> pd.Series:
 
 
 def test_two_cells_match_the_hand_computation(sweep):
-    table, _ = report.summarize(report.gather([sweep]))
+    table, _ = summary.summarize(gather.gather([sweep]))
     base = cell(table, "random_sampling")
     # mean (0.3 + 0.4 + 0.5) / 3 = 0.4; sd sqrt((0.01 + 0 + 0.01) / 2) = 0.1
     # ratio (0.3/0.2 + 0.4/0.2 + 0.5/0.25) / 3 = (1.5 + 2 + 2) / 3 = 11/6
@@ -81,7 +83,7 @@ def test_files_written_and_printed(sweep, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "0.4000 ± 0.1000" in printed and "0.4000 ± 0.2646" in printed
     assert "2/3 (p=1.000" in printed
-    for name in report.OUTPUTS:
+    for name in write.OUTPUTS:
         assert (out / name).is_file(), name
     assert len(pd.read_csv(out / "runs.csv")) == 6
     saved = pd.read_csv(out / "report.csv")
@@ -99,7 +101,7 @@ def test_reference_adds_the_published_mean(sweep, tmp_path):
             ["CPUSmall", 25, 1, 0.19, 0.42, 0.9, 0.40, 0.9, 0.9],
             ["CPUSmall", 50, 0, 0.17, 9.0, 9.0, 9.0, 9.0, 9.0]]
     pd.DataFrame(rows, columns=columns).to_csv(ref, index=False)
-    table = report.write_report([sweep], tmp_path / "out", reference=ref)["table"]
+    table = write.write_report([sweep], tmp_path / "out", reference=ref)["table"]
     bounded = cell(table, "bounded")  # direct_alpha_decreasing: 0.30, 0.40
     assert bounded.paper_mean == pytest.approx(0.35) and bounded.paper_n == 2
     assert bounded.paper_sd == pytest.approx(math.sqrt(0.005))
@@ -118,7 +120,7 @@ def test_ratio_to_reference_is_computed_from_the_gathered_rows(sweep):
     for job, (seed, rmse) in enumerate(REAL_KD.items()):
         write_run(sweep / f"real{job}", arm="real_kd", seed=seed, student_rmse=rmse,
                   teacher_rmse=0.2)
-    table, notes = report.summarize(report.gather([sweep]))
+    table, notes = summary.summarize(gather.gather([sweep]))
     bounded = cell(table, "bounded")
     # over the seeds both have (1, 2, 3): reference mean (0.1 + 0.2 + 0.35) / 3 = 0.65 / 3;
     # ratio (0.2/0.1 + 0.3/0.2 + 0.7/0.35) / 3 = (2 + 1.5 + 2) / 3 = 5.5 / 3; bounded is below
@@ -134,14 +136,14 @@ def test_ratio_to_reference_is_computed_from_the_gathered_rows(sweep):
     real = cell(table, "real_kd")  # the reference's own row: its four seeds, no ratio to itself
     assert real.n == 4 and pd.isna(real.ratio_to_reference)
     assert not any("ratio_to_reference" in n for n in notes)
-    shown = report.display(table)
+    shown = text.display(table)
     assert shown.loc[shown.arm == "bounded", "ratio to reference"].item() == "1.833"
     assert shown.loc[shown.arm == "bounded", "wins vs reference"].item().startswith("0/3 (p=0.250")
     assert list(table.arm) == ["random_sampling", "bounded", "real_kd"]  # references last
 
 
 def test_without_reference_rows_the_column_is_empty_and_says_why(sweep, tmp_path):
-    result = report.write_report([sweep], tmp_path / "out")
+    result = write.write_report([sweep], tmp_path / "out")
     table = result["table"]
     assert "ratio_to_reference" in table.columns and table["ratio_to_reference"].isna().all()
     assert any("ratio_to_reference is empty" in n and "'real_kd' is not among these runs" in n
@@ -151,7 +153,7 @@ def test_without_reference_rows_the_column_is_empty_and_says_why(sweep, tmp_path
     # a reference for another selection only: the val cells say which lack theirs
     write_run(sweep / "real", arm="real_kd", seed=1, student_rmse=0.1, teacher_rmse=0.2,
               selection="last")
-    table, notes = report.summarize(report.gather([sweep]))
+    table, notes = summary.summarize(gather.gather([sweep]))
     assert table.loc[table.selection == "val", "ratio_to_reference"].isna().all()
     assert any("no real_kd rows on the same seeds for cpusmall/mlp25-tanh/val" in n for n in notes)
 
@@ -160,7 +162,7 @@ def test_the_real_reference_file_maps_onto_our_labels():
     path = REPO.parent / "shared" / "reference" / "paper_results_per_seed.csv"
     if not path.is_file():
         pytest.skip("needs ../shared/reference")
-    ref = report.read_reference(path)
+    ref = summary.read_reference(path)
     assert set(ref.arm) == set(summary.REFERENCE_ARMS.values())
     assert {"compactiv", "cpusmall", "pole", "puma32h", "mv"} <= set(ref._dataset_key)
     assert set(ref.student_hidden) == {"mlp25-tanh", "mlp50-tanh"}
@@ -188,7 +190,7 @@ def test_failed_missing_and_superseded_runs_are_listed(sweep):
     rerun_time = older.stat().st_mtime + 10
     os.utime(rerun / "metrics.csv", (rerun_time, rerun_time))
 
-    result = report.write_report([sweep])
+    result = write.write_report([sweep])
     table, fails = result["table"], result["failures"]
     assert cell(table, "bounded").n_failed == 1 and cell(table, "bounded").n == 3
     assert cell(table, "random_sampling").n_failed == 1  # the killed job
@@ -209,7 +211,7 @@ def test_population_members_are_gathered(tmp_path):
     for seed in (1, 2):
         write_run(job / f"seed{seed}", arm="bounded", seed=seed, student_rmse=0.1 * seed,
                   teacher_rmse=0.1)
-    result = report.write_report([tmp_path / "sweep"])
+    result = write.write_report([tmp_path / "sweep"])
     assert result["failures"].empty  # metrics below the job dir: not a missing job
     assert cell(result["table"], "bounded").n == 2
 
@@ -239,7 +241,7 @@ def test_plots(sweep, tmp_path):
     for run_dir in sorted(sweep.iterdir()):
         pd.DataFrame({"epoch": [1, 3], "loss": [0.5, 0.2], "val_rmse": [0.6, 0.4]}).to_csv(
             run_dir / "history.csv", index=False)
-    written = report.write_report([sweep], tmp_path / "out", plots=True)["written"]
+    written = write.write_report([sweep], tmp_path / "out", plots=True)["written"]
     names = {p.name for p in written}
     assert {"rmse_cpusmall.png", "curves_cpusmall_mlp25-tanh.png"} <= names
     assert all(p.stat().st_size > 1000 for p in written if p.suffix == ".png")
@@ -269,7 +271,7 @@ def test_report_on_a_real_sweep_with_a_failed_job(workdir, tmp_path):
     assert sorted(runs.status) == ["failed", "failed", "ok", "ok"]
     out = dfkd("report", str(sweep), "--out", str(tmp_path / "out"), cwd=workdir).stdout
     assert "Failed or incomplete runs (2)" in out and "no teacher checkpoint" in out
-    fails = report.failures(report.gather([sweep]))
+    fails = report.failures(gather.gather([sweep]))
     # jobs: 0 random_sampling seed 1, 1 random_sampling seed 99, 2 bounded seed 1, 3 bounded 99
     assert sorted(Path(d).name for d in fails.run_dir) == ["1", "3"]
     table = pd.read_csv(tmp_path / "out" / "report.csv")

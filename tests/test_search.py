@@ -1,4 +1,4 @@
-"""Hyper-parameter search: the value a distill job returns (`objective=`, dfkd_cli/search.py) and
+"""Hyper-parameter search: the value a distill job returns (`objective=`, dfkd_cli/tracking/search.py) and
 an Optuna sweep through hydra-optuna-sweeper (configs/hparams_search/bounded_optuna.yaml)."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import QUICK_DISTILL, make_config
-from conftest import dfkd
-from dfkd_cli import search
 from dfkd_cli.config import validate
 from dfkd_cli.errors import UserError
+from dfkd_cli.tracking import search
+
+from conftest import QUICK_DISTILL, dfkd, make_config
 
 
 def frame(**columns) -> pd.DataFrame:

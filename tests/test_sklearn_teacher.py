@@ -8,11 +8,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import SHARED_DATA, dfkd, load_split, make_config
-from dfkd_cli import onnx_population, sklearn_teacher, train_teacher
-from dfkd_cli import teacher as teachers
-from dfkd_cli.data import load_table, split_for
+from dfkd_cli.commands import train_teacher
+from dfkd_cli.data.datasets import load_table, split_for
 from dfkd_cli.errors import UserError
+from dfkd_cli.teachers import loader as teachers
+from dfkd_cli.teachers import onnx_population
+from dfkd_cli.teachers import scikit_learn as sklearn_teacher
+
+from conftest import SHARED_DATA, dfkd, load_split, make_config
 
 pytest.importorskip("sklearn")
 pytest.importorskip("skl2onnx")
@@ -168,7 +171,9 @@ def test_svr_spec_carries_the_simplex_of_its_training_rows(compositions):
 def teacher_inputs(cfg, run_dir, monkeypatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run `dfkd distill` in-process; every raw row the ONNX teacher was called on while the
     student trained (not the evaluation's), and every batch the student was fitted on."""
-    from dfkd_cli import distill, model_files, student_loop
+    from dfkd_cli.commands import distill
+    from dfkd_cli.loop import student_loop
+    from dfkd_cli.teachers import model_files
 
     rows, labelled, training = [], [], []
     forward, step = model_files.OnnxModule.forward, student_loop.student_step

@@ -5,12 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import QUICK_TEACHER, load_split, make_config
-from dfkd_cli import models, student_loop, teacher, train_teacher
+from dfkd_cli.commands import train_teacher
 from dfkd_cli.errors import UserError
-from dfkd_cli.rng import Streams
+from dfkd_cli.loop import student_loop
+from dfkd_cli.nets import mlp
 from dfkd_cli.strategies import STRATEGIES, batch_diagnostics
 from dfkd_cli.strategies.bounded import Bounded
+from dfkd_cli.teachers import loader as teacher
+from dfkd_cli.utils.rng import Streams
+
+from conftest import QUICK_TEACHER, load_split, make_config
 
 CPU = torch.device("cpu")
 
@@ -27,7 +31,7 @@ def trained():
     dcfg = make_config("distill", ["strategy=random", "epochs=5", "alpha=constant",
                                    "alpha.value=0", "teacher.hidden=[64]", "selection=last"])
     rng = Streams([0], CPU)
-    student = models.StackedMLP(1, split.input_dim, [50], "tanh").init_(rng)
+    student = mlp.StackedMLP(1, split.input_dim, [50], "tanh").init_(rng)
     strategy = STRATEGIES["random"](dcfg.strategy, split.input_dim, box, rng)
     student_loop.train_student(dcfg, tch, student, strategy, None)
     return tch, student
@@ -90,7 +94,7 @@ def test_bounded_leaves_the_student_gradients_alone(trained):
             assert torch.equal(p, w) and torch.equal(p.grad, g)
     finally:
         student.zero_grad(set_to_none=True)
-    other = models.StackedMLP(1, 10, [50], "tanh").init_(Streams([9], CPU))
+    other = mlp.StackedMLP(1, 10, [50], "tanh").init_(Streams([9], CPU))
     assert not torch.equal(bounded(seed=5).sample(tch.module, other, 16), x)  # it reads S
 
 
@@ -391,7 +395,7 @@ def test_evolution_coverage_term_spreads_the_teacher_outputs(trained):
 
 
 def test_impressions_refuses_a_teacher_with_several_outputs():
-    two = models.StackedMLP(1, 3, [4], "tanh", 2).init_(Streams([0], CPU)).requires_grad_(False)
+    two = mlp.StackedMLP(1, 3, [4], "tanh", 2).init_(Streams([0], CPU)).requires_grad_(False)
     cfg = make_config("distill", ["strategy=impressions", "strategy.steps=3",
                                   "strategy.hidden=[8]", "strategy.latent_dim=2"])
     impressions = STRATEGIES["impressions"](cfg.strategy, 3, None, Streams([0], CPU))

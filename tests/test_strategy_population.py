@@ -12,12 +12,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_config
-from dfkd_cli import models
-from dfkd_cli.rng import Streams
+from dfkd_cli.loop.student_loop import StudentLoop
+from dfkd_cli.nets import checkpoints, mlp
 from dfkd_cli.strategies import STRATEGIES
-from dfkd_cli.student_loop import StudentLoop
-from dfkd_cli.teacher import Teacher
+from dfkd_cli.teachers.loader import Teacher
+from dfkd_cli.utils.rng import Streams
+
+from conftest import make_config
 
 CPU = torch.device("cpu")
 SEEDS = [3, 4, 5]
@@ -42,7 +43,7 @@ def teachers():
     """One small random teacher and feature box per seed (members differ in both)."""
     states, boxes = [], []
     for seed in SEEDS:
-        net = models.StackedMLP(1, D, [12], "tanh").init_(Streams([100 + seed], CPU))
+        net = mlp.StackedMLP(1, D, [12], "tanh").init_(Streams([100 + seed], CPU))
         states.append(net.member_state_dict(0))
         low = -1.5 - torch.rand(D, generator=torch.Generator().manual_seed(seed))
         boxes.append((low, low + 3.0))
@@ -55,12 +56,12 @@ def loop_for(name: str, members: list[int], states, boxes, extra=("log_every=1",
     base = ["epochs=4", "steps_per_epoch=2", "batch_size=6", "selection=last", *extra,
             *QUICK.get(name, [])]
     cfg = make_config("distill", [f"strategy={name}", *base] if name in STRATEGIES else base)
-    module = models.StackedMLP.from_state_dicts([states[k] for k in members], "tanh")
+    module = mlp.StackedMLP.from_state_dicts([states[k] for k in members], "tanh")
     box = (torch.stack([boxes[k][0] for k in members]),
            torch.stack([boxes[k][1] for k in members]))
     teacher = Teacher(module.requires_grad_(False), D, box, ["t"] * len(members))
     rng = Streams([SEEDS[k] for k in members], CPU)
-    student = models.StackedMLP(len(members), D, [5], "tanh").init_(rng)
+    student = mlp.StackedMLP(len(members), D, [5], "tanh").init_(rng)
     cls = STRATEGIES[cfg.strategy.name]
     rows = {"rows": training_rows(members)} if cls.needs_rows else {}
     strategy = cls(cfg.strategy, D, box, rng, **rows)
@@ -104,7 +105,7 @@ def test_resumed_run_continues_the_same_run(name, tmp_path):
     assert first.epoch == 1 and first.steps_logged == 2 and not first.history[0]
     torch.save(first.state_dict(), tmp_path / "state.pt")
     resumed = loop_for(name, [0, 1], states, boxes, extra, val)
-    resumed.load_state_dict(models.load_weights_only(tmp_path / "state.pt"))
+    resumed.load_state_dict(checkpoints.load_weights_only(tmp_path / "state.pt"))
     resumed.run()
     assert len(resumed.history[0]) == 2
     assert resumed.history == straight.history

@@ -1,5 +1,6 @@
-"""The code's shape (issue 17): no command module imports another, no import cycles, no function
-over 60 lines. Read from the source with `ast`; nothing is imported or run."""
+"""The code's shape: the subpackages are layers and imports flow downwards only (issue 26), no
+command module imports another, no import cycles, no function over 60 lines (issue 17). Read
+from the source with `ast`; nothing is imported or run."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ from pathlib import Path
 from conftest import REPO
 
 PACKAGE = REPO / "dfkd_cli"
-COMMANDS = {"distill", "train_teacher", "probe", "report", "export", "evaluate"}
 MAX_LINES = 60
+# The layers, top first: a module may import its own layer and the layers below it, never one
+# above. cli and config (the schemas, which list every layer's valid names) sit on top; errors
+# (the one exception type) and utils (files, random streams, run-time, run tables) at the bottom.
+LAYERS = ["__main__", "cli", "config", "commands", "tracking", "report", "loop", "strategies", "teachers",
+          "nets", "data", "utils", "errors"]
+# What report and tracking may read of the loop: its vocabulary, never its machinery.
+LOOP_PUBLIC = {"dfkd_cli.loop", "dfkd_cli.loop.selection", "dfkd_cli.loop.resume"}
 
 
 def modules(root: Path = PACKAGE) -> dict[str, ast.Module]:
@@ -63,9 +70,37 @@ def long_functions(trees: dict[str, ast.Module]) -> list[str]:
 
 
 def command_imports(edges: dict[str, set[str]]) -> list[str]:
-    short = {name: name.rpartition(".")[2] for name in edges}
     return [f"{a} -> {b}" for a, targets in edges.items() for b in sorted(targets)
-            if short[a] in COMMANDS and short[b] in COMMANDS]
+            if layer(a) == "commands" and layer(b) == "commands" and "." in b[len("dfkd_cli."):]
+            and "." in a[len("dfkd_cli."):]]
+
+
+def layer(module: str) -> str:
+    """dfkd_cli.nets.mlp -> nets; dfkd_cli.cli -> cli; dfkd_cli -> the package itself ('')."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    """Imports from a lower layer into a higher one (and modules in no layer at all)."""
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    bad = [f"{a}: not in a layer" for a in edges if layer(a) and layer(a) not in rank]
+    return bad + [f"{a} -> {b}" for a, targets in edges.items() for b in sorted(targets)
+                  if layer(a) in rank and layer(b) in rank and rank[layer(b)] < rank[layer(a)]]
+
+
+def loop_internals(edges: dict[str, set[str]]) -> list[str]:
+    """report and tracking work from files and configs: they never import the loop's machinery."""
+    return [f"{a} -> {b}" for a, targets in edges.items() for b in sorted(targets)
+            if layer(a) in ("report", "tracking") and layer(b) == "loop" and b not in LOOP_PUBLIC]
+
+
+def test_layers_import_downwards_only():
+    assert upward_imports(imports(modules())) == []
+
+
+def test_report_and_tracking_never_import_the_loops_internals():
+    assert loop_internals(imports(modules())) == []
 
 
 def test_no_command_imports_another():
@@ -82,14 +117,32 @@ def test_no_function_over_sixty_lines():
 
 def test_the_checks_see_what_they_look_for(tmp_path):
     package = tmp_path / "dfkd_cli"
-    package.mkdir()
+    for sub in ("commands", "nets", "data", "teachers", "report", "tracking", "loop", "extras"):
+        (package / sub).mkdir(parents=True)
+        (package / sub / "__init__.py").write_text("")
     (package / "__init__.py").write_text("")
-    (package / "probe.py").write_text("from dfkd_cli import distill\n")
-    (package / "distill.py").write_text(
-        "def run():\n    from dfkd_cli.probe import x\n" + "    pass\n" * 60)
+    (package / "commands" / "probe.py").write_text("from dfkd_cli.commands import distill\n")
+    (package / "commands" / "distill.py").write_text(
+        "def run():\n    from dfkd_cli.commands.probe import x\n" + "    pass\n" * 60)
+    (package / "nets" / "mlp.py").write_text("from dfkd_cli.teachers import spec\n")
+    (package / "data" / "table.py").write_text("import dfkd_cli.commands.distill\n")
+    (package / "teachers" / "spec.py").write_text("")
+    (package / "loop" / "student_loop.py").write_text("")
+    (package / "loop" / "resume.py").write_text("")
+    (package / "report" / "gather.py").write_text(
+        "from dfkd_cli.loop import resume, student_loop\n")
+    (package / "tracking" / "search.py").write_text("from dfkd_cli.loop.student_loop import x\n")
+    (package / "extras" / "stray.py").write_text("")
     trees = modules(package)
     edges = imports(trees)
-    assert sorted(command_imports(edges)) == ["dfkd_cli.distill -> dfkd_cli.probe",
-                                              "dfkd_cli.probe -> dfkd_cli.distill"]
+    assert sorted(command_imports(edges)) == ["dfkd_cli.commands.distill -> dfkd_cli.commands.probe",
+                                              "dfkd_cli.commands.probe -> dfkd_cli.commands.distill"]
     assert cycles(edges)
-    assert long_functions(trees) == ["dfkd_cli.distill.run: 62 lines"]
+    assert long_functions(trees) == ["dfkd_cli.commands.distill.run: 62 lines"]
+    assert sorted(upward_imports(edges)) == [
+        "dfkd_cli.data.table -> dfkd_cli.commands.distill",
+        "dfkd_cli.extras.stray: not in a layer", "dfkd_cli.extras: not in a layer",
+        "dfkd_cli.nets.mlp -> dfkd_cli.teachers", "dfkd_cli.nets.mlp -> dfkd_cli.teachers.spec"]
+    assert sorted(loop_internals(edges)) == [
+        "dfkd_cli.report.gather -> dfkd_cli.loop.student_loop",
+        "dfkd_cli.tracking.search -> dfkd_cli.loop.student_loop"]

@@ -1,6 +1,6 @@
 """The `logger=` group: TensorBoard event files and MLflow runs that say what metrics.csv and
 history.csv say, one tracker run per population member, and a failing tracker that costs the run
-nothing (dfkd_cli/trackers.py)."""
+nothing (dfkd_cli/tracking/trackers.py)."""
 
 from __future__ import annotations
 

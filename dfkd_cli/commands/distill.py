@@ -22,17 +22,22 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from dfkd_cli import domain as domains
-from dfkd_cli import metrics, models, networks, population, resume, runtime, tables
-from dfkd_cli import teacher as teachers
-from dfkd_cli.data import Split, Table, load_table, stacked
+from dfkd_cli.data import domains, priors, projection
+from dfkd_cli.data.datasets import Split, Table, load_table, stacked
 from dfkd_cli.errors import UserError
-from dfkd_cli.files import atomic_path
-from dfkd_cli.labels import alpha_label, arch_label, arm_label
-from dfkd_cli.rng import Streams
+from dfkd_cli.loop import population, resume
+from dfkd_cli.loop.selection import selections
+from dfkd_cli.loop.student_loop import StudentLoop, build_student
+from dfkd_cli.nets import checkpoints, metrics, seam
+from dfkd_cli.report.labels import alpha_label, arm_label
 from dfkd_cli.strategies import build_strategy
-from dfkd_cli.student_loop import StudentLoop, build_student, selections
-from dfkd_cli.trackers import Trackers
+from dfkd_cli.teachers import loader as teachers
+from dfkd_cli.teachers.store import arch_label
+from dfkd_cli.tracking.trackers import Trackers
+from dfkd_cli.utils import run_tables as tables
+from dfkd_cli.utils import runtime
+from dfkd_cli.utils.files import atomic_path
+from dfkd_cli.utils.rng import Streams
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +89,13 @@ def stored_run(state_path: Path, dirs: list[Path]) -> tuple[dict | None, dict | 
     """(the loop state in checkpoint.pt or None, the config the run started with or None):
     from checkpoint.pt, else from a finished run's student.pt."""
     if state_path.is_file():
-        state = models.load_weights_only(state_path)
+        state = checkpoints.load_weights_only(state_path)
         if not isinstance(state, dict):
             raise UserError(f"{state_path} is not a dfkd resumable checkpoint")
         return state, state.get("run_config")
     student = dirs[0] / "student.pt"
     if finished(dirs) and student.is_file():
-        return None, {"config": models.load_checkpoint(student).get("config")}
+        return None, {"config": checkpoints.load_checkpoint(student).get("config")}
     return None, None
 
 
@@ -108,6 +113,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
         return pd.concat(pd.read_csv(d / tables.METRICS) for d in dirs)
     table = load_table(cfg.dataset, cfg.data_dir)
     teacher = teachers.load(cfg, seeds, table, device)
+    features = teachers.feature_names(teacher.features, teacher.input_dim)
+    domains.write(dirs, teacher.domains, features)
     splits = None if table is None else teachers.member_splits(cfg, teacher, table, seeds, device)
     runtime.seed_everything(seeds[0])
     rng = Streams(seeds, device)
@@ -153,9 +160,9 @@ def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, stude
     device = rng.device
     means, sds = (torch.stack([getattr(s, k) for s in teacher.scalers]).to(device)
                   for k in ("x_mean", "x_std"))
-    project = domains.Projection(teacher.domains, means, sds) if cfg.domain == "on" else None
+    project = projection.Projection(teacher.domains, means, sds) if cfg.domain == "on" else None
 
-    prior = domains.Prior(cfg.prior, rng, teacher.input_dim, teacher.domains, means, sds,
+    prior = priors.Prior(cfg.prior, rng, teacher.input_dim, teacher.domains, means, sds,
                           f"teacher {teacher.sources[0]}")
     strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),
                               prior, project)
@@ -168,7 +175,7 @@ def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, stude
 
 
 @torch.no_grad()
-def fidelity_set(teacher: teachers.Teacher, prior: domains.Prior, project
+def fidelity_set(teacher: teachers.Teacher, prior: priors.Prior, project
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """selection=fidelity's fixed set, drawn once per member from the run's prior (projected
     onto the domain when domain=on) from a stream of its own, with the teacher's labels."""
@@ -245,7 +252,7 @@ def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
                    "alpha": alpha_label(cfg.alpha), "selection": selection,
                    "prior": cfg.prior, "domain": cfg.domain,
                    "teacher_hidden": arch_label(cfg.teacher),
-                   "student_hidden": networks.arch_name(arch),
+                   "student_hidden": seam.arch_name(arch),
                    "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
                    "batch_size": cfg.batch_size, "epochs_run": loop.epoch,
                    "selected_epoch": selected[k], **scores[k],
@@ -256,7 +263,7 @@ def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
                    "diverged_epoch": diverged[k] if diverged[k] >= 0 else None,
                    "nonfinite_skips": int(loop.skips[k]),
                    "teacher_path": teacher.sources[k]}
-            models.save_checkpoint(
+            checkpoints.save_checkpoint(
                 member_dir / ("student.pt" if n == 0 else f"student_{selection}.pt"),
                 loop.student.member_state_dict(k),
                 arch=arch,

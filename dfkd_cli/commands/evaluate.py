@@ -23,11 +23,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dfkd_cli import metrics, models
 from dfkd_cli.errors import UserError, first_line
-from dfkd_cli.files import write_csv
-from dfkd_cli.model_files import KINDS, SAFE_KINDS, load_model_file
-from dfkd_cli.raw_units import TARGET_KEY, feature_names, network, raw_model, target_names
+from dfkd_cli.nets import checkpoints, metrics
+from dfkd_cli.teachers.model_files import KINDS, SAFE_KINDS, load_model_file
+from dfkd_cli.teachers.raw_units import TARGET_KEY, feature_names, network, raw_model, target_names
+from dfkd_cli.utils.files import write_csv
 
 ROWS = 8192  # rows per forward pass
 SCORES = {"rmse": metrics.rmse, "mae": metrics.mae, "r2": metrics.r2}
@@ -54,7 +54,7 @@ def _is_checkpoint(path: Path) -> bool:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - TorchScript, ONNX or junk: not a checkpoint
             return False
-    return isinstance(payload, dict) and payload.get("format") == models.FORMAT
+    return isinstance(payload, dict) and payload.get("format") == checkpoints.FORMAT
 
 
 ALLOW_TORCH_EXPORT = "--allow-torch-export"
@@ -69,7 +69,7 @@ def load_model(path: str | Path, net_target: str | None = None,
     if not path.is_file():
         raise UserError(f"model {path} not found")
     if _is_checkpoint(path):
-        payload = models.load_checkpoint(path)
+        payload = checkpoints.load_checkpoint(path)
         arch = payload["arch"]
         network(payload, net_target, f"checkpoint {path}")  # a custom network: named? else fail
         return Model(path, "dfkd-checkpoint", raw_model(payload, net_target), arch["input_dim"],

@@ -21,12 +21,23 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from dfkd_cli import __version__, networks, trackers
+from dfkd_cli import __version__
 from dfkd_cli.errors import UserError
-from dfkd_cli.files import atomic_path
-from dfkd_cli.model_files import ONNX_EXTRA, load_model_file
-from dfkd_cli.raw_units import (CHECKPOINT, TARGET_KEY, feature_names, load, network, raw_model,
-                                scaled_predict, scaler, target_names)
+from dfkd_cli.nets import seam
+from dfkd_cli.teachers.model_files import ONNX_EXTRA, load_model_file
+from dfkd_cli.teachers.raw_units import (
+    CHECKPOINT,
+    TARGET_KEY,
+    feature_names,
+    load,
+    network,
+    raw_model,
+    scaled_predict,
+    scaler,
+    target_names,
+)
+from dfkd_cli.tracking import trackers
+from dfkd_cli.utils.files import atomic_path
 
 FORMATS = ("torchscript", "onnx")
 SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}  # after the checkpoint's stem
@@ -142,9 +153,9 @@ def model_card(source: Path, payload: dict, checks: list[Check]) -> str:
                  "targets: the scalers are folded into the first and last layers.")
     else:
         name = arch.get("target", arch["name"])
-        described = [("architecture", networks.arch_name(arch)), ("network", name),
+        described = [("architecture", seam.arch_name(arch)), ("network", name),
                      ("keyword arguments", arch.get("kwargs", {}))]
-        intro = (f"A dfkd {role}: the network {name} ({networks.arch_name(arch)}). The exports "
+        intro = (f"A dfkd {role}: the network {name} ({seam.arch_name(arch)}). The exports "
                  "take the raw features, in the order below, and give the raw targets: the "
                  "scalers are explicit layers before and after the network.")
     lines = [f"# Model card: {source.name}", "", intro, ""]

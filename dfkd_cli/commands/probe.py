@@ -32,14 +32,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dfkd_cli import metrics, probe_figures, runtime, tables
-from dfkd_cli import teacher as teachers
-from dfkd_cli.data import load_table, stacked
+from dfkd_cli.data.datasets import load_table, stacked
 from dfkd_cli.errors import UserError
-from dfkd_cli.files import write_csv
-from dfkd_cli.rng import Streams
+from dfkd_cli.loop.student_loop import build_student, train_student
+from dfkd_cli.nets import metrics
+from dfkd_cli.report import probe_figures
 from dfkd_cli.strategies import build_strategy, per_sample
-from dfkd_cli.student_loop import build_student, train_student
+from dfkd_cli.teachers import loader as teachers
+from dfkd_cli.utils import run_tables as tables
+from dfkd_cli.utils import runtime
+from dfkd_cli.utils.files import write_csv
+from dfkd_cli.utils.rng import Streams
 
 log = logging.getLogger(__name__)
 

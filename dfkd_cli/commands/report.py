@@ -26,7 +26,7 @@ cell and seed were run more than once, the newest metrics.csv counts and the res
 
 It writes report.csv (the summary, numbers only), report.md, report.tex and runs.csv (every
 row gathered, with its run directory) into `--out` (default: the first PATH), and prints the
-Markdown. The end-of-sweep callback (dfkd_cli.callbacks) writes the same files into each sweep
+Markdown. The end-of-sweep callback (dfkd_cli.tracking.callbacks) writes the same files into each sweep
 directory.
 """
 
@@ -34,44 +34,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from dfkd_cli.errors import UserError
-from dfkd_cli.files import atomic_path, write_csv
-from dfkd_cli.gather import gather
-from dfkd_cli.report_plots import plot
-from dfkd_cli.report_text import display, latex_table, render_markdown
-from dfkd_cli.summary import BASELINE, REAL_REFERENCE, failures, read_reference, summarize
-
-OUTPUTS = ("report.csv", "report.md", "report.tex", "runs.csv")
-
-
-def write_report(paths: Sequence[str | Path], out: str | Path | None = None,
-                 baseline: str = BASELINE, reference: str | Path | None = None,
-                 by: Sequence[str] = (), plots: bool = False,
-                 reference_arm: str = REAL_REFERENCE) -> dict:
-    """Gather, summarise and write report.csv / .md / .tex and runs.csv into `out` (default: the
-    first path). Returns the pieces (runs, table, failures, notes, markdown, written paths)."""
-    ref = read_reference(reference) if reference else None  # a bad file fails before any work
-    runs = gather(paths)
-    table, notes = summarize(runs, baseline, by, ref, reference_arm)
-    fails = failures(runs)
-    out = Path(out) if out is not None else Path(paths[0])
-    if out.is_file():
-        out = out.parent
-    out.mkdir(parents=True, exist_ok=True)
-    markdown = render_markdown(table, fails, notes, baseline, len(runs), paths, reference_arm)
-    write_csv(table, out / "report.csv")
-    write_csv(runs.drop(columns=["mtime"], errors="ignore").convert_dtypes(), out / "runs.csv")
-    for name, text in (("report.md", markdown), ("report.tex", latex_table(display(table)))):
-        with atomic_path(out / name) as tmp:
-            tmp.write_text(text)
-    written = [out / name for name in OUTPUTS]
-    if plots:
-        written += plot(runs, table, out)
-    return {"runs": runs, "table": table, "failures": fails, "notes": notes,
-            "markdown": markdown, "written": written}
+from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE
+from dfkd_cli.report.write import write_report
 
 
 def main(argv: Sequence[str] | None = None) -> int:

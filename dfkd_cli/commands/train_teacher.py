@@ -17,16 +17,20 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from dfkd_cli import domain as domains
-from dfkd_cli import (metrics, models, networks, population, runtime, sklearn_teacher, tables,
-                      teacher_store)
-from dfkd_cli.data import Split, load_table, split_for, stacked
+from dfkd_cli.data import domains
+from dfkd_cli.data.datasets import Split, load_table, split_for, stacked
 from dfkd_cli.errors import UserError
-from dfkd_cli.files import exclusive_lock
-from dfkd_cli.labels import arch_label
-from dfkd_cli.optim import make_optimizer
-from dfkd_cli.rng import Streams
-from dfkd_cli.teacher import override_domains
+from dfkd_cli.loop import population
+from dfkd_cli.nets import checkpoints, metrics, mlp, seam
+from dfkd_cli.nets.optim import make_optimizer
+from dfkd_cli.teachers import scikit_learn as sklearn_teacher
+from dfkd_cli.teachers import store as teacher_store
+from dfkd_cli.teachers.loader import override_domains
+from dfkd_cli.teachers.store import arch_label
+from dfkd_cli.utils import run_tables as tables
+from dfkd_cli.utils import runtime
+from dfkd_cli.utils.files import exclusive_lock
+from dfkd_cli.utils.rng import Streams
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ def _step(model, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
         if model.owners is None:  # stacked (K, ...) parameters
             scale = torch.tensor(lr_scale, device=x.device)
             for p, old in zip(params, before):
-                p.copy_(torch.lerp(old, p, models.per_member(scale, p)))
+                p.copy_(torch.lerp(old, p, mlp.per_member(scale, p)))
         else:  # each member's own parameters: only the scaled members' change
             for p, old, k in zip(params, before, model.owners):
                 if lr_scale[k] != 1.0:
@@ -87,12 +91,12 @@ def fit(cfg, splits: list[Split], seeds: list[int], device: torch.device):
     architecture, each member's history and best epoch."""
     members = len(seeds)
     rng = Streams(seeds, device)
-    arch = networks.describe(cfg.teacher, splits[0].input_dim, len(splits[0].targets),
+    arch = seam.describe(cfg.teacher, splits[0].input_dim, len(splits[0].targets),
                              cfg.dataset.input_shape)
-    model = networks.build(arch, rng, cfg.fast_path)
+    model = seam.build(arch, rng, cfg.fast_path)
     opt = make_optimizer(cfg.optimizer, model.opt_params,
-                         fast=isinstance(model, models.StackedMLP))
-    best = models.Snapshot(model.params)
+                         fast=isinstance(model, mlp.StackedMLP))
+    best = mlp.Snapshot(model.params)
     x, y = stacked(splits, "train")
     x_val, y_val = stacked(splits, "val")
     rows = torch.arange(members, device=device).unsqueeze(1)
@@ -185,6 +189,7 @@ def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
     wall = time.perf_counter() - started
     found = override_domains(cfg, [domains.infer(table.x[part.rows[0]]) for part in splits],
                              table.features)
+    domains.write(dirs, found, table.features)
     x_test = torch.stack([s.x_test for s in splits])
     test_pred = metrics.predict(model, x_test)
     frames = []
@@ -198,11 +203,11 @@ def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
                                 part.scaler.y_std),
                "wall_s": wall, "members": len(seeds), "device": str(device), "status": "ok",
                "teacher_path": str(path)}
-        models.save_checkpoint(
+        checkpoints.save_checkpoint(
             path, model.member_state_dict(k),
             arch=arch,
             input_spec={"features": list(part.features),
-                        "input_shape": networks.plain(cfg.dataset.input_shape),
+                        "input_shape": seam.plain(cfg.dataset.input_shape),
                         "low": part.x_train.min(0).values.cpu(),
                         "high": part.x_train.max(0).values.cpu(),
                         "domain": found[k].payload()},

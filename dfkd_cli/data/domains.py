@@ -1,4 +1,4 @@
-"""What a teacher knows about its inputs: a domain per feature, a prior and a projection.
+"""What a teacher knows about its inputs: a domain per feature, inferred from rows or declared.
 
 A domain is plain metadata (never rows), in raw units, carried by the teacher checkpoint
 (`input_spec.domain`, inferred by `dfkd train-teacher` from its training rows) or declared in a
@@ -17,31 +17,33 @@ foreign teacher's spec:
                copula's parameter
 
 DeepInversion uses what a classifier's BatchNorm layers remember about its inputs; this is the
-tabular analogue. Strategies never see it: a `Prior` draws x_p in the teacher's standardised space
-and a `Projection` maps every sample the teacher labels onto the domain (the student loop calls it
+tabular analogue. Strategies never see it: a `Prior` (data/priors.py) draws x_p in the teacher's standardised space
+and a `Projection` (data/projection.py) maps every sample the teacher labels onto the domain (the student loop calls it
 once per step, on [x_g; x_p]).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+import yaml
 
 from dfkd_cli.errors import UserError
+from dfkd_cli.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
 KINDS = ("continuous", "integer", "categorical", "binary")
-PRIORS = ("auto", "gaussian", "correlated", "copula")
 CATEGORICAL_MAX_LEVELS = 10  # an integer feature with at most this many values is categorical
 QUANTILES = 64
+SHOWN = 3  # names per kind in the log line
+FILE = "input_domain.yaml"  # in each member's run directory
 INTEGER_TOL = 1e-9
 
 
@@ -79,13 +81,30 @@ class Domain:
         return cls(**payload)
 
     def summary(self, features: list[str]) -> str:
-        """One line for the log: the features of each non-continuous kind, and the groups."""
-        parts = [f"{kind}: {', '.join(f for f, k in zip(features, self.kinds) if k == kind)}"
-                 for kind in KINDS[1:] if kind in self.kinds]
-        parts += [f"simplex (sum {g['total']:g}): {', '.join(features[i] for i in g['features'])}"
-                  for g in self.simplex]
-        parts += [f"one-hot: {', '.join(features[i] for i in g)}" for g in self.onehot]
-        return "; ".join(parts) or "all continuous"
+        """One short line for the log, whatever the width: the count of each kind with its first
+        names, and the groups (`records` has every feature)."""
+        def some(names: list[str]) -> str:
+            return ", ".join(names[:SHOWN]) + (", ..." if len(names) > SHOWN else "")
+
+        parts = [f"{len(names)} {kind} ({some(names)})" for kind in KINDS[1:]
+                 if (names := [f for f, k in zip(features, self.kinds) if k == kind])]
+        parts += [f"simplex of {len(g['features'])} summing to {g['total']:g} "
+                  f"({some([features[i] for i in g['features']])})" for g in self.simplex[:SHOWN]]
+        if self.onehot:
+            parts.append(f"{len(self.onehot)} one-hot group(s) "
+                         f"({some([features[g[0]] for g in self.onehot])}, ...)")
+        continuous = self.kinds.count("continuous")
+        return f"{self.dim} features, {continuous} continuous" + "".join(f"; {p}" for p in parts)
+
+    def records(self, features: list[str]) -> dict[str, Any]:
+        """The whole domain by feature name (the run directory's input_domain.yaml)."""
+        rows = [{"name": f, "kind": k, "low": lo, "high": hi}
+                | ({"levels": lv} if lv is not None else {})
+                for f, k, lo, hi, lv in zip(features, self.kinds, self.low, self.high, self.levels)]
+        return {"features": rows,
+                "simplex": [{"features": [features[i] for i in g["features"]],
+                             "total": g["total"]} for g in self.simplex],
+                "onehot": [[features[i] for i in g] for g in self.onehot]}
 
     def check(self, features: list[str], source: str) -> "Domain":
         """Raise a one-line UserError for an inconsistent domain; return it when valid."""
@@ -261,137 +280,10 @@ def override(domain: Domain, values: dict[str, Any], features: list[str],
     return out.check(features, source)
 
 
-def _stack(rows: list[Any], device: torch.device) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.float32, device=device)
-
-
-def project_simplex(v: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
-    """Euclidean projection of each row of v (..., g) onto {x >= 0, sum x = total} (Duchi et
-    al. 2008, the sort-based algorithm); `total` broadcasts against v's leading dimensions."""
-    u = v.sort(dim=-1, descending=True).values
-    excess = u.cumsum(dim=-1) - total.unsqueeze(-1)
-    ranks = torch.arange(1, v.shape[-1] + 1, device=v.device, dtype=v.dtype)
-    active = (u - excess / ranks) > 0  # true for a prefix of the sorted coordinates
-    rho = active.sum(dim=-1, keepdim=True).clamp(min=1)
-    theta = excess.gather(-1, rho - 1) / rho
-    return (v - theta).clamp(min=0)
-
-
-class Projection:
-    """Maps standardised inputs (K, n, d) onto each member's domain: one-hot groups set to the
-    one-hot vector of their largest coordinate, simplex groups projected,
-    bounds clipped, integers rounded (within the bounds), categorical and binary features
-    snapped to their nearest level; all in raw units, tensor ops only."""
-
-    def __init__(self, domains: list[Domain], means: torch.Tensor, sds: torch.Tensor):
-        device = means.device
-        self.mean, self.sd = means.unsqueeze(1), sds.unsqueeze(1)  # (K, 1, d)
-        self.low = _stack([d.low for d in domains], device).unsqueeze(1)
-        self.high = _stack([d.high for d in domains], device).unsqueeze(1)
-        integer = _stack([[k == "integer" for k in d.kinds] for d in domains], device).bool()
-        self.integer = integer.unsqueeze(1)
-        self.int_low, self.int_high = self.low.ceil(), self.high.floor()
-        snapped = [[k in ("categorical", "binary") for k in d.kinds] for d in domains]
-        self.snap_columns = [j for j in range(domains[0].dim) if any(s[j] for s in snapped)]
-        self.levels = None
-        if self.snap_columns:  # (K, 1, c, L), each column padded with its last level
-            width = max(len(d.levels[j] or [0.0]) for d in domains for j in self.snap_columns)
-            self.levels = _stack([[(d.levels[j] or [np.nan]) + [(d.levels[j] or [np.nan])[-1]]
-                                   * (width - len(d.levels[j] or [0.0]))
-                                   for j in self.snap_columns] for d in domains],
-                                 device).unsqueeze(1)
-            self.snap_mask = _stack([[s[j] for j in self.snap_columns] for s in snapped],
-                                    device).bool().unsqueeze(1)
-        groups = {tuple(g["features"]) for g in domains[0].simplex}
-        common = [g for g in groups
-                  if all(g in {tuple(h["features"]) for h in d.simplex} for d in domains)]
-        self.groups = [(list(g), _stack([[next(h["total"] for h in d.simplex
-                                               if tuple(h["features"]) == g)] for d in domains],
-                                        device)) for g in sorted(common)]  # totals (K, 1)
-        in_group = torch.zeros(domains[0].dim, dtype=torch.bool, device=device)
-        for g, _ in self.groups:
-            in_group[g] = True
-        self.free = ~in_group  # simplex features are bounded by their group, not clipped
-        self.onehot = [g for g in domains[0].onehot if all(g in d.onehot for d in domains)]
-
-    def raw(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.sd + self.mean
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        raw = self.raw(x)
-        for g in self.onehot:  # the largest relaxed value wins
-            raw[..., g] = nn.functional.one_hot(raw[..., g].argmax(dim=-1), len(g)).to(raw.dtype)
-        for g, total in self.groups:
-            raw[..., g] = project_simplex(raw[..., g], total)
-        raw = torch.where(self.free, torch.maximum(torch.minimum(raw, self.high), self.low), raw)
-        raw = torch.where(self.integer, torch.maximum(torch.minimum(
-            raw.round(), self.int_high), self.int_low), raw)
-        if self.levels is not None:
-            cols = raw[..., self.snap_columns]
-            nearest = (cols.unsqueeze(-1) - self.levels).abs().argmin(dim=-1)
-            snapped = self.levels.expand(*cols.shape, -1).gather(-1, nearest.unsqueeze(-1))
-            raw[..., self.snap_columns] = torch.where(self.snap_mask, snapped.squeeze(-1), cols)
-        return (raw - self.mean) / self.sd
-
-
-def _square_root(correlations: list[Any], device: torch.device) -> torch.Tensor:
-    """A (K, d, d) with A A^T = C for each member's correlation C (eigen-decomposition, so a
-    singular C, e.g. of a simplex group, is fine)."""
-    c = torch.tensor(correlations, dtype=torch.float64)
-    values, vectors = torch.linalg.eigh(c)
-    return (vectors * values.clamp(min=0).sqrt().unsqueeze(1)).float().to(device)
-
-
-class Prior:
-    """Draws x_p (K, n, d) in the standardised space: `gaussian` N(0, I) (the paper's),
-    `correlated` N(0, C) with the stored correlation C of the standardised inputs, or `copula`
-    (a Gaussian copula: g ~ N(0, C_s) with the normal-score correlation C_s, u = Phi(g), each
-    feature the stored marginal quantile function at u, linearly interpolated, standardised).
-    `auto` is copula for a teacher that carries the statistics, else gaussian (logged)."""
-
-    def __init__(self, name: str, rng, dim: int, domains: list[Domain] | None,
-                 means: torch.Tensor, sds: torch.Tensor, source: str):
-        def missing(name: str) -> bool:
-            keys = ["correlation"] if name == "correlated" else ["copula", "quantiles"]
-            return domains is None or any(getattr(d, k) is None for d in domains for k in keys)
-
-        if name == "auto":
-            name = "gaussian" if missing("copula") else "copula"
-            log.info("prior=auto: %s%s", name, " (the teacher carries no input statistics)"
-                     if name == "gaussian" else "")
-        self.name, self.rng, self.dim = name, rng, dim
-        if name == "gaussian":
-            return
-        key = "correlation" if name == "correlated" else "copula"
-        if missing(name):
-            raise UserError(f"prior={name} needs the teacher's input statistics ({key}"
-                            f"{' and quantiles' if name == 'copula' else ''}), which {source} "
-                            "does not carry (a teacher from an older dfkd, or from elsewhere); "
-                            "use prior=gaussian, or retrain it with dfkd train-teacher "
-                            "overwrite=true")
-        self.root = _square_root([getattr(d, key) for d in domains], rng.device).transpose(1, 2)
-        if name == "copula":
-            q = torch.tensor([d.quantiles for d in domains], dtype=torch.float32,
-                             device=rng.device)  # (K, d, Q), raw
-            self.quantiles = ((q - means.unsqueeze(2)) / sds.unsqueeze(2)).unsqueeze(1)
-
-    def drawing_from(self, rng) -> "Prior":
-        """The same prior drawing from another random stream (selection=fidelity's fixed set),
-        without computing its square root again."""
-        other = copy.copy(self)
-        other.rng = rng
-        return other
-
-    def __call__(self, n: int) -> torch.Tensor:
-        z = self.rng.randn(n, self.dim)
-        if self.name == "gaussian":
-            return z
-        g = torch.bmm(z, self.root)
-        if self.name == "correlated":
-            return g
-        pos = torch.special.ndtr(g) * (self.quantiles.shape[-1] - 1)
-        left = pos.floor().clamp(0, self.quantiles.shape[-1] - 2)
-        q = self.quantiles.expand(*g.shape, -1)
-        lo = q.gather(-1, left.long().unsqueeze(-1)).squeeze(-1)
-        hi = q.gather(-1, left.long().unsqueeze(-1) + 1).squeeze(-1)
-        return torch.lerp(lo, hi, pos - left)
+def write(dirs: list[Path], found: list[Domain], features: list[str]) -> None:
+    """Each member's whole domain into <its directory>/input_domain.yaml (atomically)."""
+    for directory, domain in zip(dirs, found):
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / FILE) as tmp:
+            tmp.write_text(yaml.safe_dump(domain.records(features), sort_keys=False))
+    log.info("the whole input domain: %s", dirs[0] / FILE)

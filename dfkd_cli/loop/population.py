@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfkd_cli.rng import member_seeds
+from dfkd_cli.utils.rng import member_seeds
 
 
 @dataclass(frozen=True)

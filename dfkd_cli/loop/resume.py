@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from dfkd_cli.errors import UserError
-from dfkd_cli.files import atomic_path
+from dfkd_cli.utils.files import atomic_path
 
 # keys that do not change what a run computes: display, CPU threads (speed; at most rounding in
 # the last bits), malloc tuning, when checkpoints are written, where the (same) data and teachers

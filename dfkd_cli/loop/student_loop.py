@@ -21,17 +21,13 @@ from typing import Any, Callable
 
 import torch
 
-from dfkd_cli import models, networks, runtime
-from dfkd_cli.models import Snapshot, per_member
-from dfkd_cli.optim import make_optimizer
-from dfkd_cli.rng import Streams
+from dfkd_cli.loop.selection import SCORE_COLUMNS, selections
+from dfkd_cli.nets import mlp, seam
+from dfkd_cli.nets.mlp import Snapshot, per_member
+from dfkd_cli.nets.optim import make_optimizer
 from dfkd_cli.strategies import batch_diagnostics
-
-
-# selection= -> the weights a run reports, one metrics row each, from one training
-SELECTIONS = {"last": ["last"], "val": ["val"], "fidelity": ["fidelity"],
-              "both": ["last", "val"], "all": ["last", "fidelity", "val"]}
-SCORE_COLUMNS = {"val": "val_rmse", "fidelity": "synthetic_fidelity_rmse"}  # history.csv
+from dfkd_cli.utils import runtime
+from dfkd_cli.utils.rng import Streams
 
 
 def alpha_at(cfg, epoch: int, epochs: int) -> float:
@@ -73,13 +69,6 @@ def student_step(y: torch.Tensor, student, opt: torch.optim.Optimizer,
     return loss_g, loss_p
 
 
-def selections(selection: str) -> list[str]:
-    """The weights a run reports, `last` first: selection=both is one training with two rows,
-    last then val, and `all` adds fidelity (the trajectory is the same; only which weights are
-    kept differs)."""
-    return SELECTIONS[selection]
-
-
 class StudentLoop:
     """E epochs x n_s steps of L_S for a population; see the module docstring."""
 
@@ -94,7 +83,7 @@ class StudentLoop:
             cfg, teacher, student, strategy, project)
         members, device = student.members, student.params[0].device
         self.opt = make_optimizer(cfg.optimizer, student.opt_params,
-                                  fast=isinstance(student, models.StackedMLP))
+                                  fast=isinstance(student, mlp.StackedMLP))
         params = student.params
         wanted = selections(cfg.selection)
         self.sets = {name: rows for name, rows in (("val", val), ("fidelity", fidelity))
@@ -299,6 +288,6 @@ def build_student(cfg, teacher, rng: Streams):
     """The student population `cfg.student` names, sized for the teacher (inputs, outputs, a
     row's shape from the dataset or the teacher), member k initialised from rng's stream k;
     returns (architecture, population)."""
-    arch = networks.describe(cfg.student, teacher.input_dim, teacher.output_dim,
+    arch = seam.describe(cfg.student, teacher.input_dim, teacher.output_dim,
                              cfg.dataset.input_shape or teacher.input_shape)
-    return arch, networks.build(arch, rng, cfg.fast_path)
+    return arch, seam.build(arch, rng, cfg.fast_path)

@@ -8,7 +8,7 @@ the first axis); `trace(x)` runs the forward pass keeping what a backward pass n
 `input_grad(saved, g)` / `param_grads(saved, g)` give dL/dx and dL/dparams for dL/d(output) = g;
 `member_state_dict(k)` is member k as the state dict of one network. Two implementations:
 
-- `models.StackedMLP`, the fast path: an MLP as batched matrix products with a hand-written
+- `mlp.StackedMLP`, the fast path: an MLP as batched matrix products with a hand-written
   backward pass, picked automatically for an MLP (`fast_path=auto`);
 - `ModulePopulation`, the default for any differentiable `torch.nn.Module` (and for an MLP with
   `fast_path=off`): K copies of the module whose parameters are views into the stacked (K, ...)
@@ -20,7 +20,7 @@ the first axis); `trace(x)` runs the forward pass keeping what a backward pass n
   strategy's many evaluations, predictions) and under fast_path=auto, the population uses it.
 
 An architecture is a plain dict (what a checkpoint records, loadable with weights only): its
-`name` (`mlp`, a built-in of dfkd_cli/nets.py, or `custom`), `input_dim`, `output_dim`, and the
+`name` (`mlp`, a built-in of dfkd_cli/nets/builtin.py, or `custom`), `input_dim`, `output_dim`, and the
 keyword arguments of its constructor: `hidden` and `activation` for an MLP, `kwargs` for the
 others, and for `custom` the `target` class that Hydra's `instantiate` builds. A checkpoint never
 makes dfkd import code: a custom target is built only when the user names the same target.
@@ -36,11 +36,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from dfkd_cli import models, nets
 from dfkd_cli.errors import UserError, first_line
-from dfkd_cli.rng import Streams
+from dfkd_cli.nets import builtin, mlp
+from dfkd_cli.utils.rng import Streams
 
-BUILTINS: dict[str, type] = {"rbf": nets.RBF, "resmlp": nets.ResMLP, "cnn": nets.CNN}
+BUILTINS: dict[str, type] = {"rbf": builtin.RBF, "resmlp": builtin.ResMLP, "cnn": builtin.CNN}
 NAMES = ("mlp", *BUILTINS, "custom")
 FAST_PATHS = ("auto", "off")
 TARGET = "_target_"
@@ -177,8 +177,8 @@ class ModulePopulation(AutogradBackward, nn.Module):
         if self.batched is not None and not torch.is_grad_enabled():
             return self.batched(dict(zip(self.names, self.params)), x)
         if len(self.nets) == 1:  # x[0] and the gradient of the output start where x and it do
-            return models.columns(self.nets[0](_aligned(x[0]))).unsqueeze(0)
-        outputs = [models.columns(net(_aligned(x[k]))) for k, net in enumerate(self.nets)]
+            return mlp.columns(self.nets[0](_aligned(x[0]))).unsqueeze(0)
+        outputs = [mlp.columns(net(_aligned(x[k]))) for k, net in enumerate(self.nets)]
         # without gradients (a gradient-free strategy's many forward passes) a plain stack
         return _Stack.apply(*outputs) if torch.is_grad_enabled() else torch.stack(outputs)
 
@@ -230,7 +230,7 @@ def arch_name(arch: dict[str, Any]) -> str:
     'mlp500-tanh', 'rbf-units50', 'Wide-width128'; sizes from the data are left out."""
     name = arch.get("name", "mlp")
     if name == "mlp":
-        return models.arch_name(list(arch["hidden"]), arch["activation"])
+        return mlp.arch_name(list(arch["hidden"]), arch["activation"])
     base = arch["target"].rpartition(".")[2] if name == "custom" else name
     kwargs = {k: v for k, v in sorted(arch.get("kwargs", {}).items()) if k != "input_shape"}
     return base + "".join(f"-{k}{'x'.join(map(str, v)) if isinstance(v, list) else v}"
@@ -250,7 +250,7 @@ def make_module(arch: dict[str, Any]) -> nn.Module:
     name = arch.get("name", "mlp")
     d, k = arch["input_dim"], arch.get("output_dim", 1)
     if name == "mlp":
-        return models.mlp(d, list(arch["hidden"]), arch["activation"], k)
+        return mlp.mlp(d, list(arch["hidden"]), arch["activation"], k)
     kwargs = dict(arch.get("kwargs", {}))
     if name in BUILTINS:
         return BUILTINS[name](d, k, **kwargs)
@@ -282,7 +282,7 @@ def build(arch: dict[str, Any], rng: Streams, fast_path: str = "auto"):
     from the same weights on both paths (StackedMLP.init_); any other network from its own
     initialisation, run under a seed drawn from the member's stream."""
     if arch.get("name", "mlp") == "mlp":
-        stacked = models.StackedMLP(len(rng), arch["input_dim"], list(arch["hidden"]),
+        stacked = mlp.StackedMLP(len(rng), arch["input_dim"], list(arch["hidden"]),
                                     arch["activation"], arch.get("output_dim", 1)
                                     ).to(rng.device).init_(rng)
         if fast(arch, fast_path):
@@ -299,7 +299,7 @@ def from_states(arch: dict[str, Any], states: list[dict[str, torch.Tensor]],
                 fast_path: str = "auto", device: torch.device | str = "cpu"):
     """A population of the given members' weights (one state dict each)."""
     if fast(arch, fast_path):
-        return models.StackedMLP.from_state_dicts(states, arch["activation"]).to(device)
+        return mlp.StackedMLP.from_state_dicts(states, arch["activation"]).to(device)
     members = []
     for state in states:
         module = _seeded_module(arch, 0)  # its initial weights are overwritten
@@ -319,3 +319,8 @@ def from_checkpoint(payload: dict[str, Any], named: str | None, key: str, source
 
 def count_parameters(module: nn.Module) -> int:
     return sum(math.prod(p.shape) for p in module.parameters())
+
+
+def config_arch_name(net_cfg) -> str:
+    """The name of the architecture a `teacher` / `student` config names (the store's key)."""
+    return arch_name(describe(net_cfg, 0, 0))

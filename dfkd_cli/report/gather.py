@@ -16,9 +16,11 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from dfkd_cli.errors import UserError
-from dfkd_cli.labels import arch_label, arm_label, config_arch_name
-from dfkd_cli.resume import MAY_CHANGE
-from dfkd_cli.tables import METRICS
+from dfkd_cli.loop.resume import MAY_CHANGE
+from dfkd_cli.nets.seam import config_arch_name
+from dfkd_cli.report.labels import arm_label
+from dfkd_cli.teachers.store import arch_label
+from dfkd_cli.utils.run_tables import METRICS
 
 MISSING = "missing"  # a job directory with a config but no metrics.csv below it
 WRITES_METRICS = ("distill", "train-teacher")  # commands whose jobs end with a metrics.csv

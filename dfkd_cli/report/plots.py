@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfkd_cli.errors import UserError
-from dfkd_cli.tables import HISTORY
+from dfkd_cli.utils.run_tables import HISTORY
 
 
 def plot(runs: pd.DataFrame, table: pd.DataFrame, out: Path) -> list[Path]:

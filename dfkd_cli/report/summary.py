@@ -13,8 +13,8 @@ from typing import Sequence
 import pandas as pd
 
 from dfkd_cli.errors import UserError
-from dfkd_cli.gather import add_config_columns, swept_keys
-from dfkd_cli.paired import against_reference, paired
+from dfkd_cli.report.gather import add_config_columns, swept_keys
+from dfkd_cli.report.paired import against_reference, paired
 
 KEYS = ["dataset", "student_hidden", "arm", "selection"]
 VARYING_KEYS = ["prior", "domain"]  # cell keys too, in a table whose runs differ in them

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from dfkd_cli.summary import KEYS, REAL_REFERENCE, REFERENCE_COLUMNS
+from dfkd_cli.report.summary import KEYS, REAL_REFERENCE, REFERENCE_COLUMNS
 
 
 def _num(value, digits: int = 4) -> str:

@@ -19,10 +19,10 @@ from typing import Any, Callable, Iterable
 import torch
 from omegaconf import MISSING, OmegaConf
 
-from dfkd_cli.data import Box, Rows
+from dfkd_cli.data.datasets import Box, Rows
 from dfkd_cli.errors import UserError
-from dfkd_cli.networks import Net
-from dfkd_cli.rng import Streams
+from dfkd_cli.nets.seam import Net
+from dfkd_cli.utils.rng import Streams
 
 
 @dataclass
@@ -39,9 +39,9 @@ class Strategy:
     needs_box = False  # samples in the teacher's feature box: a box-less teacher fails at set-up
     needs_gradients = False  # uses dT/dx or dT/dG: a teacher without gradients is refused
     needs_rows = False  # draws the split's training rows: dataset=none is refused
-    # the run's prior (prior=, dfkd_cli/domain.py Prior), set by build_strategy; None: N(0, I)
+    # the run's prior (prior=, dfkd_cli/data/domains.py Prior), set by build_strategy; None: N(0, I)
     sampler: Callable[[int], torch.Tensor] | None = None
-    # the input domain's projection (domain=on: dfkd_cli/domain.py Projection), set by
+    # the input domain's projection (domain=on: dfkd_cli/data/domains.py Projection), set by
     # build_strategy; None: none. The student loop projects every batch it labels; a strategy
     # that scores its own candidates with the teacher (evolution) projects them first
     project: Callable[[torch.Tensor], torch.Tensor] | None = None

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from dfkd_cli.optim import EPS, rmsprop_
+from dfkd_cli.nets.optim import EPS, rmsprop_
 from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
 from dfkd_cli.strategies.registry import register
 

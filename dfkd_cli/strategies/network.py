@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, List
 import torch
 from omegaconf import II
 
-from dfkd_cli import models
+from dfkd_cli.nets import mlp
 from dfkd_cli.strategies.base import Strategy, StrategyConfig
 
 
@@ -47,7 +47,7 @@ class NetworkStrategy(Strategy):
         """The network, inputs -> `hidden` tanh layers -> outputs (member k initialised from
         the run's stream k), and its optimiser."""
         cfg = self.cfg
-        self.net = models.StackedMLP(len(self.rng), inputs, list(cfg.hidden), "tanh",
+        self.net = mlp.StackedMLP(len(self.rng), inputs, list(cfg.hidden), "tanh",
                                      outputs).to(self.rng.device).init_(self.rng)
         self.opt = torch.optim.RMSprop(self.net.parameters(), lr=cfg.lr, alpha=cfg.rho,
                                        weight_decay=cfg.weight_decay)

@@ -15,12 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from dfkd_cli import domain as domains
-from dfkd_cli import (models, networks, onnx_population, sklearn_teacher, teacher_spec,
-                      teacher_store)
-from dfkd_cli.data import Box, Scaler, Split, Table, split_for
+from dfkd_cli.data import domains
+from dfkd_cli.data.datasets import Box, Scaler, Split, Table, split_for
 from dfkd_cli.errors import UserError, first_line
-from dfkd_cli.model_files import KINDS, load_model_file
+from dfkd_cli.nets import mlp, seam
+from dfkd_cli.teachers import onnx_population
+from dfkd_cli.teachers import scikit_learn as sklearn_teacher
+from dfkd_cli.teachers import spec as teacher_spec
+from dfkd_cli.teachers import store as teacher_store
+from dfkd_cli.teachers.model_files import KINDS, load_model_file
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +43,14 @@ class Teacher:
     # per member, what a dfkd teacher's checkpoint records of the data it was trained on
     # (dataset, seed, features, targets, split); None for a foreign teacher
     recorded: list[dict[str, Any]] | None = None
-    arch: dict[str, Any] | None = None  # a dfkd teacher's architecture (networks.describe)
+    arch: dict[str, Any] | None = None  # a dfkd teacher's architecture (seam.describe)
     input_shape: list[int] | None = None  # the shape of a row, when its checkpoint records one
-    # per member, the input domain in raw units (dfkd_cli/domain.py); all continuous and
+    # per member, the input domain in raw units (dfkd_cli/data/domains.py); all continuous and
     # unbounded for a checkpoint written before domains existed
     domains: list[domains.Domain] = field(default_factory=list)
 
 
-class RawUnitsTeacher(networks.AutogradBackward, nn.Module):
+class RawUnitsTeacher(seam.AutogradBackward, nn.Module):
     """A network of raw features -> raw targets (a TorchScript, torch.export or ONNX file) as a
     teacher: applied to every member of a population, (K, n, d) -> (K, n, k) in standardised
     units, T(z) = (net(mean + sd * z) - y_mean) / y_sd.
@@ -99,11 +102,11 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
     if len(archs) > 1:
         raise UserError(f"teachers {sources} differ in architecture: {sorted(archs)}")
     arch = payloads[0]["arch"]
-    networks.check_target(arch, teacher_store.named_target(spec),
+    seam.check_target(arch, teacher_store.named_target(spec),
                           "teacher=custom teacher.net._target_", f"teacher checkpoint {sources[0]}")
-    module = networks.from_states(arch, [p["state_dict"] for p in payloads], cfg.fast_path)
-    if networks.fast(arch, cfg.fast_path) and arch["activation"] == "tanh":
-        module = models.sigmoid_form(module)  # the same function, cheaper to evaluate
+    module = seam.from_states(arch, [p["state_dict"] for p in payloads], cfg.fast_path)
+    if seam.fast(arch, cfg.fast_path) and arch["activation"] == "tanh":
+        module = mlp.sigmoid_form(module)  # the same function, cheaper to evaluate
     box = (torch.stack([p["input_spec"]["low"] for p in payloads]),
            torch.stack([p["input_spec"]["high"] for p in payloads]))
     if any("domain" not in p["input_spec"] for p in payloads):

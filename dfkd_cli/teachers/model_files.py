@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dfkd_cli import models
 from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.nets import mlp
 
 ONNX_EXTRA = "pip install 'dfkd-cli[onnx]'"
 
@@ -45,7 +45,7 @@ class Columns(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return models.columns(self.net(x))
+        return mlp.columns(self.net(x))
 
 
 class OnnxModule(nn.Module):

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dfkd_cli.data import Scaler
-from dfkd_cli.model_files import OnnxModule
+from dfkd_cli.data.datasets import Scaler
+from dfkd_cli.teachers.model_files import OnnxModule
 
 INPUT, OUTPUT = "x", "y"
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dfkd_cli import models, networks
-from dfkd_cli.activations import ACTIVATIONS, Activation
-from dfkd_cli.data import Scaler
+from dfkd_cli.data.datasets import Scaler
 from dfkd_cli.errors import UserError
+from dfkd_cli.nets import checkpoints, mlp, seam
+from dfkd_cli.nets.activations import ACTIVATIONS, Activation
 
 CHECKPOINT = "student.pt"  # what a run directory holds
 TARGET_KEY = "--net-target"  # how a user names a custom network's class to these commands
@@ -46,7 +46,7 @@ def network(payload: dict, net_target: str | None, source: str = "the checkpoint
             ) -> nn.Module:
     """The checkpoint's network (standardised units), its weights loaded; a custom network's
     class only when `net_target` names it, else a UserError naming the key to pass."""
-    return networks.from_checkpoint(payload, net_target, TARGET_KEY, source)
+    return seam.from_checkpoint(payload, net_target, TARGET_KEY, source)
 
 
 def scaled_predict(payload: dict, x: torch.Tensor, net_target: str | None = None
@@ -56,7 +56,7 @@ def scaled_predict(payload: dict, x: torch.Tensor, net_target: str | None = None
     x_mean, x_std, y_mean, y_std = (v.double() for v in scaler(payload))
     model = network(payload, net_target).double().eval()
     with torch.no_grad():
-        return models.columns(model((x.double() - x_mean) / x_std)) * y_std + y_mean
+        return mlp.columns(model((x.double() - x_mean) / x_std)) * y_std + y_mean
 
 
 class Standardise(nn.Module):
@@ -75,7 +75,7 @@ class Unstandardise(Standardise):
     """The network's standardised outputs -> raw targets, y sd + mean, as (n, k)."""
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return models.columns(y) * self.sd + self.mean
+        return mlp.columns(y) * self.sd + self.mean
 
 
 @torch.no_grad()
@@ -112,4 +112,4 @@ def load(path: str | Path) -> tuple[Path, dict]:
         if not (path / CHECKPOINT).is_file():
             raise UserError(f"{path} is a directory without a {CHECKPOINT}")
         path = path / CHECKPOINT
-    return path, models.load_checkpoint(path)
+    return path, checkpoints.load_checkpoint(path)

@@ -31,12 +31,14 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from dfkd_cli import metrics, tables, teacher_spec
-from dfkd_cli.data import Table, split_for
-from dfkd_cli.domain import Domain
+from dfkd_cli.data.datasets import Table, split_for
+from dfkd_cli.data.domains import Domain
 from dfkd_cli.errors import UserError, first_line
-from dfkd_cli.files import atomic_path
-from dfkd_cli.model_files import load_model_file
+from dfkd_cli.nets import metrics
+from dfkd_cli.teachers import spec as teacher_spec
+from dfkd_cli.teachers.model_files import load_model_file
+from dfkd_cli.utils import run_tables as tables
+from dfkd_cli.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ inline keys win):
                per-output scaler; when absent, the mean and sd of the teacher's outputs on
                `PRIOR_DRAWS` prior draws (data-free), so the student's loss is on unit scale
 
-The input domain (dfkd_cli/domain.py), all optional (default: continuous, within low / high):
+The input domain (dfkd_cli/data/domains.py), all optional (default: continuous, within low / high):
 
   type         per feature (a list, or a mapping feature: type): continuous, integer,
                categorical or binary
@@ -39,8 +39,8 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from dfkd_cli import domain as domains
-from dfkd_cli.data import Scaler
+from dfkd_cli.data import domains
+from dfkd_cli.data.datasets import Scaler
 from dfkd_cli.errors import UserError, first_line
 
 log = logging.getLogger(__name__)

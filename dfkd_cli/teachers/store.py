@@ -12,18 +12,17 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from dfkd_cli import models, networks, sklearn_teacher
-from dfkd_cli.config import DatasetConfig, TeacherConfig
-from dfkd_cli.data import Split
+from dfkd_cli.data.datasets import Split
 from dfkd_cli.errors import UserError
-from dfkd_cli.labels import arch_label
+from dfkd_cli.nets import checkpoints, seam
+from dfkd_cli.teachers import scikit_learn as sklearn_teacher
 
 DEFAULT_STORE = "outputs/teachers"
 
 
 def named_target(net_cfg) -> str | None:
     """The custom network class the user named for this config, if any."""
-    return net_cfg.net.get(networks.TARGET) if net_cfg.get("name") == "custom" else None
+    return net_cfg.net.get(seam.TARGET) if net_cfg.get("name") == "custom" else None
 
 
 def store_path(cfg, seed: int) -> Path:
@@ -44,7 +43,9 @@ def train_command(cfg, seed: int) -> str:
     """The train-teacher command that writes the teacher this run looks for: the dataset (a CSV
     by its path, name, target and drop keys), its split settings, the architecture and the
     store, whatever differs from the defaults."""
-    ds, default = cfg.dataset, DatasetConfig()
+    # the schemas' defaults, from the config nodes' own types (dfkd_cli/config.py)
+    ds, default = cfg.dataset, OmegaConf.get_type(cfg.dataset)()
+    teacher_default = OmegaConf.get_type(cfg.teacher)()
     keys: dict[str, Any] = {}
     if ds.source == "csv":
         keys = {"dataset": "csv", "dataset.path": ds.path, "dataset.name": ds.name}
@@ -66,14 +67,14 @@ def train_command(cfg, seed: int) -> str:
                  "teacher.estimator._target_": cfg.teacher.estimator._target_}
     elif cfg.teacher.name == "mlp":
         keys |= {f"teacher.{k}": cfg.teacher[k] for k in ("hidden", "activation")
-                 if cfg.teacher[k] != getattr(TeacherConfig(), k)}
+                 if cfg.teacher[k] != getattr(teacher_default, k)}
     else:  # a built-in network's keys are in its YAML; a custom one's are added with +
         keys["teacher"] = cfg.teacher.name
         custom = named_target(cfg.teacher)
         if custom:
             keys["teacher.net._target_"] = custom
         keys |= {f"{'+' if custom else ''}teacher.net.{k}": v
-                 for k, v in cfg.teacher.net.items() if k != networks.TARGET}
+                 for k, v in cfg.teacher.net.items() if k != seam.TARGET}
     if ds.source not in ("builtin", "csv") and "data_dir" not in keys:
         keys["data_dir"] = cfg.data_dir
     if cfg.teacher_store != DEFAULT_STORE:
@@ -85,7 +86,7 @@ def read(cfg, path: Path, seed: int | None) -> dict[str, Any]:
     if not path.is_file():
         hint = "" if seed is None else f"; train it first with: {train_command(cfg, seed)}"
         raise UserError(f"no teacher checkpoint at {path}{hint}")
-    payload = models.load_checkpoint(path)
+    payload = checkpoints.load_checkpoint(path)
     spec, d = payload.get("input_spec"), payload["arch"]["input_dim"]
     if not (isinstance(spec, dict) and all(
             torch.is_tensor(spec.get(k)) and tuple(spec[k].shape) == (d,) for k in ("low", "high"))):
@@ -111,3 +112,14 @@ def split_mismatch(cfg, source: str, trained: tuple[int, int] | None, part: Spli
             f"rows of {part.name}, but dataset.n_train={cfg.dataset.n_train} and "
             f"dataset.val_fraction={cfg.dataset.val_fraction} split it into {ours[0]} and "
             f"{ours[1]}, so this run's test rows would not be the teacher's held-out rows")
+
+
+def arch_label(tcfg) -> str:
+    """The teacher's architecture in the store and the tables: a dfkd network's name
+    ('mlp500-tanh', 'rbf-units50', seam.arch_name), a scikit-learn estimator's name ('svr'),
+    or the format of a file the user names."""
+    if tcfg.format == "sklearn":
+        return sklearn_teacher.estimator_name(tcfg)
+    if tcfg.format == "dfkd":
+        return seam.config_arch_name(tcfg)
+    return tcfg.format

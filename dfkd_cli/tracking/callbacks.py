@@ -24,9 +24,11 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from dfkd_cli import gather, report
-from dfkd_cli.report_text import text_cell
 from dfkd_cli.errors import UserError
+from dfkd_cli.report import gather
+from dfkd_cli.report import write as report
+from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE
+from dfkd_cli.report.text import text_cell
 
 log = logging.getLogger("dfkd")
 
@@ -64,8 +66,8 @@ class WritableOutput(Callback):
 class SweepSummary(Callback):
     """At the end of a multirun, summarise the sweep directory into itself."""
 
-    def __init__(self, baseline: str = report.BASELINE, reference: str | None = None,
-                 enabled: bool = True, reference_arm: str = report.REAL_REFERENCE) -> None:
+    def __init__(self, baseline: str = BASELINE, reference: str | None = None,
+                 enabled: bool = True, reference_arm: str = REAL_REFERENCE) -> None:
         self.baseline = baseline
         self.reference = reference
         self.enabled = enabled

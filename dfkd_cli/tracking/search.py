@@ -16,7 +16,7 @@ from typing import Callable
 import pandas as pd
 
 from dfkd_cli.errors import UserError
-from dfkd_cli.student_loop import selections
+from dfkd_cli.loop.selection import selections
 
 DATA_FREE = ("fidelity_rmse_prior",)
 # Need real rows (a dataset): on the test rows except val_rmse. A multi-output run also has

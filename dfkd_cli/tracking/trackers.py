@@ -28,8 +28,8 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from dfkd_cli import tables
-from dfkd_cli.files import atomic_path, exclusive_lock
+from dfkd_cli.utils import run_tables as tables
+from dfkd_cli.utils.files import atomic_path, exclusive_lock
 
 log = logging.getLogger(__name__)
 

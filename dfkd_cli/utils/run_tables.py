@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from dfkd_cli.files import write_csv
+from dfkd_cli.utils.files import write_csv
 
 METRICS = "metrics.csv"
 HISTORY = "history.csv"

@@ -1,0 +1,2 @@
+"""The run's plumbing, imported by every layer: atomic files and locks, random streams, the run-time
+(device, seeding, progress, signals) and the run directory's tables."""
