@@ -271,7 +271,7 @@ def test_report_on_a_real_sweep_with_a_failed_job(workdir, tmp_path):
     assert sorted(runs.status) == ["failed", "failed", "ok", "ok"]
     out = dfkd("report", str(sweep), "--out", str(tmp_path / "out"), cwd=workdir).stdout
     assert "Failed or incomplete runs (2)" in out and "no teacher checkpoint" in out
-    fails = report.failures(gather.gather([sweep]))
+    fails = summary.failures(gather.gather([sweep]))
     # jobs: 0 random_sampling seed 1, 1 random_sampling seed 99, 2 bounded seed 1, 3 bounded 99
     assert sorted(Path(d).name for d in fails.run_dir) == ["1", "3"]
     table = pd.read_csv(tmp_path / "out" / "report.csv")
