@@ -23,7 +23,7 @@ from dfkd_cli.errors import UserError
 from dfkd_cli.loop.selection import SELECTIONS
 from dfkd_cli.nets.activations import ACTIVATIONS as ACTIVATION_SPECS
 from dfkd_cli.nets.optim import NAMES as OPTIMIZER_NAMES
-from dfkd_cli.nets.optim import optimizer_class
+from dfkd_cli.nets.optim import check_steps_alone, optimizer_class
 from dfkd_cli.nets.seam import FAST_PATHS, TARGET
 from dfkd_cli.nets.seam import NAMES as NET_NAMES
 from dfkd_cli.strategies import STRATEGIES
@@ -325,7 +325,7 @@ def _check_optimizer(opt: Any) -> None:
     if opt._target_ is None:
         _check(opt.name in OPTIMIZERS or isinstance(getattr(torch.optim, opt.name, None), type),
                "optimizer.name", f"one of {OPTIMIZERS} or a torch.optim class", opt.name)
-    optimizer_class(opt)  # a _target_ that is not an optimiser class fails here
+    check_steps_alone(optimizer_class(opt))  # a _target_ that is no optimiser class fails here
     _check(opt.lr > 0, "optimizer.lr", "a number > 0", opt.lr)
     _check(opt.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0", opt.weight_decay)
 
