@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from dfkd_cli.data import domains, priors, projection
@@ -85,6 +87,15 @@ def save_state(loop: StudentLoop, path: Path, config: dict) -> None:
         torch.save(loop.state_dict() | {"run_config": config}, tmp)
 
 
+def resume_hint(run_dir: Path) -> str:
+    """How to continue: the run alone, or the whole sweep when the run is a sweep's job (its
+    finished jobs are skipped)."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return (f"continue the sweep with the same command (-m and its overrides) and "
+                f"resume=true hydra.sweep.dir={HydraConfig.get().sweep.dir}")
+    return f"continue with resume=true hydra.run.dir={run_dir}"
+
+
 def stored_run(state_path: Path, dirs: list[Path]) -> tuple[dict | None, dict | None]:
     """(the loop state in checkpoint.pt or None, the config the run started with or None):
     from checkpoint.pt, else from a finished run's student.pt."""
@@ -139,8 +150,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
         wall = time.perf_counter() - started
         if interrupted():
             save_state(loop, state_path, config)
-            log.warning("interrupted at epoch %d; continue with resume=true hydra.run.dir=%s",
-                        loop.epoch, run_dir)
+            log.warning("interrupted at epoch %d; %s", loop.epoch, resume_hint(run_dir))
         statuses = ["interrupted"] * len(seeds) if interrupted() else loop.status()
         frame = write_members(cfg, loop, arch, table, splits, teacher, members,
                               Ending(statuses, wall, interrupted(), untrained), device)
