@@ -25,6 +25,7 @@ from dfkd_cli.nets import checkpoints, metrics, mlp, seam
 from dfkd_cli.nets.optim import make_optimizer
 from dfkd_cli.teachers import scikit_learn as sklearn_teacher
 from dfkd_cli.teachers import store as teacher_store
+from dfkd_cli.teachers import spec as teacher_spec
 from dfkd_cli.teachers.loader import override_domains
 from dfkd_cli.teachers.store import arch_label
 from dfkd_cli.utils import run_tables as tables
@@ -150,6 +151,10 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     seeds, dirs = members.seeds, members.dirs
     paths = [teacher_store.store_path(cfg, seed) for seed in seeds]
     table = load_table(cfg.dataset, cfg.data_dir)
+    if cfg.domain_spec:  # a bad one is found before any training (applied once fitted)
+        domains.override(domains.Domain.continuous(table.x.shape[1]),
+                         teacher_spec.domain_values(cfg.domain_spec), table.features,
+                         f"domain_spec={cfg.domain_spec}")
     rows = {}
     with ExitStack() as locks:
         for path in sorted(paths):

@@ -114,6 +114,9 @@ class Domain:
             if kind not in KINDS:
                 raise UserError(f"{source}: feature {name(i)} has unknown type {kind!r}; "
                                 f"valid types are {', '.join(KINDS)}")
+            if np.isnan(self.low[i]) or np.isnan(self.high[i]):
+                raise UserError(f"{source}: feature {name(i)} has a NaN bound (low "
+                                f"{self.low[i]}, high {self.high[i]}); use .inf for no bound")
             if self.low[i] > self.high[i]:
                 raise UserError(f"{source}: feature {name(i)} has low {self.low[i]} > high "
                                 f"{self.high[i]}")
