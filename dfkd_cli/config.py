@@ -10,6 +10,7 @@ those of the command's schema.
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional
@@ -24,7 +25,7 @@ from dfkd_cli.loop.selection import SELECTIONS
 from dfkd_cli.nets.activations import ACTIVATIONS as ACTIVATION_SPECS
 from dfkd_cli.nets.optim import NAMES as OPTIMIZER_NAMES
 from dfkd_cli.nets.optim import check_steps_alone, optimizer_class
-from dfkd_cli.nets.seam import FAST_PATHS, TARGET
+from dfkd_cli.nets.seam import BUILTINS, FAST_PATHS, TARGET
 from dfkd_cli.nets.seam import NAMES as NET_NAMES
 from dfkd_cli.strategies import STRATEGIES
 from dfkd_cli.strategies.base import no_rows
@@ -313,12 +314,31 @@ def _check_net(prefix: str, net: Any) -> None:
     elif target is not None:
         raise UserError(f"{prefix}.net._target_={target} names a custom network: add "
                         f"{prefix}=custom (now {prefix}.name={net.name})")
+    if net.name in BUILTINS:
+        _check_sizes(prefix, BUILTINS[net.name], net.net)
     if net.name != "mlp":
         return
     _check(len(net.hidden) >= 1 and all(h >= 1 for h in net.hidden), f"{prefix}.hidden",
            "a non-empty list of sizes >= 1", list(net.hidden))
     _check(net.activation in ACTIVATIONS, f"{prefix}.activation", f"one of {ACTIVATIONS}",
            net.activation)
+
+
+def _check_sizes(prefix: str, cls: type, kwargs: Any) -> None:
+    """A built-in network's sizes (an int default: units, width, blocks; a list of them:
+    channels) are whole numbers >= 1: 0 builds a constant, -3 or 'abc' a traceback."""
+    for name, param in inspect.signature(cls).parameters.items():
+        default, value = param.default, kwargs.get(name)
+        if value is None or name in ("input_dim", "output_dim", "input_shape"):
+            continue
+        if isinstance(default, int) and not isinstance(default, bool):
+            _check(isinstance(value, int) and value >= 1, f"{prefix}.net.{name}",
+                   "a whole number >= 1", value)
+        elif isinstance(default, (list, tuple)):
+            _check(OmegaConf.is_list(value) and len(value) >= 1 and all(
+                isinstance(v, int) and v >= 1 for v in value), f"{prefix}.net.{name}",
+                "a non-empty list of whole numbers >= 1", OmegaConf.to_object(value)
+                if OmegaConf.is_config(value) else value)
 
 
 def _check_optimizer(opt: Any) -> None:

@@ -102,6 +102,23 @@ def test_strategy_keys_of_another_strategy_are_refused():
 ])
 def test_out_of_range_values_name_the_key(override, key):
     cfg = make_config("distill", [override])
+    _refused_by_key(cfg, key)
+
+
+@pytest.mark.parametrize("overrides,key", [  # issue 24, items 6 and 7
+    (["student=rbf", "student.net.units=0"], "student.net.units"),
+    (["student=rbf", "student.net.units=-3"], "student.net.units"),
+    (["student=resmlp", "student.net.width=0"], "student.net.width"),
+    (["student=resmlp", "student.net.width=abc"], "student.net.width"),
+    (["student=cnn", "student.net.channels=[0]"], "student.net.channels"),
+    (["student=cnn", "student.net.channels=[]"], "student.net.channels"),
+    (["student=resmlp", "student.net.blocks=2"], None),
+])
+def test_a_built_in_networks_sizes_are_whole_numbers_from_one(overrides, key):
+    _refused_by_key(make_config("distill", overrides), key)
+
+
+def _refused_by_key(cfg, key: str | None) -> None:
     if key is None:  # a valid value: no error
         validate(cfg)
         return
