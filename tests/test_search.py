@@ -118,3 +118,19 @@ def test_a_search_of_no_trials_is_refused_before_any_work(workdir, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         "dfkd: error: hydra.sweeper.n_trials=0 is not valid: expected at least 1 trial")
+
+
+def test_an_objective_of_a_target_the_run_lacks_is_refused_before_training(workdir, tmp_path,
+                                                                             monkeypatch):
+    """Issue 24, item 6: objective=student_rmse_bogus trained, wrote status=ok, then exited 2."""
+    from dfkd_cli.commands import distill
+    monkeypatch.chdir(workdir)  # its teacher store
+    monkeypatch.setattr(distill, "build_loop", lambda *a, **k: pytest.fail("trained first"))
+    cfg = make_config("distill", ["objective=student_rmse_bogus", *QUICK_DISTILL])
+    search.check(cfg)  # the column's name alone looks fine: <column>_<target>
+    with pytest.raises(UserError, match=r"^objective=student_rmse_bogus is not valid: this run "
+                                        r"has one output; expected student_rmse$"):
+        distill.run(cfg, tmp_path / "run")
+    search.check_outputs(make_config("distill", ["objective=val_rmse_y2"]), ["y1", "y2"])
+    with pytest.raises(UserError, match=r"outputs \['y1', 'y2'\]; expected val_rmse or one of"):
+        search.check_outputs(make_config("distill", ["objective=val_rmse_y3"]), ["y1", "y2"])

@@ -35,6 +35,7 @@ from dfkd_cli.report.labels import alpha_label, arm_label
 from dfkd_cli.strategies import build_strategy
 from dfkd_cli.teachers import loader as teachers
 from dfkd_cli.teachers.store import arch_label
+from dfkd_cli.tracking import search
 from dfkd_cli.tracking.trackers import Trackers
 from dfkd_cli.utils import run_tables as tables
 from dfkd_cli.utils import runtime
@@ -124,6 +125,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
         return pd.concat(pd.read_csv(d / tables.METRICS) for d in dirs)
     table = load_table(cfg.dataset, cfg.data_dir)
     teacher = teachers.load(cfg, seeds, table, device)
+    search.check_outputs(cfg, column_names(teacher, table)[1])
     features = teachers.feature_names(teacher.features, teacher.input_dim)
     domains.write(dirs, teacher.domains, features)
     splits = None if table is None else teachers.member_splits(cfg, teacher, table, seeds, device)

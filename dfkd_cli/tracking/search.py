@@ -44,6 +44,20 @@ def check(cfg) -> None:
                         f"has none; use objective={DATA_FREE[0]}")
 
 
+def check_outputs(cfg, targets: list[str]) -> None:
+    """Refuse `<column>_<target>` for a target the run does not have, before training (it
+    exists only for several outputs: metrics.columns)."""
+    if cfg.objective in OBJECTIVES:
+        return
+    base = next(name for name in OBJECTIVES if cfg.objective.startswith(f"{name}_"))
+    target = cfg.objective[len(base) + 1:]
+    if len(targets) < 2 or target not in targets:
+        valid = [f"{base}_{t}" for t in targets] if len(targets) > 1 else []
+        raise UserError(f"objective={cfg.objective} is not valid: this run has "
+                        f"{'outputs ' + str(targets) if len(targets) > 1 else 'one output'}; "
+                        f"expected {base}{' or one of ' + str(valid) if valid else ''}")
+
+
 def objective(cfg, frame: pd.DataFrame) -> float | None:
     """The job's objective: see the module docstring."""
     rows = frame[frame.selection == selections(cfg.selection)[0]]
