@@ -389,6 +389,9 @@ def _check_dataset(ds: Any) -> None:
     _check(0 < ds.val_fraction < 1, "dataset.val_fraction", "a number in (0, 1)", ds.val_fraction)
     _check(0 < ds.max_train_fraction < 1, "dataset.max_train_fraction", "a number in (0, 1)",
            ds.max_train_fraction)
+    _check(ds.source != "mnist" or (len(ds.parts) >= 1 and len(set(ds.parts)) == len(ds.parts)),
+           "dataset.parts", "a non-empty list of IDX file prefixes, each once (t10k, train)",
+           list(ds.parts))
     _check(ds.input_shape is None or (len(ds.input_shape) in (2, 3)
                                       and all(n >= 1 for n in ds.input_shape)),
            "dataset.input_shape", "null, [channels, length] or [channels, height, width]",

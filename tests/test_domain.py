@@ -243,6 +243,9 @@ def test_priors_keep_the_stored_structure():
     ({"type": {"b": "binary"}, "levels": {"b": [0, 1, 2]}}, "needs exactly 2 levels"),
     ({"type": {"z": "integer"}}, "unknown feature 'z'"),
     ({"low": {"a": float("nan")}}, "feature a has a NaN bound"),  # issue 24, item 6
+    ({"type": {"a": "categorical"}, "levels": {"a": ["x", "y"]}},  # item 7: tracebacks
+     "a level of feature a is 'x', not a number"),
+    ({"simplex": [{"total": 1}]}, "a simplex entry needs `features`"),
 ])
 def test_bad_domain_specs_fail_with_one_line(values, message):
     base = domain.Domain.continuous(3, [0, 0, 0], [5, 5, 5])

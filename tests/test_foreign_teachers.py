@@ -136,6 +136,10 @@ def test_spec_errors_name_the_problem(tmp_path):
         cfg = make_config("distill", base + [f"teacher.spec={tmp_path / spec}"])
         with pytest.raises(UserError, match=message):
             teacher_spec.read(cfg.teacher)
+    (tmp_path / "five.yaml").write_text("features: 5\n")  # item 7: was a traceback
+    cfg = make_config("distill", base + [f"teacher.spec={tmp_path / 'five.yaml'}"])
+    with pytest.raises(UserError, match="teacher.features=5 is not valid: expected a list"):
+        teacher_spec.read(cfg.teacher)
     (tmp_path / "bad.csv").write_text("feature,median\na,1\n")
     cfg = make_config("distill", base + [f"teacher.spec={tmp_path / 'bad.csv'}"])
     with pytest.raises(UserError, match=r"unknown columns \['median'\]"):

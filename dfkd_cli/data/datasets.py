@@ -190,10 +190,15 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != IDX_UBYTE:
         raise UserError(f"{path} is not an IDX file of unsigned bytes")
     ndim = raw[3]
+    if ndim < 1 or len(raw) < 4 + 4 * ndim:
+        raise UserError(f"{path}: damaged IDX header (it says {ndim} dimensions; the file has "
+                        f"{len(raw)} bytes)")
     shape = tuple(int(v) for v in np.frombuffer(raw, ">i4", ndim, 4))
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise UserError(f"{path}: the header says {shape} but the file holds {data.size} values")
+    if data.size == 0:
+        raise UserError(f"{path}: the header says {shape}: no images")
     return data.reshape(shape)
 
 

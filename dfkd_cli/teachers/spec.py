@@ -182,6 +182,10 @@ def domain_keys(found: domains.Domain, features: list[str]) -> dict[str, Any]:
 def _spec(values: dict[str, Any]) -> Spec:
     """A Spec from key -> value: per-feature and per-output keys as lists, the domain keys as
     given (lists or mappings)."""
+    for k, v in values.items():
+        if k not in DOMAIN_KEYS and v is not None and not isinstance(v, (list, tuple)):
+            raise UserError(f"teacher.{k}={v!r} is not valid: expected a list, one entry per "
+                            f"{'output' if k.startswith('target') else 'feature'}")
     return Spec(**{k: (v if v is None or k in DOMAIN_KEYS else list(v))
                    for k, v in values.items()})
 
