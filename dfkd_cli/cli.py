@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         raise
     end = callbacks.SWEEP_END
+    if end.get("error"):
+        print(f"dfkd: error: {end['error']}", file=sys.stderr)
+        sys.exit(1)
     if end.get("failed"):
         print(f"dfkd: error: {end['failed']} of {end['jobs']} jobs failed or did not finish "
               f"(listed in {end['summary']})", file=sys.stderr)

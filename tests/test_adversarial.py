@@ -404,6 +404,12 @@ def test_report_keeps_swept_values_apart(workdir, tmp_path):
                                                                "student.activation"])
     assert list(result["table"]["student.activation"]) == ["tanh", "tanh"]
     assert list(result["table"]["optimizer.momentum"]) == ["0.0", "0.0"]
+    # issue 24, item 8: the figures of split cells (one arm, two lr values: duplicate labels
+    # crashed them), and a --by key that no run has is an error, not an empty column
+    written = write_report([sweep], tmp_path / "plots", plots=True)["written"]
+    assert (tmp_path / "plots" / "plots" / "rmse_friedman.png") in written
+    with pytest.raises(UserError, match="--by optimizer.lrr: no run has such a metrics column"):
+        write_report([sweep], tmp_path / "bad", by=["optimizer.lrr"])
 
 
 def test_sweep_with_failed_diverged_and_blown_up_jobs(workdir, tmp_path):

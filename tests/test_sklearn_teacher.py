@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dfkd_cli.commands import train_teacher
+from dfkd_cli.commands import distill, train_teacher
 from dfkd_cli.data.datasets import load_table, split_for
 from dfkd_cli.errors import UserError
 from dfkd_cli.teachers import loader as teachers
@@ -171,7 +171,6 @@ def test_svr_spec_carries_the_simplex_of_its_training_rows(compositions):
 def teacher_inputs(cfg, run_dir, monkeypatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run `dfkd distill` in-process; every raw row the ONNX teacher was called on while the
     student trained (not the evaluation's), and every batch the student was fitted on."""
-    from dfkd_cli.commands import distill
     from dfkd_cli.loop import student_loop
     from dfkd_cli.teachers import model_files
 
@@ -294,3 +293,13 @@ def test_protein_de_arm_labels_only_amino_acid_compositions(tmp_path, monkeypatc
     rows, labelled = teacher_inputs(cfg, tmp_path / "de", monkeypatch)
     assert len(labelled) == 6
     assert_on_simplex(rows, spec.simplex[0].total)
+
+
+def test_the_copula_refused_for_an_svr_teacher_gives_advice_that_can_help(compositions, tmp_path):
+    """Issue 24, item 8: the hint was to retrain with overwrite=true, which stores no statistics
+    in an SVR teacher either."""
+    cfg = config(compositions, "teacher=svr", "strategy=random", "prior=copula", *QUICK)
+    with pytest.raises(UserError, match=r"prior=copula needs the teacher's input statistics .* "
+                                        r"use prior=gaussian \(dfkd stores them only") as caught:
+        distill.run(cfg, tmp_path / "run")
+    assert "overwrite" not in str(caught.value)

@@ -114,6 +114,9 @@ class Domain:
             if kind not in KINDS:
                 raise UserError(f"{source}: feature {name(i)} has unknown type {kind!r}; "
                                 f"valid types are {', '.join(KINDS)}")
+            if np.isnan(self.low[i]) or np.isnan(self.high[i]):
+                raise UserError(f"{source}: feature {name(i)} has a NaN bound (low "
+                                f"{self.low[i]}, high {self.high[i]}); use .inf for no bound")
             if self.low[i] > self.high[i]:
                 raise UserError(f"{source}: feature {name(i)} has low {self.low[i]} > high "
                                 f"{self.high[i]}")
@@ -261,17 +264,29 @@ def override(domain: Domain, values: dict[str, Any], features: list[str],
         out.kinds[i] = str(kind)
         if out.kinds[i] not in ("categorical", "binary"):
             out.levels[i] = None
+    def number(value: Any, what: str) -> float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{source}: {what} is {value!r}, not a number") from None
+
     for i, lv in per_feature("levels").items():
-        out.levels[i] = sorted(float(v) for v in lv)
+        if not isinstance(lv, (list, tuple)):
+            raise UserError(f"{source}: the levels of feature {features[i]} are {lv!r}, not a "
+                            "list of numbers")
+        out.levels[i] = sorted(number(v, f"a level of feature {features[i]}") for v in lv)
     for key in ("low", "high"):
         for i, v in per_feature(key).items():
-            getattr(out, key)[i] = float(v)
+            getattr(out, key)[i] = number(v, f"`{key}` of feature {features[i]}")
     if values.get("simplex") is not None:
         groups = []
         for group in values["simplex"]:
             spec = group if isinstance(group, dict) else {"features": group}
+            if not isinstance(spec.get("features"), (list, tuple)):
+                raise UserError(f"{source}: a simplex entry needs `features`, a list of feature "
+                                f"names (got {group!r})")
             groups.append({"features": [position(f) for f in spec["features"]],
-                           "total": float(spec.get("total", 1.0))})
+                           "total": number(spec.get("total", 1.0), "a simplex total")})
         out.simplex = groups
     if values.get("onehot") is not None:
         out.onehot = [[position(f) for f in group] for group in values["onehot"]]

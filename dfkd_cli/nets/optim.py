@@ -3,6 +3,8 @@ for teacher, student and generator, and the update of the bounded strategy's x).
 
 from __future__ import annotations
 
+import inspect
+
 from typing import Iterable
 
 import torch
@@ -81,6 +83,21 @@ def optimizer_class(cfg) -> type:
     return cls
 
 
+def accepted(cls: type) -> set[str]:
+    """The keyword arguments an optimiser class takes (Rprop and LBFGS take no weight_decay)."""
+    return set(inspect.signature(cls).parameters)
+
+
+def check_steps_alone(cls: type) -> None:
+    """Refuse a class whose step needs a closure (LBFGS): the student loop steps once per batch
+    on gradients it computed itself."""
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise UserError(f"optimizer {cls.__name__} is not valid here: its step needs a closure "
+                        "that re-evaluates the loss, and dfkd takes one step per batch; use a "
+                        "first-order torch.optim class (Adam, RMSprop, SGD, Rprop, ...)")
+
+
 def make_optimizer(cfg, params: Iterable[torch.nn.Parameter], fast: bool = False
                    ) -> torch.optim.Optimizer:
     """The configured optimiser over `params`: lr, weight_decay, momentum (for the classes that
@@ -88,7 +105,8 @@ def make_optimizer(cfg, params: Iterable[torch.nn.Parameter], fast: bool = False
     cls = optimizer_class(cfg)
     extra = cfg.get("kwargs") or {}
     extra = OmegaConf.to_container(extra) if OmegaConf.is_config(extra) else dict(extra)
-    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, **extra}
+    kwargs = {"lr": cfg.lr, **{k: v for k, v in (("weight_decay", cfg.weight_decay),)
+                               if k in accepted(cls)}, **extra}
     if cls in (torch.optim.RMSprop, torch.optim.SGD):
         kwargs.setdefault("momentum", cfg.momentum)
     if fast and cls is torch.optim.RMSprop:

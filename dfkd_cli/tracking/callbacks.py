@@ -34,7 +34,8 @@ log = logging.getLogger("dfkd")
 
 # statuses of a job that did not finish (diverged: it finished, with a status the table shows)
 UNFINISHED = ("failed", "unreadable", gather.MISSING, "interrupted", "unknown")
-# set at the end of a multirun, in the launching process: jobs gathered, jobs failed, summary
+# set at the end of a multirun, in the launching process: jobs gathered, jobs failed, summary,
+# and an error the command ends with (a search none of whose trials completed: tracking/search.py)
 SWEEP_END: dict[str, Any] = {}
 
 
