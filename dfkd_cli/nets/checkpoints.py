@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 from dfkd_cli.nets.mlp import mlp
 from dfkd_cli.utils.files import atomic_path
 
@@ -40,7 +40,7 @@ def load_weights_only(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types on a foreign file (KeyError: text)
         raise UserError(f"checkpoint {path} is not a file dfkd wrote, or is damaged: it does not "
-                        f"load with weights only ({first_line(exc)})") from exc
+                        f"load with weights only ({reason(exc)})") from exc
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # a missing key, a wrong type or shape, whatever it raises
         raise UserError(f"checkpoint {path} is incomplete or damaged (a dfkd checkpoint has "
                         f"arch, state_dict and scaler that fit together): "
-                        f"{type(exc).__name__}: {first_line(exc)}") from exc
+                        f"{type(exc).__name__}: {reason(exc)}") from exc
     bad = [k for k, v in payload["state_dict"].items() if not torch.isfinite(v).all()]
     if bad:
         raise UserError(f"checkpoint {path} has non-finite weights in {bad}")

@@ -10,7 +10,7 @@ from typing import Iterable
 import torch
 from omegaconf import OmegaConf
 
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 
 NAMES = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 EPS = 1e-8  # torch.optim.RMSprop's default
@@ -73,7 +73,7 @@ def optimizer_class(cfg) -> type:
             cls = get_class(cfg._target_)
         except Exception as exc:  # an import error in the user's name
             raise UserError(f"optimizer._target_={cfg._target_} could not be imported: "
-                            f"{first_line(exc)}") from exc
+                            f"{reason(exc)}") from exc
     else:
         cls = NAMES.get(cfg.name) or getattr(torch.optim, cfg.name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
@@ -115,4 +115,4 @@ def make_optimizer(cfg, params: Iterable[torch.nn.Parameter], fast: bool = False
         return cls(params, **kwargs)
     except (TypeError, ValueError) as exc:
         raise UserError(f"optimizer {cls.__name__} does not take {kwargs}: "
-                        f"{first_line(exc)}") from exc
+                        f"{reason(exc)}") from exc

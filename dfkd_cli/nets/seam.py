@@ -36,7 +36,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 from dfkd_cli.nets import builtin, mlp
 from dfkd_cli.utils.rng import Streams
 
@@ -259,7 +259,7 @@ def make_module(arch: dict[str, Any]) -> nn.Module:
         module = instantiate({TARGET: arch["target"], **kwargs}, input_dim=d, output_dim=k)
     except Exception as exc:  # an import error, a wrong keyword: the user's class
         raise UserError(f"network {arch['target']} could not be built with input_dim={d}, "
-                        f"output_dim={k} and {kwargs}: {first_line(exc)}") from exc
+                        f"output_dim={k} and {kwargs}: {reason(exc)}") from exc
     if not isinstance(module, nn.Module):
         raise UserError(f"network {arch['target']} is a {type(module).__name__}, not a "
                         "torch.nn.Module")

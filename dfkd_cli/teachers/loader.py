@@ -17,7 +17,7 @@ from torch import nn
 
 from dfkd_cli.data import domains
 from dfkd_cli.data.datasets import Box, Scaler, Split, Table, split_for
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 from dfkd_cli.nets import mlp, seam
 from dfkd_cli.teachers import onnx_population
 from dfkd_cli.teachers import scikit_learn as sklearn_teacher
@@ -219,7 +219,7 @@ def _foreign_teacher(cfg, members: int) -> Teacher:
             output_dim = file.module(x_mean.unsqueeze(0)).shape[-1]
         except Exception as exc:  # whatever the foreign model raises on a wrong input shape
             raise UserError(f"teacher {tcfg.path} failed on one row of {dim} features: "
-                            f"{first_line(exc)}") from exc
+                            f"{reason(exc)}") from exc
     if spec.output_dim() not in (None, output_dim):
         raise UserError(f"teacher {tcfg.path} has {output_dim} outputs but its spec names "
                         f"{spec.output_dim()}")

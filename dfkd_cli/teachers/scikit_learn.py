@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from dfkd_cli.data.datasets import Table, split_for
 from dfkd_cli.data.domains import Domain
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 from dfkd_cli.nets import metrics
 from dfkd_cli.teachers import spec as teacher_spec
 from dfkd_cli.teachers.model_files import load_model_file
@@ -70,7 +70,7 @@ def build(tcfg) -> Any:
         estimator = instantiate(tcfg.estimator)
     except Exception as exc:  # ImportError, TypeError for bad arguments, Hydra's own errors
         raise UserError(f"teacher.estimator={OmegaConf.to_container(tcfg.estimator)} could not "
-                        f"be built: {first_line(exc)}") from exc
+                        f"be built: {reason(exc)}") from exc
     if not is_regressor(estimator):
         raise UserError(f"teacher.estimator._target_={tcfg.estimator._target_} is not a "
                         "scikit-learn regressor")
@@ -113,7 +113,7 @@ def to_onnx(estimator, x_train: np.ndarray):
         return convert(estimator, x_train[:1].astype(np.float32), target_opset=OPSET)
     except Exception as exc:  # skl2onnx raises RuntimeError / its own types for unknown models
         raise UserError(f"skl2onnx cannot convert {type(estimator).__name__}: "
-                        f"{first_line(exc)}") from exc
+                        f"{reason(exc)}") from exc
 
 
 def stored_row(path: Path) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from omegaconf import OmegaConf
 
 from dfkd_cli.data import domains
 from dfkd_cli.data.datasets import Scaler
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def _read_file(path: Path, key: str = "teacher.spec") -> dict[str, Any]:
             frame = pd.read_csv(path)
         except Exception as exc:  # pandas raises many types for unreadable files
             raise UserError(f"{key}={path} could not be read as CSV: "
-                            f"{first_line(exc)}") from exc
+                            f"{reason(exc)}") from exc
         unknown = sorted(set(frame.columns) - set(CSV_COLUMNS))
         if unknown:
             raise UserError(f"{key}={path} has unknown columns {unknown}; valid columns "

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 
 # what torch.save says when its archive cannot be written (a full disk: "unexpected pos ...")
 TORCH_WRITE_FAILED = ("inline_container.cc", "PytorchStreamWriter")
@@ -38,7 +38,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if not any(s in str(exc) for s in TORCH_WRITE_FAILED):
             raise
         raise UserError(f"could not write {path} (is the disk full?): "
-                        f"{first_line(exc)}") from exc
+                        f"{reason(exc)}") from exc
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
