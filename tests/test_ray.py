@@ -5,7 +5,6 @@ installs the extra (about 400 MB) and sets DFKD_TEST_RAY=1; skipped by `make tes
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -73,26 +72,30 @@ def short_tmp():
 
 @pytest.fixture(scope="module")
 def cluster(short_tmp):
-    """`ray start --head` on 127.0.0.1 with token authentication, 2 CPUs; `ray stop` at the end."""
+    """The README's head: `ray get-auth-token --generate`, then `ray start --head` (on 127.0.0.1,
+    2 CPUs), which turns token authentication on since the token file exists; `ray stop` at the
+    end. The launching `dfkd` gets the token as RAY_AUTH_TOKEN, in a HOME without the file."""
     if ray_is_running():
         pytest.fail("a Ray cluster already runs on this machine: stop it and rerun (this test "
                     "ends with `ray stop`, which would stop it too)")
-    token = secrets.token_hex(32)
-    home, start_dir = short_tmp / "home", short_tmp / "start"
-    home.mkdir()
-    start_dir.mkdir()
-    env = base_env(home)
+    head_home, home, start_dir = short_tmp / "head", short_tmp / "home", short_tmp / "start"
+    for folder in (head_home, home, start_dir):
+        folder.mkdir()
+    head_env = base_env(head_home)
+    token = subprocess.run([RAY, "get-auth-token", "--generate"], env=head_env, check=True,
+                           capture_output=True, text=True, timeout=60).stdout.strip()
+    assert (head_home / ".ray" / "auth_token").read_text().strip() == token
     port = free_port()
     cmd = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
            "--num-cpus=2", "--include-dashboard=false", "--object-store-memory=100000000",
            "--disable-usage-stats", f"--temp-dir={short_tmp / 'ray'}"]
     try:
-        subprocess.run(cmd, env={**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token},
-                       cwd=start_dir, check=True, capture_output=True, text=True, timeout=120)
-        yield Cluster(f"127.0.0.1:{port}", {**env, "RAY_AUTH_TOKEN": token},
+        subprocess.run(cmd, env=head_env, cwd=start_dir, check=True, capture_output=True,
+                       text=True, timeout=120)
+        yield Cluster(f"127.0.0.1:{port}", {**base_env(home), "RAY_AUTH_TOKEN": token},
                       short_tmp / "ray", start_dir)
     finally:
-        subprocess.run([RAY, "stop"], env=env, capture_output=True, timeout=120)
+        subprocess.run([RAY, "stop"], env=head_env, capture_output=True, timeout=120)
 
 
 def error_line(proc) -> str:
@@ -154,10 +157,12 @@ def test_sweep_on_a_running_cluster(workdir, cluster):
 
 
 def test_a_cluster_that_refuses_the_token(workdir, cluster):
-    """The wrong token: Ray retries for about 20 s, then one line and exit 2."""
-    proc = dfkd("distill", "-m", "seed=1", *SETTINGS, "hydra/launcher=ray_cluster",
-                f"hydra.launcher.ray.init.address={cluster.address}", cwd=workdir, check=False,
-                env={**cluster.env, "RAY_AUTH_TOKEN": "not-the-token"}, timeout=120)
+    """The wrong token: Ray retries for about 20 s, then one line and exit 2. The address comes
+    from RAY_ADDRESS this time."""
+    proc = dfkd("distill", "-m", "seed=1", *SETTINGS, "hydra/launcher=ray_cluster", cwd=workdir,
+                check=False, timeout=120,
+                env={**cluster.env, "RAY_AUTH_TOKEN": "not-the-token",
+                     "RAY_ADDRESS": cluster.address})
     assert proc.returncode == 2
     line = one_line_error(proc)
     assert line.startswith(f"dfkd: error: cannot connect to the Ray cluster at {cluster.address}")
