@@ -128,10 +128,14 @@ def _refused_by_key(cfg, key: str | None) -> None:
 
 def test_every_config_folder_ships_in_the_wheel():
     pyproject = (REPO / "pyproject.toml").read_text()
-    for folder in (REPO / "configs").iterdir():
-        if folder.is_dir() and not folder.name.startswith("__"):
-            assert f'"dfkd_cli.configs.{folder.name}" = "configs/{folder.name}"' in pyproject
-            assert f'"dfkd_cli.configs.{folder.name}" = ["*.yaml"]' in pyproject
+    folders = [f for f in (REPO / "configs").rglob("*") if f.is_dir() and any(f.glob("*.yaml"))]
+    assert REPO / "configs" / "hydra" / "launcher" in folders  # nested folders too
+    for folder in folders:
+        rel = folder.relative_to(REPO / "configs").as_posix()
+        package = "dfkd_cli.configs." + rel.replace("/", ".")
+        assert f'"{package}" = "configs/{rel}"' in pyproject
+        assert f'"{package}" = ["*.yaml"]' in pyproject
+        assert f'"{package}",' in pyproject
 
 
 def test_optimisers_by_name_or_target_with_their_own_keys():
