@@ -8,8 +8,10 @@ import gzip
 import json
 import os
 import shlex
+import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -444,3 +446,205 @@ def test_an_error_without_a_message_is_named_by_its_type():
                             "weight_decay": 0.0, "momentum": 0.0})
     with pytest.raises(UserError, match=r"^optimizer Silent does not take .*: ValueError$"):
         make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 24, item 1: a checkpoint's architecture is data; no reader builds code a file names
+
+HARMLESS = "harmless_net.Net"  # a class the user may name (--net-target, teacher.net._target_)
+
+
+def payload_modules(folder: Path, marker: Path) -> Path:
+    """A module folder: harmless_net (a plain network) and dfkd_payload, whose import touches
+    `marker` (what a crafted `target` would make dfkd import)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "harmless_net.py").write_text(
+        "import torch\n\n\nclass Net(torch.nn.Module):\n"
+        "    def __init__(self, input_dim, output_dim, **kwargs):\n"
+        "        super().__init__()\n        self.lin = torch.nn.Linear(input_dim, output_dim)\n\n"
+        "    def forward(self, x):\n        return self.lin(x)\n")
+    (folder / "dfkd_payload.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nfrom harmless_net import Net\n")
+    return folder
+
+
+def crafted_checkpoints(folder: Path, marker: Path) -> dict[str, Path]:
+    """Teacher checkpoints (they load with weights only) whose architecture would run code: an
+    unknown name with a target, and a custom network of the harmless class whose keyword
+    arguments hold a nested `_target_` (builtins.open with mode 'w'; torch.load with
+    weights_only=False on a pickle that touches the marker; pathlib.Path.touch)."""
+    from dfkd_cli.nets.checkpoints import save_checkpoint
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    pickle = folder / "payload.pkl"
+    torch.save(Payload(), pickle)
+    custom = {"name": "custom", "target": HARMLESS, "input_dim": 3, "output_dim": 1}
+    archs = {
+        "unknown_name": {"name": "evil", "target": "dfkd_payload.Net", "input_dim": 3,
+                         "output_dim": 1, "kwargs": {}},
+        "custom_payload": custom | {"target": "dfkd_payload.Net", "kwargs": {}},
+        "nested_open": custom | {"kwargs": {"width": 4, "opts": {
+            "_target_": "builtins.open", "file": str(marker), "mode": "w"}}},
+        "nested_pickle": custom | {"kwargs": {"layers": [1, {"deep": {
+            "_target_": "torch.load", "f": str(pickle), "weights_only": False}}]}},
+        "nested_touch": custom | {"kwargs": {"p": {
+            "_target_": "pathlib.Path.touch", "_args_": [{"_target_": "pathlib.Path",
+                                                          "_args_": [str(marker)]}]}}},
+    }
+    state = {"lin.weight": torch.zeros(1, 3), "lin.bias": torch.zeros(1)}
+    scaler = {"x_mean": torch.zeros(3), "x_std": torch.ones(3), "y_mean": torch.zeros(1),
+              "y_std": torch.ones(1)}
+    spec = {"features": ["x1", "x2", "x3"], "low": torch.zeros(3), "high": torch.ones(3)}
+    paths = {}
+    for name, arch in archs.items():
+        paths[name] = folder / name / "teacher.pt"
+        save_checkpoint(paths[name], state, arch, scaler=scaler, input_spec=spec,
+                        features=spec["features"], targets=["y"], dataset="friedman", seed=1)
+    return paths
+
+
+@pytest.fixture
+def crafted(tmp_path, monkeypatch):
+    """(checkpoints by shape, the marker, the module folder, a 3-feature CSV); the module folder
+    is on sys.path in this process, as PYTHONPATH would put it for a subprocess."""
+    marker = tmp_path / "pwned"
+    mods = payload_modules(tmp_path / "mods", marker)
+    monkeypatch.syspath_prepend(str(mods))
+    yield (crafted_checkpoints(tmp_path, marker), marker, mods,
+           labelled_csv(tmp_path / "data.csv", rows=50, features=3))
+    for name in ("dfkd_payload", "harmless_net"):
+        sys.modules.pop(name, None)
+
+
+def _in_store(store: Path, evil: Path) -> Path:
+    """A store for `dfkd distill teacher=custom teacher.net._target_=harmless_net.Net` holding
+    `evil` where that teacher for seed 1 lives."""
+    from dfkd_cli.teachers.store import store_path
+
+    from conftest import make_config
+
+    cfg = make_config("distill", [f"teacher_store={store}", "teacher=custom",
+                                  f"teacher.net._target_={HARMLESS}"])
+    target = store_path(cfg, 1)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(evil.read_bytes())
+    return target
+
+
+def test_crafted_architectures_run_nothing_in_any_reader(crafted, tmp_path):
+    from dfkd_cli.commands import distill, evaluate, export
+    from dfkd_cli.teachers import loader
+
+    from conftest import make_config
+
+    paths, marker, _, csv = crafted
+    safe = tmp_path / "safe.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 1)), str(safe))
+    for shape, evil in paths.items():
+        for named in ([], ["--net-target", HARMLESS]):
+            assert evaluate.main(["--model", str(evil), "--data", str(csv), *named]) == 2
+            assert evaluate.main(["--model", str(safe), "--teacher", str(evil), "--data",
+                                  str(csv), *named]) == 2
+            assert export.main([str(evil), "--out", str(tmp_path / "x"), *named]) == 2
+        teacher = ["teacher=custom", f"teacher.net._target_={HARMLESS}"]
+        for overrides in ([*teacher, f"teacher.path={evil}"],
+                          [*teacher, f"teacher_store={tmp_path / 'store' / shape}"]):
+            _in_store(tmp_path / "store" / shape, evil)
+            with pytest.raises(UserError, match="arch|custom network"):
+                loader.load(make_config("distill", overrides), [1], None, torch.device("cpu"))
+        run = tmp_path / "runs" / shape  # a finished run asked to resume: its student.pt
+        run.mkdir(parents=True)
+        (run / "student.pt").write_bytes(evil.read_bytes())
+        pd.DataFrame([{"status": "ok"}]).to_csv(run / "metrics.csv", index=False)
+        if shape == "custom_payload":  # read for its config only: nothing is built
+            distill.stored_run(run / "checkpoint.pt", [run])
+        else:
+            with pytest.raises(UserError, match="arch"):
+                distill.stored_run(run / "checkpoint.pt", [run])
+        assert not marker.exists(), shape
+        assert "dfkd_payload" not in sys.modules, shape
+
+
+def test_crafted_architectures_exit_2_from_the_command_line(crafted, tmp_path):
+    paths, marker, mods, csv = crafted
+    env = {"PYTHONPATH": str(mods)}
+    evil = paths["nested_open"]
+    named = ["--net-target", HARMLESS]
+    teacher = ["teacher=custom", f"teacher.net._target_={HARMLESS}", "dataset=none",
+               "strategy=random", *TINY[:3]]
+    store = tmp_path / "store"
+    _in_store(store, paths["nested_pickle"])
+    # three readers here (each subprocess costs seconds); every reader and shape in-process above
+    for args in (["evaluate", "--model", str(evil), "--data", str(csv), *named],
+                 ["export", str(paths["nested_touch"]), *named],
+                 ["distill", *teacher, f"teacher_store={store}"]):
+        proc = dfkd(*args, cwd=tmp_path, env=env, check=False)
+        one_line_error(proc, "arch")
+        assert not marker.exists(), args
+
+
+TARGET_NAMES = ("builtins.open", "os.system", "torch.load", "dfkd_payload.Net",
+                "pathlib.Path.touch", HARMLESS)
+
+
+def _nested_target(depth: int, target: str, filler: Any) -> Any:
+    """A `_target_` entry `depth` containers down (dicts and lists in turn)."""
+    node: Any = {"_target_": target, "file": "x", "mode": "w"}
+    for level in range(depth):
+        node = {"k": node, "other": filler} if level % 2 else [filler, node]
+    return node
+
+
+def test_no_architecture_imports_anything_whatever_its_nesting(monkeypatch, tmp_path):
+    """Property: an architecture with a `_target_` anywhere (any name, depth or place, a custom
+    class named or not) is refused, and reading or building it imports nothing."""
+    import importlib
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    import hydra._internal.utils as hydra_utils
+
+    from dfkd_cli.nets import seam
+
+    imported: list[str] = []
+    real_import = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module",
+                        lambda name, *a: imported.append(name) or real_import(name, *a))
+    monkeypatch.setattr(hydra_utils, "_locate", lambda path: imported.append(path))
+    plain = st.one_of(st.integers(-5, 5), st.text(max_size=4), st.booleans(),
+                      st.lists(st.integers(0, 9), max_size=3))
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(name=st.sampled_from(["mlp", "rbf", "resmlp", "cnn", "custom", "evil"]),
+           target=st.sampled_from(TARGET_NAMES), depth=st.integers(0, 6),
+           where=st.sampled_from(["kwarg", "top", "hidden", "target"]), filler=plain,
+           kwargs=st.dictionaries(st.sampled_from(["units", "width", "a"]), plain, max_size=2))
+    def check(name, target, depth, where, filler, kwargs):
+        arch: dict[str, Any] = {"name": name, "input_dim": 3, "output_dim": 1,
+                                "kwargs": dict(kwargs), "hidden": [4], "activation": "tanh"}
+        if name == "custom":
+            arch["target"] = HARMLESS
+        nested = _nested_target(depth, target, filler)
+        if where == "kwarg":
+            arch["kwargs"]["nested"] = nested
+        elif where == "top":
+            arch["extra"] = nested
+        elif where == "hidden":
+            arch["hidden"] = [4, nested]
+        else:
+            arch["target"] = nested
+        imported.clear()
+        before = set(sys.modules)
+        payload = {"arch": arch, "state_dict": {}}
+        with pytest.raises(UserError):
+            seam.from_checkpoint(payload, HARMLESS, "--net-target", "crafted")
+        with pytest.raises(UserError):
+            seam.make_module(arch)
+        assert imported == [] and set(sys.modules) == before, (imported, set(sys.modules) - before)
+
+    check()
