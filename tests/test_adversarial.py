@@ -648,3 +648,49 @@ def test_no_architecture_imports_anything_whatever_its_nesting(monkeypatch, tmp_
         assert imported == [] and set(sys.modules) == before, (imported, set(sys.modules) - before)
 
     check()
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 24, item 3: every value in the teacher store's key is a plain token; a custom class's
+# module is part of it
+
+
+TRAVERSALS = [(["teacher=rbf", "+teacher.net.tag=../../.."], "teacher.net.tag="),
+              (["teacher=resmlp", "teacher.net.width=../.."], "teacher.net.width="),
+              (["teacher=custom", "teacher.net._target_=a.Wide", "+teacher.net.x=a/b"],
+               "teacher.net.x="),
+              (["teacher=svr", "+teacher.estimator.kernel=../.."], "teacher.estimator.kernel=")]
+
+
+@pytest.mark.parametrize("overrides, key", TRAVERSALS)
+def test_store_key_values_cannot_leave_the_store(overrides, key, tmp_path):
+    from dfkd_cli.teachers.store import store_path
+
+    from conftest import make_config
+
+    cfg = make_config("train_teacher", [f"teacher_store={tmp_path / 'store'}", *overrides])
+    with pytest.raises(UserError, match=f"^{key}.*plain token"):
+        store_path(cfg, 1)
+
+
+def test_store_key_traversal_writes_nothing_outside_the_store(tmp_path):
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    proc = dfkd("train-teacher", "teacher=resmlp", "+teacher.net.tag=../../..",
+                *QUICK_TEACHER[:2], "teacher_store=store", "hydra.run.dir=run", cwd=work,
+                check=False)
+    one_line_error(proc, "teacher.net.tag=../../..", "plain token")
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all((work / "run") in p.parents for p in written), written
+
+
+def test_custom_classes_of_one_name_in_two_modules_have_their_own_store_folders(tmp_path):
+    from dfkd_cli.teachers.store import store_path
+
+    from conftest import make_config
+
+    paths = [store_path(make_config("train_teacher", [
+        "teacher=custom", f"teacher.net._target_={module}.Wide", "+teacher.net.width=16"]), 1)
+        for module in ("a", "b")]
+    assert paths[0] != paths[1]
+    assert [p.parts[-3] for p in paths] == ["a.Wide-width16", "b.Wide-width16"]

@@ -230,16 +230,24 @@ def accepts(arch: dict[str, Any], key: str) -> bool:
     return cls is not None and key in inspect.signature(cls).parameters
 
 
-def arch_name(arch: dict[str, Any]) -> str:
-    """A short name for an architecture (the teacher store's key, the tables' column): e.g.
-    'mlp500-tanh', 'rbf-units50', 'Wide-width128'; sizes from the data are left out."""
+def kwarg_parts(arch: dict[str, Any]) -> list[tuple[str, str]]:
+    """(keyword, its text in a name) for the keyword arguments a name shows: lists as 4x8;
+    sizes from the data (input_shape) are left out."""
+    return [(k, "x".join(map(str, v)) if isinstance(v, list) else str(v))
+            for k, v in sorted(arch.get("kwargs", {}).items()) if k != "input_shape"]
+
+
+def arch_name(arch: dict[str, Any], qualified: bool = False) -> str:
+    """A short name for an architecture (the tables' column; qualified: the teacher store's key):
+    e.g. 'mlp500-tanh', 'rbf-units50', 'Wide-width128' (qualified: 'my_nets.Wide-width128', so
+    classes of one name in two modules never share a store folder)."""
     name = arch.get("name", "mlp")
     if name == "mlp":
         return mlp.arch_name(list(arch["hidden"]), arch["activation"])
-    base = arch["target"].rpartition(".")[2] if name == "custom" else name
-    kwargs = {k: v for k, v in sorted(arch.get("kwargs", {}).items()) if k != "input_shape"}
-    return base + "".join(f"-{k}{'x'.join(map(str, v)) if isinstance(v, list) else v}"
-                          for k, v in kwargs.items())
+    base = name
+    if name == "custom":
+        base = arch["target"] if qualified else arch["target"].rpartition(".")[2]
+    return base + "".join(f"-{k}{text}" for k, text in kwarg_parts(arch))
 
 
 PLAIN = (bool, int, float, str)  # what an architecture's keyword argument may be (or a list)
@@ -424,6 +432,7 @@ def count_parameters(module: nn.Module) -> int:
     return sum(math.prod(p.shape) for p in module.parameters())
 
 
-def config_arch_name(net_cfg) -> str:
-    """The name of the architecture a `teacher` / `student` config names (the store's key)."""
-    return arch_name(describe(net_cfg, 0, 0))
+def config_arch_name(net_cfg, qualified: bool = False) -> str:
+    """The name of the architecture a `teacher` / `student` config names (qualified: the
+    store's key)."""
+    return arch_name(describe(net_cfg, 0, 0), qualified)
