@@ -694,3 +694,22 @@ def test_custom_classes_of_one_name_in_two_modules_have_their_own_store_folders(
         for module in ("a", "b")]
     assert paths[0] != paths[1]
     assert [p.parts[-3] for p in paths] == ["a.Wide-width16", "b.Wide-width16"]
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 24, item 4: no run is lost without a word
+
+
+def test_report_out_that_is_a_file_is_refused(tmp_path, capsys):
+    sweep = tmp_path / "sweep" / "0"
+    sweep.mkdir(parents=True)
+    pd.DataFrame([{"command": "distill", "dataset": "friedman", "arm": "random_sampling",
+                   "student_hidden": "mlp50-tanh", "selection": "last", "seed": 1,
+                   "status": "ok", "student_rmse": 0.5, "teacher_rmse": 0.2}]
+                 ).to_csv(sweep / "metrics.csv", index=False)
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine\n")
+    assert report.main([str(sweep.parent), "--out", str(existing), "-q"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "sweep"]
+    assert existing.read_text() == "mine\n"
