@@ -16,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from dfkd_cli import __version__
 from dfkd_cli.commands import distill, evaluate, export, probe, report, train_teacher
 from dfkd_cli.config import register_configs, validate
-from dfkd_cli.errors import explain
+from dfkd_cli.errors import UserError, explain
 from dfkd_cli.tracking import callbacks, search
 from dfkd_cli.utils import runtime
+from dfkd_cli.utils.files import hold_run_lock
 from dfkd_cli.utils.run_tables import write_metrics
 
 log = logging.getLogger("dfkd")
@@ -85,6 +86,14 @@ def _task(run: Callable) -> Callable[[DictConfig], object]:
         _composed = True
         register_resolvers()
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            hold_run_lock(run_dir)  # taken already for a single run (callbacks.WritableOutput)
+        except UserError as exc:  # another process writes there: leave its files alone
+            if not _is_multirun():
+                print(f"dfkd: error: {exc}", file=sys.stderr)
+                sys.exit(2)
+            log.error("job not run: %s", exc)
+            return None
         try:
             validate(cfg)
             runtime.set_threads(cfg.threads)

@@ -336,6 +336,7 @@ def test_resume_refuses_a_changed_config(workdir, tmp_path):
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     config = (run / ".hydra/config.yaml").read_text()
     overrides = (run / ".hydra/overrides.yaml").read_text()
+    hydra_yaml = (run / ".hydra/hydra.yaml").read_text()  # issue 24, item 4d: every file
     for change, key in (("seed=2", "seed: 1 -> 2"), ("batch_size=7", "batch_size: 50 -> 7"),
                         ("student=mlp25", "student.hidden"), ("optimizer=adam", "optimizer.name"),
                         ("selection=val", "selection"), ("seeds=[1,2]", "seeds")):
@@ -344,6 +345,7 @@ def test_resume_refuses_a_changed_config(workdir, tmp_path):
         one_line_error(proc, key, "progress")
         assert (run / ".hydra/config.yaml").read_text() == config, change
         assert (run / ".hydra/overrides.yaml").read_text() == overrides, change
+        assert (run / ".hydra/hydra.yaml").read_text() == hydra_yaml, change
     # keys that do not change the result may differ; the run then ends
     dfkd("distill", *RESUMABLE,
          "checkpoint_every=50", "threads=2", "resume=true", f"hydra.run.dir={run}", cwd=workdir)
@@ -713,3 +715,46 @@ def test_report_out_that_is_a_file_is_refused(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "sweep"]
     assert existing.read_text() == "mine\n"
+
+
+def test_rerun_over_a_resumable_checkpoint_is_refused(workdir, tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    before = {name: f"{name}: as the interrupted run left it\n"
+              for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}
+    for name, text in before.items():
+        (run / ".hydra" / name).write_text(text)
+    torch.save({"epoch": 3, "run_config": {"config": "seed: 1\n"}}, run / "checkpoint.pt")
+    kept = (run / "checkpoint.pt").read_bytes()
+    proc = dfkd("distill", *TINY, f"hydra.run.dir={run}", cwd=workdir, check=False)
+    one_line_error(proc, "checkpoint.pt", "resume=true", "overwrite=true")
+    assert (run / "checkpoint.pt").read_bytes() == kept
+    assert {p.name: p.read_text() for p in (run / ".hydra").iterdir()} == before  # item 4d
+    assert not (run / "metrics.csv").exists()
+    dfkd("distill", *TINY, "overwrite=true", f"hydra.run.dir={run}", cwd=workdir)
+    assert pd.read_csv(run / "metrics.csv").status.iloc[0] == "ok"
+    assert not (run / "checkpoint.pt").exists()  # the new run finished: its state is gone
+
+
+def test_a_second_process_in_one_run_directory_is_refused(workdir, tmp_path):
+    import subprocess
+
+    from dfkd_cli.utils.files import hold_run_lock
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom dfkd_cli.utils.files import "
+         f"hold_run_lock\nhold_run_lock({str(run)!r})\nprint('held', flush=True)\n"
+         "time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = dfkd("distill", *TINY, f"hydra.run.dir={run}", cwd=workdir, check=False)
+        one_line_error(proc, str(run), "in use by another dfkd process", f"pid {holder.pid}")
+        assert not (run / ".hydra").exists() and not (run / "metrics.csv").exists()
+        with pytest.raises(UserError, match="in use by another dfkd process"):
+            hold_run_lock(run)
+    finally:
+        holder.kill()
+        holder.wait()
+    hold_run_lock(run)  # free once the holder is gone (the kernel released its lock)
+    hold_run_lock(run)  # and taking it twice in one process is a no-op
