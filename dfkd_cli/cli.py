@@ -19,7 +19,7 @@ from dfkd_cli.config import register_configs, validate
 from dfkd_cli.errors import UserError, explain
 from dfkd_cli.tracking import callbacks, search
 from dfkd_cli.utils import runtime
-from dfkd_cli.utils.files import hold_run_lock
+from dfkd_cli.utils.files import hold_run_lock, release_run_lock
 from dfkd_cli.utils.run_tables import write_metrics
 
 log = logging.getLogger("dfkd")
@@ -113,6 +113,9 @@ def _task(run: Callable) -> Callable[[DictConfig], object]:
                                     "seed": cfg.seed, "status": "failed",
                                     "error": message or f"{type(exc).__name__}: {exc}"})
             return None
+        finally:
+            if _is_multirun():  # the worker goes on to other jobs: one open lock file per job
+                release_run_lock(run_dir)
 
     return task
 

@@ -108,6 +108,14 @@ def hold_run_lock(folder: str | Path) -> None:
     _held[folder] = handle
 
 
+def release_run_lock(folder: str | Path) -> None:
+    """Let go of a run directory's lock (a multirun job that ended, in a worker that goes on to
+    the next job)."""
+    handle = _held.pop(Path(folder).absolute(), None)
+    if handle is not None:
+        handle.close()  # closing the file releases the flock
+
+
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
