@@ -86,6 +86,7 @@ def _task(run: Callable) -> Callable[[DictConfig], object]:
         _composed = True
         register_resolvers()
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        launcher = runtime.launcher_parent()  # a joblib worker's launcher, watched by the job
         try:
             hold_run_lock(run_dir)  # taken already for a single run (callbacks.WritableOutput)
         except UserError as exc:  # another process writes there: leave its files alone
@@ -116,6 +117,7 @@ def _task(run: Callable) -> Callable[[DictConfig], object]:
         finally:
             if _is_multirun():  # the worker goes on to other jobs: one open lock file per job
                 release_run_lock(run_dir)
+                runtime.exit_if_orphaned(launcher)  # unless its launcher has gone
 
     return task
 
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
     register_configs()
     register_resolvers()
+    runtime.mark_launcher()  # the jobs of a joblib sweep stop when this process goes
     sys.argv = [f"dfkd {command}", *rest]
     try:
         hydra.main(version_base="1.3", config_path="pkg://dfkd_cli.configs",

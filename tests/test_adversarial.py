@@ -758,3 +758,57 @@ def test_a_second_process_in_one_run_directory_is_refused(workdir, tmp_path):
         holder.wait()
     hold_run_lock(run)  # free once the holder is gone (the kernel released its lock)
     hold_run_lock(run)  # and taking it twice in one process is a no-op
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_to_a_joblib_sweep_stops_its_workers_and_the_sweep_resumes(workdir, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from conftest import DFKD
+
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    args = ["distill", "-m", "optimizer.lr=1e-3,2e-3", *RESUMABLE, "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+    with open(tmp_path / "launcher.log", "w") as log:
+        launcher = subprocess.Popen([DFKD, *args], cwd=workdir, stdout=log, stderr=log)
+    deadline = time.monotonic() + 180
+    while not all((sweep / job / "checkpoint.pt").exists() for job in ("0", "1")):
+        assert launcher.poll() is None and time.monotonic() < deadline, (
+            tmp_path / "launcher.log").read_text()
+        time.sleep(0.05)
+    workers = _children(launcher.pid)
+    assert workers
+    launcher.send_signal(signal.SIGTERM)
+    launcher.wait(timeout=30)
+    deadline = time.monotonic() + 120
+    while any(_alive(w) for w in workers):  # they stop within an epoch, never train on
+        assert time.monotonic() < deadline, "workers still running after the launcher died"
+        time.sleep(0.1)
+    for job in ("0", "1"):
+        assert pd.read_csv(sweep / job / "metrics.csv").status.iloc[0] == "interrupted"
+        assert (sweep / job / "checkpoint.pt").is_file()
+    dfkd(*args, "resume=true", cwd=workdir)
+    for job in ("0", "1"):
+        assert pd.read_csv(sweep / job / "metrics.csv").status.iloc[0] == "ok"
