@@ -16,9 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from dfkd_cli import __version__
 from dfkd_cli.commands import distill, evaluate, export, probe, report, train_teacher
 from dfkd_cli.config import register_configs, validate
-from dfkd_cli.errors import explain
+from dfkd_cli.errors import UserError, explain
 from dfkd_cli.tracking import callbacks, search
 from dfkd_cli.utils import runtime
+from dfkd_cli.utils.files import hold_run_lock, release_run_lock
 from dfkd_cli.utils.run_tables import write_metrics
 
 log = logging.getLogger("dfkd")
@@ -85,6 +86,15 @@ def _task(run: Callable) -> Callable[[DictConfig], object]:
         _composed = True
         register_resolvers()
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        launcher = runtime.launcher_parent()  # a joblib worker's launcher, watched by the job
+        try:
+            hold_run_lock(run_dir)  # taken already for a single run (callbacks.WritableOutput)
+        except UserError as exc:  # another process writes there: leave its files alone
+            if not _is_multirun():
+                print(f"dfkd: error: {exc}", file=sys.stderr)
+                sys.exit(2)
+            log.error("job not run: %s", exc)
+            return None
         try:
             validate(cfg)
             runtime.set_threads(cfg.threads)
@@ -104,6 +114,10 @@ def _task(run: Callable) -> Callable[[DictConfig], object]:
                                     "seed": cfg.seed, "status": "failed",
                                     "error": message or f"{type(exc).__name__}: {exc}"})
             return None
+        finally:
+            if _is_multirun():  # the worker goes on to other jobs: one open lock file per job
+                release_run_lock(run_dir)
+                runtime.exit_if_orphaned(launcher)  # unless its launcher has gone
 
     return task
 
@@ -133,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
     register_configs()
     register_resolvers()
+    runtime.mark_launcher()  # the jobs of a joblib sweep stop when this process goes
     sys.argv = [f"dfkd {command}", *rest]
     try:
         hydra.main(version_base="1.3", config_path="pkg://dfkd_cli.configs",

@@ -240,6 +240,9 @@ class DistillConfig(StudentRunConfig):
     label: Optional[str] = None  # the arm's name in tables (set by arm=...); None = derived
     checkpoint_every: int = 100  # epochs between resumable checkpoints (0 = only on a signal)
     resume: bool = False  # continue the run in this run directory from its checkpoint
+    # start over in a run directory that holds a resumable checkpoint.pt (replacing it); without
+    # it (or resume=true) such a rerun is refused, as train-teacher keeps a stored teacher
+    overwrite: bool = False
     # what the job returns to a sweeper (dfkd_cli/tracking/search.py): a metrics column, mean over members
     objective: str = "fidelity_rmse_prior"
     logger: Dict[str, Any] = field(default_factory=dict)  # the `logger=` group (tracking/trackers.py)

@@ -35,6 +35,8 @@ class Wide(nn.Module):
         return self.out(nn.functional.softplus(self.hidden(x))) + self.skip(x)
 
 
+# the store keeps the class's module in its key: two classes named Wide never share a folder
+STORED = f"outputs/teachers/friedman/{TARGET}-width16/seed1/teacher.pt"
 TEACHER = ["teacher=custom", f"teacher.net._target_={TARGET}", "+teacher.net.width=16"]
 STUDENT = ["student=custom", f"student.net._target_={TARGET}", "+student.net.width=8"]
 DISTILL = [*TEACHER, *STUDENT, "strategy=bounded", "epochs=150", "steps_per_epoch=2",
@@ -57,7 +59,7 @@ def store(tmp_path_factory, env):
 
 
 def test_a_custom_teacher_is_stored_under_its_name(store):
-    payload = load_checkpoint(store / "outputs/teachers/friedman/Wide-width16/seed1/teacher.pt")
+    payload = load_checkpoint(store / STORED)
     assert payload["arch"]["target"] == TARGET and payload["arch"]["kwargs"] == {"width": 16}
     assert set(payload["state_dict"]) == {"hidden.weight", "hidden.bias", "out.weight",
                                           "out.bias", "skip.weight"}
@@ -104,7 +106,7 @@ def test_custom_student_resumes_bit_for_bit_after_sigterm_and_exports(store, env
 
 
 def test_a_custom_teacher_without_its_target_named_fails_in_one_line(store, env):
-    teacher = store / "outputs/teachers/friedman/Wide-width16/seed1/teacher.pt"
+    teacher = store / STORED
     proc = dfkd("distill", f"teacher.path={teacher}", "epochs=2", "progress=false", cwd=store,
                 env=env, check=False)
     assert proc.returncode == 2

@@ -111,6 +111,21 @@ def stored_run(state_path: Path, dirs: list[Path]) -> tuple[dict | None, dict | 
     return None, None
 
 
+def refuse_restart(cfg, run_dir: Path, state_path: Path) -> None:
+    """A run directory holding a resumable checkpoint.pt (an interrupted run) is continued with
+    resume=true or started over with overwrite=true; a plain rerun there is refused (it would
+    restart at epoch 0 and overwrite the checkpoint), with the .hydra/ files put back."""
+    if cfg.resume or cfg.overwrite or not state_path.is_file():
+        return
+    try:
+        stored = checkpoints.load_weights_only(state_path).get("run_config")
+    except Exception:  # noqa: BLE001 - unreadable: the run-start callback's copy, if any
+        stored = None
+    resume.put_back(run_dir, stored)
+    raise UserError(f"{run_dir} holds a resumable {CHECKPOINT} (an interrupted run); "
+                    "resume=true continues it, overwrite=true starts over and replaces it")
+
+
 def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     """`dfkd distill`: see the module docstring."""
     run_dir = Path(run_dir)
@@ -118,6 +133,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     members = population.members(cfg, run_dir)
     seeds, dirs = members.seeds, members.dirs
     state_path = run_dir / CHECKPOINT
+    refuse_restart(cfg, run_dir, state_path)
     state, stored = stored_run(state_path, dirs) if cfg.resume else (None, None)
     resume.check(cfg, run_dir, stored)
     if cfg.resume and finished(dirs):

@@ -101,9 +101,9 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
     archs = {json.dumps({"name": "mlp", **p["arch"]}, sort_keys=True) for p in payloads}
     if len(archs) > 1:
         raise UserError(f"teachers {sources} differ in architecture: {sorted(archs)}")
-    arch = payloads[0]["arch"]
-    seam.check_target(arch, teacher_store.named_target(spec),
-                          "teacher=custom teacher.net._target_", f"teacher checkpoint {sources[0]}")
+    arch = seam.checkpoint_arch(payloads[0]["arch"], teacher_store.named_target(spec),
+                                "teacher=custom teacher.net._target_",
+                                f"teacher checkpoint {sources[0]}")
     module = seam.from_states(arch, [p["state_dict"] for p in payloads], cfg.fast_path)
     if seam.fast(arch, cfg.fast_path) and arch["activation"] == "tanh":
         module = mlp.sigmoid_form(module)  # the same function, cheaper to evaluate

@@ -54,8 +54,20 @@ def estimator_name(tcfg) -> str:
     if not target:
         raise UserError("teacher.format=sklearn needs teacher.estimator._target_=<a scikit-learn "
                         "regressor class, e.g. sklearn.svm.SVR>")
-    args = [f"{k}{v}" for k, v in sorted(tcfg.estimator.items()) if k != "_target_"]
+    args = [f"{k}{text}" for k, text, _ in estimator_args(tcfg)]
     return "-".join([str(target).rsplit(".", 1)[-1].lower(), *args])
+
+
+def estimator_args(tcfg) -> list[tuple[str, str, Any]]:
+    """(argument, its text in the store key, its value) for each argument of the estimator but
+    its class; a list as 100x50 (as a network's sizes)."""
+    out = []
+    for k, v in sorted((tcfg.estimator or {}).items()):
+        if k == "_target_":
+            continue
+        listed = OmegaConf.is_list(v) or isinstance(v, (list, tuple))
+        out.append((str(k), "x".join(map(str, v)) if listed else str(v), v))
+    return out
 
 
 def build(tcfg) -> Any:

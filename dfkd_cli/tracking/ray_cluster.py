@@ -30,7 +30,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 
 log = logging.getLogger("dfkd")
 
@@ -87,13 +87,13 @@ def connect(init: dict[str, Any]) -> None:
     try:
         ray.init(**kwargs)
     except (ValueError, TypeError) as exc:  # an argument Ray refuses (num_cpus on a cluster, ...)
-        raise UserError(f"hydra.launcher.ray.init: {first_line(exc)}") from None
+        raise UserError(f"hydra.launcher.ray.init: {reason(exc)}") from None
     except Exception as exc:  # noqa: BLE001 - ConnectionError, AuthenticationError, ...
         hint = ("it refused this machine's token or the connection: check " if token else
                 "if it was started with a token (Ray 2.60 does so once ~/.ray/auth_token "
                 "exists), ") + TOKEN_HINT
         raise UserError(f"cannot connect to the Ray cluster at {address}: "
-                        f"{first_line(exc).split('. ')[0]}; {hint}") from None
+                        f"{reason(exc).split('. ')[0]}; {hint}") from None
 
 
 def enter_launch_dir() -> None:
