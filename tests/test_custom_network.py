@@ -114,3 +114,41 @@ def test_a_custom_teacher_without_its_target_named_fails_in_one_line(store, env)
     assert errors == [f"dfkd: error: teacher checkpoint {teacher} holds the custom "
                       f"network {TARGET}; dfkd imports a checkpoint's code only when you name "
                       f"it: pass teacher=custom teacher.net._target_={TARGET}"]
+
+
+class ThreeOutputs(Wide):
+    """A user's network that ignores output_dim."""
+
+    def __init__(self, input_dim: int, output_dim: int):
+        super().__init__(input_dim, 3)
+
+
+class NoParameters(nn.Module):
+    def __init__(self, input_dim: int, output_dim: int):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] * 2
+
+
+@pytest.mark.parametrize("target,message", [
+    ("test_custom_network.ThreeOutputs", r"maps \(2, 4\) inputs to \(2, 3\); expected \(2, 1\)"),
+    ("test_custom_network.NoParameters", "has no parameters to train"),
+])
+def test_a_custom_network_that_cannot_be_fitted_is_refused_in_one_line(target, message):
+    """Issue 24, item 7: both were tracebacks (a shape error mid-step; an empty optimiser)."""
+    from dfkd_cli.nets import seam
+    from dfkd_cli.utils.rng import Streams
+    arch = {"name": "custom", "target": target, "input_dim": 4, "output_dim": 1, "kwargs": {}}
+    with pytest.raises(UserError, match=message):
+        seam.build(arch, Streams([1], torch.device("cpu")))
+
+
+def test_a_damaged_rbf_checkpoint_is_refused_in_one_line():
+    """Issue 24, item 7: weights of the wrong shape for the architecture were a traceback."""
+    from dfkd_cli.nets import seam
+    arch = {"name": "rbf", "input_dim": 4, "output_dim": 1, "kwargs": {"units": 5}}
+    state = seam.make_module(arch).state_dict()
+    state["centres"] = state["centres"][:3]
+    with pytest.raises(UserError, match=r"the weights do not fit network rbf-units5 .*centres"):
+        seam.from_states(arch, [state])

@@ -429,3 +429,12 @@ def test_train_teacher_refuses_a_bad_domain_spec_before_training(tmp_path, monke
         with pytest.raises(UserError, match=message):
             train_teacher.run(cfg, tmp_path / "run")
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.pt"))
+
+
+@pytest.mark.parametrize("payload", [
+    {"kinds": ["continuous"], "low": [0.0], "high": [1.0], "levels": [None], "run": "rm -rf"},
+    {"kinds": ["continuous"]}, ["continuous"]])
+def test_a_stored_domain_with_unknown_or_missing_keys_is_refused(payload):
+    """Issue 24, item 7: a teacher checkpoint whose domain had an unknown key was a traceback."""
+    with pytest.raises(UserError, match=r"^teacher t.pt has a damaged input domain \(keys"):
+        domain.Domain.from_payload(payload, "teacher t.pt")

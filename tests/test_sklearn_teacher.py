@@ -247,6 +247,8 @@ def test_any_regressor_by_target_goes_through_skl2onnx(compositions):
     ("sklearn.cluster.KMeans",
      "teacher.estimator._target_=sklearn.cluster.KMeans is not a scikit-learn regressor"),
     ("sklearn.svm.NoSuchModel", "teacher.estimator=.*NoSuchModel.* could not be built"),
+    ("collections.OrderedDict",  # issue 24, item 7: was a traceback from sklearn's tags
+     "teacher.estimator._target_=collections.OrderedDict is not a scikit-learn regressor"),
 ])
 def test_bad_estimators_are_user_errors(target, message):
     extra = [f"teacher.estimator._target_={target}"] if target else []

@@ -25,7 +25,7 @@ once per step, on [x_g; x_p]).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,14 @@ class Domain:
         return {k: v for k, v in self.__dict__.items()}
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "Domain":
+    def from_payload(cls, payload: Any, source: str = "the checkpoint") -> "Domain":
+        """A domain read back from a file: its keys are checked, never trusted."""
+        known = {f.name for f in fields(cls)}
+        if not isinstance(payload, dict) or set(payload) - known or not {
+                "kinds", "low", "high", "levels"} <= set(payload):
+            keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+            raise UserError(f"{source} has a damaged input domain (keys {keys}; a domain has "
+                            f"{sorted(known)})")
         return cls(**payload)
 
     def summary(self, features: list[str]) -> str:

@@ -403,8 +403,31 @@ def build(arch: dict[str, Any], rng: Streams, fast_path: str = "auto"):
                            fast_path, rng.device)
     seeds = [int(torch.randint(2 ** 62, (1,), generator=g, device=rng.device))
              for g in rng.generators]
-    return ModulePopulation([_seeded_module(arch, s) for s in seeds],
-                            fast_path == "auto").to(rng.device)
+    members = [_seeded_module(arch, s) for s in seeds]
+    check_trainable(members[0], arch)
+    return ModulePopulation(members, fast_path == "auto").to(rng.device)
+
+
+def check_trainable(module: nn.Module, arch: dict[str, Any]) -> None:
+    """A network the loop can fit: parameters to train, and (n, d) inputs to (n, k) outputs
+    (one forward pass of zeros in eval mode, which draws no random numbers)."""
+    name = arch.get("target") or arch_name(arch)
+    d, k = arch["input_dim"], arch.get("output_dim", 1)
+    if not any(p.requires_grad for p in module.parameters()):
+        raise UserError(f"network {name} has no parameters to train")
+    training = module.training
+    try:
+        with torch.no_grad():
+            out = module.eval()(torch.zeros(2, d))
+    except Exception as exc:  # noqa: BLE001 - whatever the user's forward raises
+        raise UserError(f"network {name} fails on a batch of (2, {d}) inputs: "
+                        f"{type(exc).__name__}: {reason(exc)}") from exc
+    finally:
+        module.train(training)
+    if not torch.is_tensor(out) or tuple(mlp.columns(out).shape) != (2, k):
+        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise UserError(f"network {name} maps (2, {d}) inputs to {shape}; expected (2, {k}) "
+                        f"({k} output{'s' if k > 1 else ''}: the teacher's)")
 
 
 def from_states(arch: dict[str, Any], states: list[dict[str, torch.Tensor]],
@@ -415,7 +438,11 @@ def from_states(arch: dict[str, Any], states: list[dict[str, torch.Tensor]],
     members = []
     for state in states:
         module = _seeded_module(arch, 0)  # its initial weights are overwritten
-        module.load_state_dict(state)
+        try:
+            module.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError) as exc:  # missing keys, wrong shapes
+            raise UserError(f"the weights do not fit network {arch_name(arch)} (a damaged or "
+                            f"edited checkpoint): {reason(exc)}") from exc
         members.append(module)
     return ModulePopulation(members, fast_path == "auto").to(device)
 

@@ -112,9 +112,10 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
     if any("domain" not in p["input_spec"] for p in payloads):
         log.info("teacher %s carries no input domain (an older checkpoint): all features are "
                  "taken as continuous", sources[0])
-    domain = [domains.Domain.from_payload(p["input_spec"]["domain"])
+    domain = [domains.Domain.from_payload(p["input_spec"]["domain"], f"teacher {source}")
+              .check(p["input_spec"].get("features") or [], f"teacher {source}")
               if "domain" in p["input_spec"] else domains.Domain.continuous(arch["input_dim"])
-              for p in payloads]
+              for p, source in zip(payloads, sources)]
     return Teacher(module, arch["input_dim"], box, sources, arch.get("output_dim", 1),
                    [Scaler.from_payload(p["scaler"]) for p in payloads], spec.differentiable,
                    payloads[0]["input_spec"].get("features"), payloads[0].get("targets"),

@@ -74,7 +74,7 @@ def build(tcfg) -> Any:
     """The regressor teacher.estimator names (Hydra's instantiate), unfitted."""
     try:
         from hydra.utils import instantiate
-        from sklearn.base import is_regressor
+        from sklearn.base import BaseEstimator, is_regressor
     except ImportError as exc:
         raise UserError(f"scikit-learn teachers need scikit-learn and skl2onnx: {SKLEARN_EXTRA}"
                         ) from exc
@@ -83,7 +83,7 @@ def build(tcfg) -> Any:
     except Exception as exc:  # ImportError, TypeError for bad arguments, Hydra's own errors
         raise UserError(f"teacher.estimator={OmegaConf.to_container(tcfg.estimator)} could not "
                         f"be built: {reason(exc)}") from exc
-    if not is_regressor(estimator):
+    if not (isinstance(estimator, BaseEstimator) and is_regressor(estimator)):
         raise UserError(f"teacher.estimator._target_={tcfg.estimator._target_} is not a "
                         "scikit-learn regressor")
     return estimator
