@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
 
-from dfkd_cli.config import register_configs
+from dfkd_cli.commands import distill, probe, train_teacher
+from dfkd_cli.config import register_configs, validate
 from dfkd_cli.data.datasets import Split, load_table, split_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +30,8 @@ USER_ENV = ("DFKD_DATA_DIR", "DFKD_TEACHER_STORE", "HYDRA_FULL_ERROR")
 # A short run: the protocol's shape at a fraction of its length.
 QUICK_TEACHER = ["epochs=3", "batch_size=64", "teacher.hidden=[64]"]
 QUICK_DISTILL = ["epochs=6", "steps_per_epoch=3", "log_every=2", "teacher.hidden=[64]"]
+# The run directory of the workdir fixture's train-teacher run (under the working directory).
+TEACHER_RUN = "teacher-run"
 
 
 def make_config(name: str, overrides: list[str] = ()):
@@ -36,6 +39,19 @@ def make_config(name: str, overrides: list[str] = ()):
     register_configs()
     with initialize_config_module(config_module="dfkd_cli.configs", version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
+
+
+def run_here(command: str, overrides: list[str], run_dir: Path, root: Path | None = None):
+    """Run `dfkd <command>` (train-teacher, distill, probe) in this process, as the CLI's job
+    does once Hydra has composed its config: validated, then run in `run_dir`. `root` stands for
+    the working directory: its outputs/teachers is the teacher store. Returns what the command
+    returns (its metrics frame). Nothing here is a subprocess: no start-up to pay."""
+    name = command.replace("-", "_")
+    store = [f"teacher_store={root / 'outputs/teachers'}"] if root is not None else []
+    cfg = make_config(name, ["progress=false", *store, *overrides])
+    validate(cfg)
+    run = {"train_teacher": train_teacher.run, "distill": distill.run, "probe": probe.run}[name]
+    return run(cfg, Path(run_dir))
 
 
 def load_split(cfg) -> Split:
@@ -135,7 +151,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:
-    """A working directory whose teacher store holds a quick friedman teacher for seed 1."""
+    """A working directory whose teacher store holds a quick friedman teacher for seed 1,
+    trained in this process (its run directory is <root>/TEACHER_RUN)."""
     root = tmp_path_factory.mktemp("dfkd")
-    dfkd("train-teacher", *QUICK_TEACHER, cwd=root)
+    run_here("train-teacher", QUICK_TEACHER, root / TEACHER_RUN, root)
     return root

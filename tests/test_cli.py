@@ -15,7 +15,7 @@ from dfkd_cli import cli
 from dfkd_cli.nets.checkpoints import load_checkpoint
 from dfkd_cli.utils import runtime
 
-from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, REPO, SHARED_DATA, dfkd
+from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, REPO, SHARED_DATA, TEACHER_RUN, dfkd
 
 METRIC_COLUMNS = ["dataset", "seed", "strategy", "alpha", "selection", "teacher_rmse",
                   "student_rmse", "fidelity_rmse", "wall_s", "device", "status"]
@@ -53,7 +53,9 @@ def test_train_teacher_writes_store_and_metrics(workdir):
     assert payload["arch"]["input_dim"] == 10 and payload["seed"] == 1
     assert payload["input_spec"]["low"].shape == (10,)
     assert set(payload["scaler"]) == {"x_mean", "x_std", "y_mean", "y_std"}
-    metrics = pd.read_csv(run_dir_of(workdir, "train-teacher") / "metrics.csv")
+    # the fixture's own run directory: other tests' train-teacher runs in workdir (which find the
+    # teacher stored and say status=exists) cannot be read in its place
+    metrics = pd.read_csv(workdir / TEACHER_RUN / "metrics.csv")
     assert metrics.loc[0, "status"] == "ok" and 0 < metrics.loc[0, "teacher_rmse"] < 1
 
 
