@@ -142,6 +142,28 @@ def test_ratio_to_reference_is_computed_from_the_gathered_rows(sweep):
     assert list(table.arm) == ["random_sampling", "bounded", "real_kd"]  # references last
 
 
+def test_ratio_to_reference_pairs_by_seed_when_the_seeds_do_not_line_up(tmp_path):
+    """The reference has a seed (1) before the arm's first (2): each of the arm's seeds is paired
+    with the reference's run of the same seed, not with the reference's run in the same place."""
+    root = tmp_path / "sweep"
+    for seed, rmse in ((3, 0.40), (1, 0.10), (2, 0.20)):  # found in no particular order
+        write_run(root / f"real{seed}", arm="real_kd", seed=seed, student_rmse=rmse,
+                  teacher_rmse=0.2)
+    for seed, rmse in ((2, 0.30), (3, 0.50)):
+        write_run(root / f"bounded{seed}", arm="bounded", seed=seed, student_rmse=rmse,
+                  teacher_rmse=0.2)
+    table, _ = summary.summarize(gather.gather([root]))
+    bounded = cell(table, "bounded")
+    # by seed: (0.30 / 0.20 + 0.50 / 0.40) / 2 = 1.375 (by position: (0.3/0.1 + 0.5/0.2) / 2 = 2.75)
+    assert bounded.ratio_to_reference == pytest.approx(1.375)
+    assert bounded.reference_rmse_mean == pytest.approx(0.30)  # seeds 2 and 3 of the reference
+    assert (bounded.reference_n_pairs, bounded.reference_wins, bounded.reference_losses) == (
+        2, 0, 2)
+    row = paired.against_reference(pd.Series([0.3, 0.5], index=[2, 3]),
+                                   pd.Series([0.4, 0.1, 0.2], index=[3, 1, 2]), "real_kd")
+    assert row["ratio_to_reference"] == pytest.approx(1.375)
+
+
 def test_without_reference_rows_the_column_is_empty_and_says_why(sweep, tmp_path):
     result = write.write_report([sweep], tmp_path / "out")
     table = result["table"]

@@ -15,7 +15,7 @@ from dfkd_cli.teachers import loader as teachers
 from dfkd_cli.teachers import onnx_population
 from dfkd_cli.teachers import scikit_learn as sklearn_teacher
 
-from conftest import SHARED_DATA, dfkd, load_split, make_config
+from conftest import SHARED_DATA, dfkd, load_split, make_config, run_here
 
 pytest.importorskip("sklearn")
 pytest.importorskip("skl2onnx")
@@ -166,6 +166,26 @@ def test_svr_spec_carries_the_simplex_of_its_training_rows(compositions):
     assert list(spec.type) == ["continuous"] * 6
     teacher = teachers.load(config(compositions, "teacher=svr"), [1], None, CPU)
     assert [g["features"] for g in teacher.domains[0].simplex] == [list(range(6))]
+
+
+def test_a_spec_carries_the_total_its_rows_sum_to(tmp_path):
+    """Percentages (rows summing to 100) beside a free feature: the stored spec, and the domain
+    the teacher loads with, say total 100, not the 1 a group without a total defaults to."""
+    rng = np.random.default_rng(1)
+    parts = rng.dirichlet([1, 2, 3], 300) * 100
+    free = rng.uniform(0, 5, 300)
+    frame = pd.DataFrame(parts, columns=["p1", "p2", "p3"]).assign(
+        q=free, y=parts[:, 0] / 50 + np.sin(free))
+    frame.to_csv(tmp_path / "pct.csv", index=False)
+    data = ["dataset=csv", f"dataset.path={tmp_path / 'pct.csv'}", "dataset.name=pct",
+            "dataset.n_train=200", "teacher=svr"]
+    run_here("train-teacher", data, tmp_path / "run", tmp_path)
+    spec = OmegaConf.load(tmp_path / "outputs/teachers/pct/svr/seed1/spec.yaml")
+    [group] = spec.simplex
+    assert list(group.features) == ["p1", "p2", "p3"] and group.total == pytest.approx(100)
+    cfg = make_config("distill", [*data, f"teacher_store={tmp_path / 'outputs/teachers'}"])
+    [loaded] = teachers.load(cfg, [1], None, CPU).domains[0].simplex
+    assert loaded["features"] == [0, 1, 2] and loaded["total"] == pytest.approx(100)
 
 
 def teacher_inputs(cfg, run_dir, monkeypatch) -> tuple[torch.Tensor, list[torch.Tensor]]:

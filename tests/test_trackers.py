@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd
+from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, run_here
 
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator",
@@ -23,9 +23,10 @@ LOGGERS = "logger=[csv,tensorboard,mlflow]"
 
 @pytest.fixture(scope="module")
 def two_teachers(tmp_path_factory) -> Path:
-    """A working directory whose store holds quick friedman teachers for seeds 1 and 2."""
+    """A working directory whose store holds quick friedman teachers for seeds 1 and 2 (trained
+    in this process)."""
     root = tmp_path_factory.mktemp("trackers")
-    dfkd("train-teacher", *QUICK_TEACHER, "seeds=[1,2]", "progress=false", cwd=root)
+    run_here("train-teacher", [*QUICK_TEACHER, "seeds=[1,2]"], root / "teachers", root)
     return root
 
 
@@ -99,6 +100,27 @@ def test_a_population_is_one_run_per_member_nested_under_the_job(two_teachers, t
             row.student_rmse, rel=1e-6)
     assert parent[0].data.metrics["fidelity_rmse_prior"] == pytest.approx(
         sum(m.data.metrics["fidelity_rmse_prior"] for m in members.values()) / 2)
+
+
+@pytest.mark.parametrize("selection,kept", [("both", ["last", "val"]),
+                                            ("all", ["last", "fidelity", "val"])])
+def test_each_selection_is_logged_under_its_own_name(two_teachers, tmp_path, selection, kept):
+    """selection=both / all: one run, a metrics row per selection; the trackers get each row's
+    numbers under <selection>/, so that no selection's numbers overwrite another's."""
+    run, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
+    run_here("distill", [*QUICK_DISTILL, f"selection={selection}", LOGGERS,
+                         f"logger.mlflow.tracking_uri={uri}"], run, two_teachers)
+    rows = pd.read_csv(run / "metrics.csv").set_index("selection")
+    assert list(rows.index) == kept
+    _, runs = mlflow_runs(uri)
+    [logged] = runs
+    scalars = tensorboard_scalars(run)
+    for name, row in rows.iterrows():
+        for column in ("student_rmse", "selected_epoch", "fidelity_rmse_prior"):
+            key = f"{name}/{column}"
+            assert logged.data.metrics[key] == pytest.approx(row[column]), key
+            assert scalars[key] == [(row.epochs_run, pytest.approx(row[column], rel=1e-6))], key
+    assert "student_rmse" not in logged.data.metrics and "student_rmse" not in scalars
 
 
 @pytest.mark.parametrize("fault", ["broken install", "unwritable store"])
