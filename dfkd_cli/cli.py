@@ -161,6 +161,9 @@ def _hydra_command(command: str, config_name: str, run: Callable, rest: list[str
     from dfkd_cli.config import register_configs
     from dfkd_cli.tracking import callbacks
 
+    global _composed
+    _composed = False  # this command's own: main may run again in one process (the tests)
+    callbacks.SWEEP_END.clear()
     register_configs()
     register_resolvers()
     sys.argv = [f"dfkd {command}", *rest]

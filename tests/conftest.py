@@ -3,16 +3,22 @@ a loud list of what was skipped (under CI=true a skip other than a GPU test fail
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_module
+
+from dfkd_cli import cli
 
 from dfkd_cli.commands import distill, probe, train_teacher
 from dfkd_cli.config import register_configs, validate
@@ -91,6 +97,66 @@ def dfkd(*args: str, cwd: Path, env: dict | None = None, check: bool = True):
         raise AssertionError(f"dfkd {' '.join(args)} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+def dfkd_here(*args: str, cwd: Path, env: dict | None = None, check: bool = True):
+    """`dfkd` run in this process through its entry point (cli.main), in the working directory
+    `cwd`, with `env` added to the environment: the same exit code, stdout and stderr as the
+    subprocess of `dfkd()` for what does not need a process of its own (an error and its exit
+    code, a run's files), without the seconds of start-up. The exit code is SystemExit's, 0 when
+    main returns, and 1 with the traceback on stderr for an uncaught exception, as Python's.
+    Hydra's logging, torch's thread count and the environment are put back afterwards."""
+    saved_env, saved_argv, threads = dict(os.environ), list(sys.argv), torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        for name in USER_ENV:
+            os.environ.pop(name, None)
+        os.environ.update(env or {})
+        with _working_directory(cwd), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            try:
+                cli.main(list(args))
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (stop.code is not None)
+            except Exception:  # noqa: BLE001 - as the interpreter would: exit 1, a traceback
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
+        torch.set_num_threads(threads)
+        _forget_hydra_logging()
+    proc = subprocess.CompletedProcess(["dfkd", *args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"dfkd {' '.join(args)} exited {code} (in process)\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _forget_hydra_logging() -> None:
+    """Drop the handlers a Hydra job attached to the loggers (its console stream, now a closed
+    capture, and its log file), so that later runs and pytest's capture start clean."""
+    import logging
+
+    for logger in [logging.getLogger(), *[logging.getLogger(n) for n in
+                                          list(logging.root.manager.loggerDict)]]:
+        for handler in list(getattr(logger, "handlers", [])):
+            if isinstance(handler, (logging.StreamHandler, logging.FileHandler)) and \
+                    type(handler).__module__ == "logging":
+                logger.removeHandler(handler)
+                handler.close()
 
 
 @pytest.fixture(autouse=True)

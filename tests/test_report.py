@@ -154,7 +154,8 @@ def test_ratio_to_reference_pairs_by_seed_when_the_seeds_do_not_line_up(tmp_path
                   teacher_rmse=0.2)
     table, _ = summary.summarize(gather.gather([root]))
     bounded = cell(table, "bounded")
-    # by seed: (0.30 / 0.20 + 0.50 / 0.40) / 2 = 1.375 (by position: (0.3/0.1 + 0.5/0.2) / 2 = 2.75)
+    # by seed: (0.30 / 0.20 + 0.50 / 0.40) / 2 = 1.375; by position it would be
+    # (0.30 / 0.10 + 0.50 / 0.20) / 2 = 2.75
     assert bounded.ratio_to_reference == pytest.approx(1.375)
     assert bounded.reference_rmse_mean == pytest.approx(0.30)  # seeds 2 and 3 of the reference
     assert (bounded.reference_n_pairs, bounded.reference_wins, bounded.reference_losses) == (
