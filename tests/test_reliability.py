@@ -41,9 +41,17 @@ def assert_same_run(full: Path, resumed: Path) -> None:
                                   pd.read_csv(full / "history.csv"))
 
 
+@pytest.fixture(scope="module")
+def long_run(workdir, tmp_path_factory) -> Path:
+    """The LONG run uninterrupted (in this process), the reference of every interrupted one."""
+    full = tmp_path_factory.mktemp("long") / "full"
+    dfkd_here("distill", *LONG, f"hydra.run.dir={full}", cwd=workdir)
+    return full
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_and_resume_is_bit_for_bit(workdir, tmp_path, sig):
-    dfkd_here("distill", *LONG, f"hydra.run.dir={tmp_path}/full", cwd=workdir)
+def test_interrupt_and_resume_is_bit_for_bit(workdir, long_run, tmp_path, sig):
+    """A real signal to a real process; the resume in this process."""
     cut = tmp_path / "cut"
     proc = subprocess.Popen([DFKD, "distill", *LONG, f"hydra.run.dir={cut}"], cwd=workdir,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -55,7 +63,7 @@ def test_interrupt_and_resume_is_bit_for_bit(workdir, tmp_path, sig):
     assert (cut / "checkpoint.pt").is_file()
 
     dfkd_here("distill", *LONG, f"hydra.run.dir={cut}", "resume=true", cwd=workdir)
-    assert_same_run(tmp_path / "full", cut)
+    assert_same_run(long_run, cut)
     assert pd.read_csv(cut / "metrics.csv").status.iloc[0] == "ok"
     assert not (cut / "checkpoint.pt").exists()
     # a finished run resumed again does nothing
@@ -191,6 +199,6 @@ def test_rows_with_missing_values_can_be_dropped(workdir, tmp_path):
     refused = dfkd_here("train-teacher", "dataset=csv", f"dataset.path={csv}", *QUICK_TEACHER,
                         cwd=tmp_path, check=False)
     assert refused.returncode == 2 and "missing or infinite values in 1 rows" in refused.stderr
-    dropped = dfkd_here("train-teacher", "dataset=csv", f"dataset.path={csv}", "dataset.nonfinite=drop",
-                        *QUICK_TEACHER, cwd=tmp_path)
+    dropped = dfkd_here("train-teacher", "dataset=csv", f"dataset.path={csv}",
+                        "dataset.nonfinite=drop", *QUICK_TEACHER, cwd=tmp_path)
     assert "dropped 1 of 300 rows" in dropped.stderr + dropped.stdout
