@@ -17,7 +17,7 @@ from dfkd_cli.strategies import STRATEGIES, build_strategy
 from dfkd_cli.teachers import loader as teachers
 from dfkd_cli.utils.rng import Streams
 
-from conftest import dfkd, make_config
+from conftest import dfkd_here, make_config
 
 CPU = torch.device("cpu")
 D = 5
@@ -206,10 +206,11 @@ def test_builtin_networks_train_as_teacher_and_student(tmp_path, images, teacher
     student=<name> (a cnn on image-shaped rows: dataset.input_shape=[2,3,3])."""
     dataset = (["dataset=csv", f"dataset.path={images}", "dataset.name=images",
                 "dataset.input_shape=[2,3,3]"] if data else [])
-    dfkd("train-teacher", f"teacher={teacher}", *dataset, "epochs=3", "batch_size=64",
-         "progress=false", cwd=tmp_path)
-    dfkd("distill", f"teacher={teacher}", f"student={student}", *dataset, "epochs=4",
-         "steps_per_epoch=3", "log_every=2", "progress=false", "hydra.run.dir=run", cwd=tmp_path)
+    dfkd_here("train-teacher", f"teacher={teacher}", *dataset, "epochs=3", "batch_size=64",
+              "progress=false", cwd=tmp_path)
+    dfkd_here("distill", f"teacher={teacher}", f"student={student}", *dataset, "epochs=4",
+              "steps_per_epoch=3", "log_every=2", "progress=false", "hydra.run.dir=run",
+              cwd=tmp_path)
     row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.student_hidden.startswith(student)
     assert row.teacher_hidden.startswith(teacher) and pd.notna(row.student_rmse)

@@ -17,7 +17,7 @@ from dfkd_cli.commands import report
 from dfkd_cli.config import register_configs
 from dfkd_cli.report import gather, paired, summary, text, write
 
-from conftest import QUICK_DISTILL, REPO, dfkd, make_config
+from conftest import QUICK_DISTILL, REPO, dfkd_here, make_config
 
 
 def write_run(run_dir: Path, **values) -> Path:
@@ -286,15 +286,15 @@ def test_report_on_a_real_sweep_with_a_failed_job(workdir, tmp_path):
     """seed 99 has no teacher in the store: those jobs fail, the sweep goes on, and both the
     sweep-end summary and `dfkd report` list them as failed."""
     sweep = tmp_path / "sweep"
-    proc = dfkd("distill", "-m", "arm=random_sampling,bounded", "seed=1,99", *QUICK_DISTILL,
-                f"hydra.sweep.dir={sweep}", cwd=workdir, check=False)
+    proc = dfkd_here("distill", "-m", "arm=random_sampling,bounded", "seed=1,99", *QUICK_DISTILL,
+                     f"hydra.sweep.dir={sweep}", cwd=workdir, check=False)
     assert proc.returncode == 1 and "2 of 4 jobs failed" in proc.stderr
     # the end-of-sweep callback already wrote the summary and every job's row
     runs = pd.read_csv(sweep / "runs.csv")
     assert sorted(runs.status) == ["failed", "failed", "ok", "ok"]
-    out = dfkd("report", str(sweep), "--out", str(tmp_path / "out"), cwd=workdir).stdout
+    out = dfkd_here("report", str(sweep), "--out", str(tmp_path / "out"), cwd=workdir).stdout
     assert "Failed or incomplete runs (2)" in out and "no teacher checkpoint" in out
-    fails = report.failures(gather.gather([sweep]))
+    fails = summary.failures(gather.gather([sweep]))
     # jobs: 0 random_sampling seed 1, 1 random_sampling seed 99, 2 bounded seed 1, 3 bounded 99
     assert sorted(Path(d).name for d in fails.run_dir) == ["1", "3"]
     table = pd.read_csv(tmp_path / "out" / "report.csv")
@@ -309,8 +309,8 @@ def test_report_on_a_real_sweep_with_a_failed_job(workdir, tmp_path):
 
 
 def test_help_lists_the_report_command(tmp_path):
-    assert "report" in dfkd("--help", cwd=tmp_path).stdout
-    assert "--baseline" in dfkd("report", "--help", cwd=tmp_path).stdout
+    assert "report" in dfkd_here("--help", cwd=tmp_path).stdout
+    assert "--baseline" in dfkd_here("report", "--help", cwd=tmp_path).stdout
 
 
 # --- the paper's presets ---------------------------------------------------------------------
