@@ -13,7 +13,7 @@ import pytest
 # them no fixed reference for a test; the bench measures them: docs/performance.md).
 _FAULTS = """
 import ctypes, resource, sys, torch
-from dfkd_cli import runtime
+from dfkd_cli.utils import runtime
 if sys.argv[1] == "keep":
     assert runtime.keep_freed_memory()
 else:
