@@ -39,9 +39,11 @@ test-ray: install  ## the Ray launchers on a real local cluster (installs the [r
 		env DFKD_TEST_RAY=1 $(BIN)/python -m pytest -q tests/test_ray.py
 
 # Mutation testing with mutmut (docs/testing.md): the modules [tool.mutmut] in pyproject.toml
-# names, against the in-process tests it names; not part of `make test` (every mutant of them
-# takes hours on 2 cores). MUTANTS picks mutants by name, e.g.
+# names (the loop, selection, networks, random streams, strategies, domains, priors, the paired
+# report statistics and the trackers), against the in-process tests it names; not part of
+# `make test` (every mutant of them takes hours on 2 cores). MUTANTS picks mutants by name, e.g.
 #   make mutate MUTANTS='dfkd_cli.loop.student_loop.xǁStudentLoopǁfinish*'
+#   make mutate MUTANTS='dfkd_cli.report.paired.*'
 MUTANTS ?=
 mutate: install  ## mutation testing of the promise-carrying modules; prints a table per module
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS),mutate]"

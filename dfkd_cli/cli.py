@@ -2,42 +2,51 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from typing import Any, Callable
 
 from dfkd_cli import __version__
-from dfkd_cli.commands import distill, evaluate, export, probe, report, train_teacher
-from dfkd_cli.config import register_configs, validate
 from dfkd_cli.errors import UserError, explain
-from dfkd_cli.tracking import callbacks, search
-from dfkd_cli.utils import runtime
-from dfkd_cli.utils.files import hold_run_lock, release_run_lock
-from dfkd_cli.utils.run_tables import write_metrics
 
 log = logging.getLogger("dfkd")
+
+
+def _imported(module: str, function: str = "run") -> Callable:
+    """dfkd_cli.commands.<module>.<function>, imported when the command runs: `dfkd --help` and
+    a mistyped command import neither torch nor pandas nor hydra (seconds of start-up)."""
+
+    def command(*args: Any) -> Any:
+        return getattr(importlib.import_module(f"dfkd_cli.commands.{module}"), function)(*args)
+
+    return command
+
+
+def _distill(cfg, run_dir: Path) -> Any:
+    """`dfkd distill`, returning the objective a Hydra sweeper asks for (tracking/search.py)."""
+    from dfkd_cli.commands import distill
+    from dfkd_cli.tracking import search
+
+    return search.returning_objective(distill.run)(cfg, run_dir)
+
 
 # command -> (primary config name, what it runs, one-line help); a command without a config
 # (report) is plain argparse and never reaches Hydra.
 COMMANDS: dict[str, tuple[str | None, Callable, str]] = {
-    "train-teacher": ("train_teacher", train_teacher.run,
+    "train-teacher": ("train_teacher", _imported("train_teacher"),
                       "train a teacher on a dataset into the teacher store"),
-    "distill": ("distill", search.returning_objective(distill.run),
+    "distill": ("distill", _distill,
                 "distil a teacher into a small student with a synthetic-data strategy"),
-    "probe": ("probe", probe.run,
+    "probe": ("probe", _imported("probe"),
               "compare the strategies' inputs: quantiles of (T - S)^2 and ||x|| side by side"),
-    "report": (None, report.main,
+    "report": (None, _imported("report", "main"),
                "gather runs' metrics.csv into one table (mean +/- sd, wins vs a baseline)"),
-    "export": (None, export.main,
+    "export": (None, _imported("export", "main"),
                "export a checkpoint as TorchScript / ONNX (raw units) with a model card"),
-    "evaluate": (None, evaluate.main,
+    "evaluate": (None, _imported("evaluate", "main"),
                  "score a model on a labelled CSV: RMSE, MAE, R^2 and fidelity, raw units"),
 }
 
@@ -65,6 +74,8 @@ def register_resolvers() -> None:
     """Resolvers dfkd's configs may use. `mod` pins jobs to GPUs round-robin in a parallel sweep:
     'device="cuda:${mod:${hydra:job.num},4}"' (job k on GPU k % 4). Registered in the launching
     process and again in each job (a joblib or submitit worker is a fresh process)."""
+    from omegaconf import OmegaConf
+
     if not OmegaConf.has_resolver("mod"):
         OmegaConf.register_new_resolver("mod", lambda a, b: int(a) % int(b))
 
@@ -73,15 +84,24 @@ _composed = False  # set when a job starts: Hydra composed its config
 
 
 def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _task(run: Callable) -> Callable[[DictConfig], object]:
+def _task(run: Callable) -> Callable[[Any], object]:
     """Wrap a command so user errors (bad input, memory running out, a file that cannot be
     written) print one line and exit 2. In a multirun a failing job records its status and
     error in its own metrics row and the sweep goes on."""
+    from hydra.core.hydra_config import HydraConfig
 
-    def task(cfg: DictConfig) -> object:
+    from dfkd_cli.config import validate
+    from dfkd_cli.utils import runtime
+    from dfkd_cli.utils.files import hold_run_lock, release_run_lock
+    from dfkd_cli.utils.run_tables import write_metrics
+
+    def task(cfg) -> object:
         global _composed
         _composed = True
         register_resolvers()
@@ -145,6 +165,21 @@ def main(argv: list[str] | None = None) -> None:
                 raise
             print(f"dfkd {command}: error: {message}", file=sys.stderr)
             sys.exit(2)
+    _hydra_command(command, config_name, run, rest)
+
+
+def _hydra_command(command: str, config_name: str, run: Callable, rest: list[str]) -> None:
+    """A command with a config: Hydra composes it (or prints its --help) and runs the job."""
+    import hydra
+
+    from dfkd_cli.config import register_configs
+    from dfkd_cli.tracking import callbacks
+    from dfkd_cli.utils import runtime
+    from dfkd_cli.utils.files import release_run_locks
+
+    global _composed
+    _composed = False  # this command's own: main may run again in one process (the tests)
+    callbacks.SWEEP_END.clear()
     register_configs()
     register_resolvers()
     runtime.mark_launcher()  # the jobs of a joblib sweep stop when this process goes
@@ -158,6 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         if stop.code == 1 and not _composed:
             sys.exit(2)
         raise
+    finally:
+        release_run_locks()  # the command is over (main may run again in one process)
     end = callbacks.SWEEP_END
     if end.get("error"):
         print(f"dfkd: error: {end['error']}", file=sys.stderr)

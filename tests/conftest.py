@@ -3,18 +3,26 @@ a loud list of what was skipped (under CI=true a skip other than a GPU test fail
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
 
-from dfkd_cli.config import register_configs
+from dfkd_cli import cli
+from dfkd_cli.commands import distill, probe, train_teacher
+from dfkd_cli.config import register_configs, validate
 from dfkd_cli.data.datasets import Split, load_table, split_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +37,8 @@ USER_ENV = ("DFKD_DATA_DIR", "DFKD_TEACHER_STORE", "HYDRA_FULL_ERROR")
 # A short run: the protocol's shape at a fraction of its length.
 QUICK_TEACHER = ["epochs=3", "batch_size=64", "teacher.hidden=[64]"]
 QUICK_DISTILL = ["epochs=6", "steps_per_epoch=3", "log_every=2", "teacher.hidden=[64]"]
+# The run directory of the workdir fixture's train-teacher run (under the working directory).
+TEACHER_RUN = "teacher-run"
 
 
 def make_config(name: str, overrides: list[str] = ()):
@@ -36,6 +46,19 @@ def make_config(name: str, overrides: list[str] = ()):
     register_configs()
     with initialize_config_module(config_module="dfkd_cli.configs", version_base="1.3"):
         return compose(config_name=name, overrides=list(overrides))
+
+
+def run_here(command: str, overrides: list[str], run_dir: Path, root: Path | None = None):
+    """Run `dfkd <command>` (train-teacher, distill, probe) in this process, as the CLI's job
+    does once Hydra has composed its config: validated, then run in `run_dir`. `root` stands for
+    the working directory: its outputs/teachers is the teacher store. Returns what the command
+    returns (its metrics frame). Nothing here is a subprocess: no start-up to pay."""
+    name = command.replace("-", "_")
+    store = [f"teacher_store={root / 'outputs/teachers'}"] if root is not None else []
+    cfg = make_config(name, ["progress=false", *store, *overrides])
+    validate(cfg)
+    run = {"train_teacher": train_teacher.run, "distill": distill.run, "probe": probe.run}[name]
+    return run(cfg, Path(run_dir))
 
 
 def load_split(cfg) -> Split:
@@ -76,6 +99,67 @@ def dfkd(*args: str, cwd: Path, env: dict | None = None, check: bool = True,
         raise AssertionError(f"dfkd {' '.join(args)} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+def dfkd_here(*args: str, cwd: Path, env: dict | None = None, check: bool = True):
+    """`dfkd` run in this process through its entry point (cli.main), in the working directory
+    `cwd`, with `env` added to the environment: the same exit code, stdout and stderr as the
+    subprocess of `dfkd()` for what does not need a process of its own (an error and its exit
+    code, a run's files), without the seconds of start-up. The exit code is SystemExit's, 0 when
+    main returns, and 1 with the traceback on stderr for an uncaught exception, as Python's.
+    Hydra's logging and job config, torch's thread count and the environment are put back
+    afterwards (a later test that runs a command's function directly must not read this job's
+    Hydra config)."""
+    saved_env, saved_argv, threads = dict(os.environ), list(sys.argv), torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        for name in USER_ENV:
+            os.environ.pop(name, None)
+        os.environ.update(env or {})
+        with _working_directory(cwd), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            try:
+                cli.main(list(args))
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else (stop.code is not None)
+            except Exception:  # noqa: BLE001 - as the interpreter would: exit 1, a traceback
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
+        torch.set_num_threads(threads)
+        HydraConfig.instance().cfg = None
+        _forget_hydra_logging()
+    proc = subprocess.CompletedProcess(["dfkd", *args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"dfkd {' '.join(args)} exited {code} (in process)\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _forget_hydra_logging() -> None:
+    """Drop the handlers a Hydra job attached to the loggers (its console stream, now a closed
+    capture, and its log file), so that later runs and pytest's capture start clean."""
+    for logger in [logging.getLogger(), *[logging.getLogger(n) for n in
+                                          list(logging.root.manager.loggerDict)]]:
+        for handler in list(getattr(logger, "handlers", [])):
+            if isinstance(handler, (logging.StreamHandler, logging.FileHandler)) and \
+                    type(handler).__module__ == "logging":
+                logger.removeHandler(handler)
+                handler.close()
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +224,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:
-    """A working directory whose teacher store holds a quick friedman teacher for seed 1."""
+    """A working directory whose teacher store holds a quick friedman teacher for seed 1,
+    trained in this process (its run directory is <root>/TEACHER_RUN)."""
     root = tmp_path_factory.mktemp("dfkd")
-    dfkd("train-teacher", *QUICK_TEACHER, cwd=root)
+    run_here("train-teacher", QUICK_TEACHER, root / TEACHER_RUN, root)
     return root

@@ -23,7 +23,7 @@ from dfkd_cli.errors import UserError
 from dfkd_cli.nets.checkpoints import load_checkpoint
 from dfkd_cli.report.write import write_report
 
-from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd
+from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, dfkd_here
 
 TINY = ["epochs=2", "steps_per_epoch=2", "log_every=1", "teacher.hidden=[64]", "progress=false"]
 STORE_TEACHER = Path("outputs/teachers/friedman/mlp64-tanh/seed1/teacher.pt")
@@ -105,12 +105,12 @@ def test_evaluate_never_loads_a_torch_export_archive_unasked(tmp_path):
     for flag in ("--model", "--teacher"):
         args = ["--model", str(evil)] if flag == "--model" else [
             "--model", str(evil), "--teacher", str(evil)]
-        proc = dfkd("evaluate", *args, "--data", str(data), cwd=tmp_path, check=False)
+        proc = dfkd_here("evaluate", *args, "--data", str(data), cwd=tmp_path, check=False)
         one_line_error(proc, "torch.export", "can run code", "--allow-torch-export")
         assert not marker.exists()
     # the file really is an exploit: loading it as torch.export runs the payload
-    dfkd("evaluate", "--model", str(evil), "--data", str(data), "--allow-torch-export",
-         cwd=tmp_path, check=False)
+    dfkd_here("evaluate", "--model", str(evil), "--data", str(data), "--allow-torch-export",
+              cwd=tmp_path, check=False)
     assert marker.exists()
 
 
@@ -119,8 +119,8 @@ def test_onnx_teacher_and_export_check_refuse_a_torch_export_archive(workdir, tm
 
     marker = tmp_path / "pwned"
     evil = crafted_torch_export(tmp_path / "model.onnx", marker)
-    proc = dfkd("distill", "dataset=none", "teacher=onnx", f"teacher.path={evil}",
-                "strategy=random", *TINY[:-2], cwd=workdir, check=False)
+    proc = dfkd_here("distill", "dataset=none", "teacher=onnx", f"teacher.path={evil}",
+                     "strategy=random", *TINY[:-2], cwd=workdir, check=False)
     one_line_error(proc, "torch.export", "can run code")
     with pytest.raises(UserError, match="can run code"):
         load_model_file(evil, ("torchscript",))  # as `dfkd export` checks its own files
@@ -136,8 +136,8 @@ def test_truncated_gz_for_evaluate(workdir, tmp_path):
     packed = gzip.compress(data.read_bytes())
     cut = tmp_path / "data.csv.gz"
     cut.write_bytes(packed[: len(packed) // 2])
-    proc = dfkd("evaluate", "--model", str(workdir / STORE_TEACHER), "--data", str(cut),
-                cwd=tmp_path, check=False)
+    proc = dfkd_here("evaluate", "--model", str(workdir / STORE_TEACHER), "--data", str(cut),
+                     cwd=tmp_path, check=False)
     one_line_error(proc, "data.csv.gz", "not a readable CSV")
 
 
@@ -145,8 +145,8 @@ def test_no_feature_columns_left(tmp_path):
     csv = labelled_csv(tmp_path / "data.csv", features=2)
     for drop, needle in (("[x1,x2]", "no feature columns left"),
                          ("[x1,x2,y]", "drops every column")):
-        proc = dfkd("train-teacher", "dataset=csv", f"dataset.path={csv}", f"dataset.drop={drop}",
-                    *QUICK_TEACHER, cwd=tmp_path, check=False)
+        proc = dfkd_here("train-teacher", "dataset=csv", f"dataset.path={csv}",
+                         f"dataset.drop={drop}", *QUICK_TEACHER, cwd=tmp_path, check=False)
         one_line_error(proc, needle)
 
 
@@ -163,7 +163,7 @@ def test_seeds_and_epochs_out_of_range(override, key):
 
 
 def test_empty_seeds_is_refused_on_the_command_line(workdir):
-    proc = dfkd("distill", "seeds=[]", *TINY, cwd=workdir, check=False)
+    proc = dfkd_here("distill", "seeds=[]", *TINY, cwd=workdir, check=False)
     one_line_error(proc, "seeds=[]", "non-empty")
 
 
@@ -171,9 +171,9 @@ def test_foreign_files_as_checkpoints(workdir, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello, not a checkpoint\n" * 20)
     csv = labelled_csv(tmp_path / "data.csv")
-    proc = dfkd("distill", f"teacher.path={text}", *TINY, cwd=workdir, check=False)
+    proc = dfkd_here("distill", f"teacher.path={text}", *TINY, cwd=workdir, check=False)
     one_line_error(proc, "notes.txt", "does not load with weights only")
-    proc = dfkd("export", str(csv), cwd=tmp_path, check=False)
+    proc = dfkd_here("export", str(csv), cwd=tmp_path, check=False)
     one_line_error(proc, "data.csv", "does not load with weights only")
 
 
@@ -198,21 +198,21 @@ def test_checkpoints_with_missing_keys_or_wrong_shapes(workdir, tmp_path):
             with pytest.raises(UserError, match="incomplete or damaged"):
                 load_checkpoint(path)
     # as teacher.path, and in the store
-    proc = dfkd("distill", f"teacher.path={tmp_path / 'wrong_shape.pt'}", *TINY, cwd=workdir,
-                check=False)
+    proc = dfkd_here("distill", f"teacher.path={tmp_path / 'wrong_shape.pt'}", *TINY, cwd=workdir,
+                     check=False)
     one_line_error(proc, "wrong_shape.pt", "incomplete or damaged")
     store = tmp_path / "store"
     target = store / STORE_TEACHER.relative_to("outputs/teachers")
     target.parent.mkdir(parents=True)
     target.write_bytes((tmp_path / "no_input_spec.pt").read_bytes())
-    proc = dfkd("distill", f"teacher_store={store}", *TINY, cwd=workdir, check=False)
+    proc = dfkd_here("distill", f"teacher_store={store}", *TINY, cwd=workdir, check=False)
     one_line_error(proc, "not a teacher checkpoint", "input_spec")
     # as checkpoint.pt for resume
     run = tmp_path / "run"
     run.mkdir()
     torch.save({"epoch": 3, "student": {"w": torch.zeros(2)}}, run / "checkpoint.pt")
-    proc = dfkd("distill", *TINY, "resume=true", f"hydra.run.dir={run}", cwd=workdir,
-                check=False)
+    proc = dfkd_here("distill", *TINY, "resume=true", f"hydra.run.dir={run}", cwd=workdir,
+                     check=False)
     one_line_error(proc, "checkpoint.pt", "does not fit this run")
 
 
@@ -221,8 +221,9 @@ def test_yaml_syntax_error_in_the_teacher_spec(tmp_path):
     torch.jit.save(torch.jit.script(torch.nn.Linear(3, 1)), str(model))
     spec = tmp_path / "spec.yaml"
     spec.write_text("features: [a, b\nmean: {oops\n")
-    proc = dfkd("distill", "dataset=none", "teacher=torchscript", f"teacher.path={model}",
-                f"teacher.spec={spec}", "strategy=random", *TINY[:3], cwd=tmp_path, check=False)
+    proc = dfkd_here("distill", "dataset=none", "teacher=torchscript", f"teacher.path={model}",
+                     f"teacher.spec={spec}", "strategy=random", *TINY[:3], cwd=tmp_path,
+                     check=False)
     one_line_error(proc, "spec.yaml", "not valid YAML")
 
 
@@ -256,10 +257,10 @@ def test_read_only_run_directory_store_and_out(workdir, tmp_path, read_only):
     locked = tmp_path / "locked"
     locked.mkdir()
     read_only(locked)
-    proc = dfkd("distill", *TINY, f"hydra.run.dir={locked}/run", cwd=workdir, check=False)
+    proc = dfkd_here("distill", *TINY, f"hydra.run.dir={locked}/run", cwd=workdir, check=False)
     one_line_error(proc, "cannot write the output directory", "hydra.run.dir")
-    proc = dfkd("report", str(workdir / "outputs"), "--out", str(locked / "report"),
-                cwd=workdir, check=False)
+    proc = dfkd_here("report", str(workdir / "outputs"), "--out", str(locked / "report"),
+                     cwd=workdir, check=False)
     one_line_error(proc, "locked")
     # a teacher already in a read-only store is found and kept (no lock file needed)
     store = tmp_path / "store"
@@ -267,11 +268,11 @@ def test_read_only_run_directory_store_and_out(workdir, tmp_path, read_only):
     target.parent.mkdir(parents=True)
     target.write_bytes((workdir / STORE_TEACHER).read_bytes())
     read_only(store)
-    dfkd("train-teacher", *QUICK_TEACHER, f"teacher_store={store}",
-         f"hydra.run.dir={tmp_path}/teach", cwd=tmp_path)
+    dfkd_here("train-teacher", *QUICK_TEACHER, f"teacher_store={store}",
+              f"hydra.run.dir={tmp_path}/teach", cwd=tmp_path)
     assert pd.read_csv(tmp_path / "teach/metrics.csv").status.iloc[0] == "exists"
-    proc = dfkd("train-teacher", *QUICK_TEACHER, "seed=2", f"teacher_store={store}",
-                f"hydra.run.dir={tmp_path}/teach2", cwd=tmp_path, check=False)
+    proc = dfkd_here("train-teacher", *QUICK_TEACHER, "seed=2", f"teacher_store={store}",
+                     f"hydra.run.dir={tmp_path}/teach2", cwd=tmp_path, check=False)
     one_line_error(proc, "store")
 
 
@@ -290,8 +291,8 @@ def test_full_disk_is_one_line(tmp_path):
 
 
 def test_out_of_memory_names_batch_size(workdir):
-    proc = dfkd("distill", "strategy=random", "batch_size=1000000000000", *TINY, cwd=workdir,
-                check=False)
+    proc = dfkd_here("distill", "strategy=random", "batch_size=1000000000000", *TINY, cwd=workdir,
+                     check=False)
     one_line_error(proc, "out of memory", "lower batch_size (now 1000000000000)")
 
 
@@ -304,8 +305,8 @@ def test_dataset_name_cannot_leave_the_store(tmp_path, name):
     work = tmp_path / "a" / "b"
     work.mkdir(parents=True)
     csv = labelled_csv(tmp_path / "data.csv")
-    proc = dfkd("train-teacher", "dataset=csv", f"dataset.path={csv}", f"dataset.name={name}",
-                *QUICK_TEACHER, cwd=work, check=False)
+    proc = dfkd_here("train-teacher", "dataset=csv", f"dataset.path={csv}", f"dataset.name={name}",
+                     *QUICK_TEACHER, cwd=work, check=False)
     one_line_error(proc, "dataset.name=", "plain name")
     assert not list(tmp_path.rglob("teacher.pt"))
 
@@ -314,45 +315,52 @@ def test_dataset_name_cannot_leave_the_store(tmp_path, name):
 # 5. resume refuses a config that changes the result, and keeps the run's .hydra/ files
 
 
-RESUMABLE = ["strategy=random", "epochs=600", "steps_per_epoch=2", "log_every=5",
+RESUMABLE = ["strategy=random", "epochs=20", "steps_per_epoch=2", "log_every=5",
              "checkpoint_every=5", "teacher.hidden=[64]", "progress=false"]
 
 
-def test_resume_refuses_a_changed_config(workdir, tmp_path):
+def test_resume_refuses_a_changed_config(workdir, tmp_path, monkeypatch):
     import signal
-    import subprocess
-    import time
 
-    from conftest import DFKD
+    from dfkd_cli.utils import runtime
 
     run = tmp_path / "run"
-    proc = subprocess.Popen([DFKD, "distill", *RESUMABLE, f"hydra.run.dir={run}"], cwd=workdir,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (run / "checkpoint.pt").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+
+    class TermAtTheFirstCheckpoint(runtime.Interrupts):
+        """A SIGTERM that arrives once the run has written its first checkpoint (a real signal
+        to a real process: test_reliability.py)."""
+
+        def __call__(self) -> bool:
+            if self.received is None and (run / "checkpoint.pt").exists():
+                self.received = signal.SIGTERM
+            return super().__call__()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runtime, "Interrupts", TermAtTheFirstCheckpoint)
+        proc = dfkd_here("distill", *RESUMABLE, f"hydra.run.dir={run}", cwd=workdir,
+                         check=False)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert pd.read_csv(run / "metrics.csv").status.iloc[0] == "interrupted"
     config = (run / ".hydra/config.yaml").read_text()
     overrides = (run / ".hydra/overrides.yaml").read_text()
     hydra_yaml = (run / ".hydra/hydra.yaml").read_text()  # issue 24, item 4d: every file
     for change, key in (("seed=2", "seed: 1 -> 2"), ("batch_size=7", "batch_size: 50 -> 7"),
                         ("student=mlp25", "student.hidden"), ("optimizer=adam", "optimizer.name"),
                         ("selection=val", "selection"), ("seeds=[1,2]", "seeds")):
-        proc = dfkd("distill", *RESUMABLE, change, "resume=true", f"hydra.run.dir={run}",
-                    cwd=workdir, check=False)
+        proc = dfkd_here("distill", *RESUMABLE, change, "resume=true", f"hydra.run.dir={run}",
+                         cwd=workdir, check=False)
         one_line_error(proc, key, "progress")
         assert (run / ".hydra/config.yaml").read_text() == config, change
         assert (run / ".hydra/overrides.yaml").read_text() == overrides, change
         assert (run / ".hydra/hydra.yaml").read_text() == hydra_yaml, change
     # keys that do not change the result may differ; the run then ends
-    dfkd("distill", *RESUMABLE,
-         "checkpoint_every=50", "threads=2", "resume=true", f"hydra.run.dir={run}", cwd=workdir)
+    dfkd_here("distill", *RESUMABLE,
+              "checkpoint_every=50", "threads=2", "resume=true", f"hydra.run.dir={run}",
+              cwd=workdir)
     assert pd.read_csv(run / "metrics.csv").status.iloc[0] == "ok"
     # a finished run, resumed with another seed, is refused too (its student.pt keeps the config)
-    proc = dfkd("distill", *RESUMABLE, "seed=3", "resume=true", f"hydra.run.dir={run}",
-                cwd=workdir, check=False)
+    proc = dfkd_here("distill", *RESUMABLE, "seed=3", "resume=true", f"hydra.run.dir={run}",
+                     cwd=workdir, check=False)
     one_line_error(proc, "seed: 1 -> 3")
 
 
@@ -362,15 +370,16 @@ def test_resume_refuses_a_changed_config(workdir, tmp_path):
 
 def test_teacher_path_for_other_data_is_refused(workdir, tmp_path):
     teacher = workdir / STORE_TEACHER  # friedman, seed 1
-    proc = dfkd("distill", f"teacher.path={teacher}", "seed=2", *TINY, cwd=workdir, check=False)
+    proc = dfkd_here("distill", f"teacher.path={teacher}", "seed=2", *TINY, cwd=workdir,
+                     check=False)
     one_line_error(proc, "seed 1 (this run: 2)", "teacher.allow_mismatch=true")
     csv = labelled_csv(tmp_path / "other.csv")
     other = ["dataset=csv", f"dataset.path={csv}", "dataset.name=other"]
-    proc = dfkd("distill", f"teacher.path={teacher}", *other, *TINY, cwd=workdir, check=False)
+    proc = dfkd_here("distill", f"teacher.path={teacher}", *other, *TINY, cwd=workdir, check=False)
     one_line_error(proc, "dataset 'friedman' (this run: 'other')")
-    dfkd("distill", f"teacher.path={teacher}", "seed=2", "teacher.allow_mismatch=true", *TINY,
-         f"hydra.run.dir={tmp_path}/allowed", cwd=workdir)
-    dfkd("distill", f"teacher.path={teacher}", "seed=1", *TINY, cwd=workdir)  # its own data
+    dfkd_here("distill", f"teacher.path={teacher}", "seed=2", "teacher.allow_mismatch=true", *TINY,
+              f"hydra.run.dir={tmp_path}/allowed", cwd=workdir)
+    dfkd_here("distill", f"teacher.path={teacher}", "seed=1", *TINY, cwd=workdir)  # its own data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,14 +391,14 @@ def test_missing_teacher_hint_for_a_csv_dataset_works(tmp_path):
     store = tmp_path / "my store"
     run = ["dataset=csv", f"dataset.path={csv}", "dataset.name=good", "dataset.drop=[x3]",
            f"teacher_store={store}", *TINY]
-    proc = dfkd("distill", *run, cwd=tmp_path, check=False)
+    proc = dfkd_here("distill", *run, cwd=tmp_path, check=False)
     one_line_error(proc, "train it first with: dfkd train-teacher")
     hint = proc.stderr.split("train it first with: ", 1)[1].strip()
     assert "teacher_store=" in hint and "dataset.drop=[x3]" in hint
     command = shlex.split(hint)
     assert command[:2] == ["dfkd", "train-teacher"]
-    dfkd(*command[1:], "epochs=3", "batch_size=64", "progress=false", cwd=tmp_path)
-    dfkd("distill", *run, cwd=tmp_path)
+    dfkd_here(*command[1:], "epochs=3", "batch_size=64", "progress=false", cwd=tmp_path)
+    dfkd_here("distill", *run, cwd=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,8 +407,8 @@ def test_missing_teacher_hint_for_a_csv_dataset_works(tmp_path):
 
 def test_report_keeps_swept_values_apart(workdir, tmp_path):
     sweep = tmp_path / "lr"
-    dfkd("distill", "-m", "optimizer.lr=1e-3,1e-2", *TINY, f"hydra.sweep.dir={sweep}",
-         cwd=workdir)
+    dfkd_here("distill", "-m", "optimizer.lr=1e-3,1e-2", *TINY, f"hydra.sweep.dir={sweep}",
+              cwd=workdir)
     table = pd.read_csv(sweep / "report.csv")
     assert sorted(table["optimizer.lr"]) == [0.001, 0.01] and list(table.n) == [1, 1]
     assert "superseded" not in (sweep / "report.md").read_text()
@@ -418,13 +427,13 @@ def test_report_keeps_swept_values_apart(workdir, tmp_path):
 
 def test_sweep_with_failed_diverged_and_blown_up_jobs(workdir, tmp_path):
     sweep = tmp_path / "bad"
-    proc = dfkd("distill", "-m", "optimizer.lr=1e30,-1,1e3", "epochs=10", "steps_per_epoch=2",
-                "log_every=5", "teacher.hidden=[64]", "progress=false",
-                f"hydra.sweep.dir={sweep}", cwd=workdir, check=False)
+    proc = dfkd_here("distill", "-m", "optimizer.lr=1e30,-1,1e3", "epochs=10", "steps_per_epoch=2",
+                     "log_every=5", "teacher.hidden=[64]", "progress=false",
+                     f"hydra.sweep.dir={sweep}", cwd=workdir, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "1 of 3 jobs failed" in proc.stderr and (sweep / "report.md").is_file()
     assert "summary not written" not in proc.stderr + proc.stdout  # item 1
-    assert dfkd("report", str(sweep), "-q", cwd=workdir).returncode == 0
+    assert dfkd_here("report", str(sweep), "-q", cwd=workdir).returncode == 0
     rows = {float(OmegaConf.load(p.parent / ".hydra/config.yaml").optimizer.lr):
             pd.read_csv(p).iloc[0] for p in sweep.glob("*/metrics.csv")}
     diverged, blown_up = rows[1e30], rows[1e3]
@@ -435,7 +444,7 @@ def test_sweep_with_failed_diverged_and_blown_up_jobs(workdir, tmp_path):
 
 
 def test_a_healthy_run_is_not_flagged(workdir, tmp_path):
-    dfkd("distill", *QUICK_DISTILL, f"hydra.run.dir={tmp_path}", cwd=workdir)
+    dfkd_here("distill", *QUICK_DISTILL, f"hydra.run.dir={tmp_path}", cwd=workdir)
     row = pd.read_csv(tmp_path / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.prior_ratio < 1
 

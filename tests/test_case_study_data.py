@@ -10,7 +10,7 @@ from dfkd_cli.config import validate
 from dfkd_cli.data.datasets import friedman1, read_idx, read_mnist, split
 from dfkd_cli.errors import UserError
 
-from conftest import SHARED_DATA, dfkd, fake_mnist, load_split, make_config, write_idx
+from conftest import SHARED_DATA, dfkd_here, fake_mnist, load_split, make_config, write_idx
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/datasets")
 
@@ -91,17 +91,17 @@ def test_mnist_trains_a_cnn_teacher_and_distils_a_cnn_student(tmp_path):
 
     fake_mnist(tmp_path)
     data = ["dataset=mnist", "data_dir=.", "dataset.n_train=200", "teacher=cnn"]
-    dfkd("train-teacher", *data, "epochs=2", "batch_size=32", "hydra.run.dir=teacher",
-         cwd=tmp_path)
+    dfkd_here("train-teacher", *data, "epochs=2", "batch_size=32", "hydra.run.dir=teacher",
+              cwd=tmp_path)
     row = pd.read_csv(tmp_path / "teacher" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.teacher_hidden == "cnn-channels8x16"
     stored = load_checkpoint(tmp_path / row.teacher_path)
     assert stored["input_spec"]["input_shape"] == [1, 28, 28]
     assert stored["arch"]["kwargs"]["input_shape"] == [1, 28, 28]
     for strategy in ("bounded", "random"):
-        dfkd("distill", *data, "student=cnn", f"strategy={strategy}", "epochs=2",
-             "steps_per_epoch=3", "batch_size=8", "log_every=1", "progress=false",
-             f"hydra.run.dir={strategy}", cwd=tmp_path)
+        dfkd_here("distill", *data, "student=cnn", f"strategy={strategy}", "epochs=2",
+                  "steps_per_epoch=3", "batch_size=8", "log_every=1", "progress=false",
+                  f"hydra.run.dir={strategy}", cwd=tmp_path)
         metrics = pd.read_csv(tmp_path / strategy / "metrics.csv").iloc[0]
         assert metrics.status == "ok" and np.isfinite(metrics.student_rmse)
         history = pd.read_csv(tmp_path / strategy / "history.csv")
@@ -112,8 +112,8 @@ def test_mnist_trains_a_cnn_teacher_and_distils_a_cnn_student(tmp_path):
 
 
 def test_missing_mnist_folder_says_where_the_files_go(tmp_path):
-    proc = dfkd("train-teacher", "dataset=mnist", f"data_dir={tmp_path}", cwd=tmp_path,
-                check=False)
+    proc = dfkd_here("train-teacher", "dataset=mnist", f"data_dir={tmp_path}", cwd=tmp_path,
+                     check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -133,11 +133,11 @@ def test_probe_draws_images_and_prediction_histograms(tmp_path):
     pytest.importorskip("matplotlib")
     fake_mnist(tmp_path)
     data = ["dataset=mnist", "data_dir=.", "dataset.n_train=200", "teacher.hidden=[16]"]
-    dfkd("train-teacher", *data, "epochs=2", cwd=tmp_path)
-    dfkd("probe", *data, "epochs=2", "samples=40", "batch_size=20", "images=3",
-         "~strategy@strategies.impressions", "~strategy@strategies.generator",
-         "~strategy@strategies.lhs", "~strategy@strategies.sobol", "hydra.run.dir=probe",
-         cwd=tmp_path)
+    dfkd_here("train-teacher", *data, "epochs=2", cwd=tmp_path)
+    dfkd_here("probe", *data, "epochs=2", "samples=40", "batch_size=20", "images=3",
+              "~strategy@strategies.impressions", "~strategy@strategies.generator",
+              "~strategy@strategies.lhs", "~strategy@strategies.sobol", "hydra.run.dir=probe",
+              cwd=tmp_path)
     for name in ("probe_images.png", "probe_predictions.png"):
         assert (tmp_path / "probe" / name).read_bytes()[:4] == b"\x89PNG"
     table = pd.read_csv(tmp_path / "probe" / "probe.csv").set_index("strategy")
@@ -150,8 +150,9 @@ def test_probe_draws_images_and_prediction_histograms(tmp_path):
         raw = teacher.module(part.x_test[None])[0, :, 0] * part.scaler.y_std + part.scaler.y_mean
     assert table.loc["test_rows", "pred_mean"] == pytest.approx(float(raw.mean()), rel=1e-4)
     assert table.loc["test_rows", "pred_sd"] == pytest.approx(float(raw.std()), rel=1e-3)
-    no_figures = dfkd("probe", *data, "epochs=1", "samples=20", "batch_size=20", "figures=false",
-                      "~strategy@strategies.impressions", "hydra.run.dir=plain", cwd=tmp_path)
+    no_figures = dfkd_here("probe", *data, "epochs=1", "samples=20", "batch_size=20",
+                           "figures=false", "~strategy@strategies.impressions",
+                           "hydra.run.dir=plain", cwd=tmp_path)
     assert no_figures.returncode == 0 and not (tmp_path / "plain" / "probe_images.png").exists()
 
 

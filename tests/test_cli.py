@@ -1,4 +1,6 @@
-"""The installed `dfkd` command end to end in a subprocess, and its errors on bad input."""
+"""The `dfkd` command: the installed one end to end in a subprocess (help, a run, exit codes), and
+the rest through its entry point in this process (conftest.dfkd_here): its errors on bad input,
+selections, sweeps, the teacher store."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from dfkd_cli import cli
 from dfkd_cli.nets.checkpoints import load_checkpoint
 from dfkd_cli.utils import runtime
 
-from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, REPO, SHARED_DATA, dfkd
+from conftest import (DFKD, QUICK_DISTILL, QUICK_TEACHER, REPO, SHARED_DATA, TEACHER_RUN, dfkd,
+                      dfkd_here)
 
 METRIC_COLUMNS = ["dataset", "seed", "strategy", "alpha", "selection", "teacher_rmse",
                   "student_rmse", "fidelity_rmse", "wall_s", "device", "status"]
@@ -29,20 +32,25 @@ def run_dir_of(root: Path, command: str) -> Path:
 def test_help_lists_commands(tmp_path):
     out = dfkd("--help", cwd=tmp_path).stdout
     assert "train-teacher" in out and "distill" in out
-    module = subprocess.run([sys.executable, "-m", "dfkd_cli", "--help"], capture_output=True,
-                            text=True, cwd=tmp_path, check=True).stdout
-    assert module == out
+    # `python -m dfkd_cli --help` prints the same, having imported none of torch, pandas and
+    # hydra (seconds of start-up each on a loaded CPU): the commands are imported when they run
+    code = ("import runpy, sys; sys.argv = ['dfkd', '--help']; "
+            "runpy.run_module('dfkd_cli', run_name='__main__'); "
+            "print([m for m in ('torch', 'pandas', 'hydra') if m in sys.modules])")
+    module = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=tmp_path, check=True).stdout
+    assert module == out + "[]\n"
 
 
 def test_command_help_shows_groups(tmp_path):
-    out = dfkd("distill", "--help", cwd=tmp_path).stdout
+    out = dfkd_here("distill", "--help", cwd=tmp_path).stdout
     for group in ("dataset:", "strategy:", "optimizer:", "alpha:", "student:", "teacher:"):
         assert group in out
     assert "bounded" in out and "random" in out
 
 
 def test_cfg_job_prints_config_and_runs_nothing(tmp_path):
-    out = dfkd("distill", "strategy=random", "--cfg", "job", cwd=tmp_path).stdout
+    out = dfkd_here("distill", "strategy=random", "--cfg", "job", cwd=tmp_path).stdout
     assert "name: random" in out and "epochs: 8000" in out
     assert not (tmp_path / "outputs").exists()
 
@@ -53,14 +61,18 @@ def test_train_teacher_writes_store_and_metrics(workdir):
     assert payload["arch"]["input_dim"] == 10 and payload["seed"] == 1
     assert payload["input_spec"]["low"].shape == (10,)
     assert set(payload["scaler"]) == {"x_mean", "x_std", "y_mean", "y_std"}
-    metrics = pd.read_csv(run_dir_of(workdir, "train-teacher") / "metrics.csv")
+    # the fixture's own run directory: other tests' train-teacher runs in workdir (which find the
+    # teacher stored and say status=exists) cannot be read in its place
+    metrics = pd.read_csv(workdir / TEACHER_RUN / "metrics.csv")
     assert metrics.loc[0, "status"] == "ok" and 0 < metrics.loc[0, "teacher_rmse"] < 1
 
 
-@pytest.mark.parametrize("strategy,selection", [("random", "last"), ("bounded", "val")])
-def test_distill_end_to_end(workdir, strategy, selection):
-    proc = dfkd("distill", f"strategy={strategy}", f"selection={selection}", *QUICK_DISTILL,
-                cwd=workdir)
+# the installed command in a process of its own once, through its entry point in this one again
+@pytest.mark.parametrize("strategy,selection,runner", [("random", "last", dfkd),
+                                                       ("bounded", "val", dfkd_here)])
+def test_distill_end_to_end(workdir, strategy, selection, runner):
+    proc = runner("distill", f"strategy={strategy}", f"selection={selection}", *QUICK_DISTILL,
+                  cwd=workdir)
     run_dir = run_dir_of(workdir, "distill")
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert set(METRIC_COLUMNS) <= set(metrics.columns)
@@ -82,8 +94,8 @@ def test_selection_both_is_the_two_runs_in_one(workdir):
     """One training, two rows: each equals the run with that selection alone."""
     rows = {}
     for selection in ("last", "val", "both"):
-        dfkd("distill", "strategy=bounded", f"selection={selection}", *QUICK_DISTILL,
-             f"hydra.run.dir=sel_{selection}", cwd=workdir)
+        dfkd_here("distill", "strategy=bounded", f"selection={selection}", *QUICK_DISTILL,
+                  f"hydra.run.dir=sel_{selection}", cwd=workdir)
         rows[selection] = pd.read_csv(workdir / f"sel_{selection}" / "metrics.csv")
     both = rows["both"].set_index("selection")
     assert list(both.index) == ["last", "val"]
@@ -97,7 +109,7 @@ def test_selection_both_is_the_two_runs_in_one(workdir):
 
 
 def test_multirun_two_jobs(workdir):
-    dfkd("distill", "-m", "strategy=random,bounded", *QUICK_DISTILL, cwd=workdir)
+    dfkd_here("distill", "-m", "strategy=random,bounded", *QUICK_DISTILL, cwd=workdir)
     sweep = sorted((workdir / "outputs" / "distill-multirun").glob("*/*"))[-1]
     rows = pd.concat(pd.read_csv(p) for p in sorted(sweep.glob("*/metrics.csv")))
     assert sorted(rows.strategy) == ["bounded", "random"] and set(rows.status) == {"ok"}
@@ -107,14 +119,15 @@ def test_user_config_dir_adds_an_option(workdir, tmp_path):
     (tmp_path / "strategy").mkdir()
     (tmp_path / "strategy" / "bounded_k4.yaml").write_text(
         "defaults:\n  - bounded\n  - _self_\nsteps: 4\n")
-    out = dfkd("distill", "--config-dir", str(tmp_path), "strategy=bounded_k4", "--cfg", "job",
-               cwd=workdir).stdout
+    out = dfkd_here("distill", "--config-dir", str(tmp_path), "strategy=bounded_k4", "--cfg", "job",
+                    cwd=workdir).stdout
     assert "steps: 4" in out and "name: bounded" in out
 
 
-def error_of(*args: str, cwd: Path, env: dict | None = None) -> str:
-    """The one-line error of a run refused for bad input, with the documented exit code 2."""
-    proc = dfkd(*args, cwd=cwd, env=env, check=False)
+def error_of(*args: str, cwd: Path, env: dict | None = None, process: bool = False) -> str:
+    """The one-line error of a run refused for bad input, with the documented exit code 2; in
+    this process, or in a process of its own (`process`: the installed command's exit code)."""
+    proc = (dfkd if process else dfkd_here)(*args, cwd=cwd, env=env, check=False)
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     return proc.stderr
@@ -128,13 +141,14 @@ def error_of(*args: str, cwd: Path, env: dict | None = None) -> str:
     (["epochs=0"], r"epochs=0 is not valid: expected an integer in \[1, 1000000\]"),
 ])
 def test_bad_config_fails_before_work(tmp_path, args, expected):
-    stderr = error_of("distill", *args, cwd=tmp_path)
+    stderr = error_of("distill", *args, cwd=tmp_path, process=args == ["strategy=nope"])
     assert re.search(expected, stderr, re.S), stderr
     assert not list(tmp_path.glob("outputs/**/metrics.csv"))
 
 
 def test_unknown_command(tmp_path):
-    assert "valid commands: train-teacher, distill" in error_of("distil", cwd=tmp_path)
+    assert "valid commands: train-teacher, distill" in error_of("distil", cwd=tmp_path,
+                                                                process=True)
 
 
 def test_missing_data_file(tmp_path):
@@ -163,12 +177,12 @@ def test_store_teacher_trained_on_another_split_is_refused(workdir, tmp_path):
     settings may have seen this run's test rows, so distill, probe and train-teacher say so."""
     for command, extra in (("distill", QUICK_DISTILL), ("probe", QUICK_DISTILL),
                            ("train-teacher", QUICK_TEACHER)):
-        proc = dfkd(command, *extra, "dataset.n_train=300", cwd=workdir, check=False)
+        proc = dfkd_here(command, *extra, "dataset.n_train=300", cwd=workdir, check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert "mlp64-tanh/seed1/teacher.pt was trained on" in proc.stderr
         assert "dataset.n_train=300" in proc.stderr and "split it into 300 and" in proc.stderr
     # the same settings as the teacher's still work
-    dfkd("distill", *QUICK_DISTILL, "dataset.n_train=5000", cwd=workdir)
+    dfkd_here("distill", *QUICK_DISTILL, "dataset.n_train=5000", cwd=workdir)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
@@ -179,8 +193,8 @@ def test_cuda_without_gpu(workdir):
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/datasets")
 def test_benchmark_through_data_dir_env(tmp_path):
-    dfkd("train-teacher", "dataset=cpusmall", *QUICK_TEACHER, cwd=tmp_path,
-         env={"DFKD_DATA_DIR": str(SHARED_DATA)})
+    dfkd_here("train-teacher", "dataset=cpusmall", *QUICK_TEACHER, cwd=tmp_path,
+              env={"DFKD_DATA_DIR": str(SHARED_DATA)})
     assert (tmp_path / "outputs/teachers/cpusmall/mlp64-tanh/seed1/teacher.pt").is_file()
 
 
@@ -195,7 +209,7 @@ def test_installed_command_is_the_one_under_test(tmp_path):
 
 def test_teacher_store_comes_from_the_environment(tmp_path):
     store = tmp_path / "elsewhere"
-    dfkd("train-teacher", *QUICK_TEACHER, cwd=tmp_path, env={"DFKD_TEACHER_STORE": str(store)})
+    dfkd_here("train-teacher", *QUICK_TEACHER, cwd=tmp_path, env={"DFKD_TEACHER_STORE": str(store)})
     assert (store / "friedman/mlp64-tanh/seed1/teacher.pt").is_file()
     assert not (tmp_path / "outputs/teachers").exists()
     stderr = error_of("distill", "seed=2", *QUICK_DISTILL, cwd=tmp_path,

@@ -313,7 +313,7 @@ FRIEDMAN_DOMAIN = ("10 features, 7 continuous; 1 integer (x2); 1 categorical (x3
 def test_foreign_teacher_spec_with_domains_end_to_end(tmp_path, form):
     """A TorchScript teacher whose spec declares types, levels and a simplex group distils with
     domain=on and selection=fidelity, no data anywhere; the log shows the domain it read."""
-    from conftest import dfkd
+    from conftest import dfkd_here
     spec = friedman_spec(tmp_path)
     if form == "yaml":
         from test_foreign_teachers import write_spec_yaml
@@ -328,10 +328,10 @@ def test_foreign_teacher_spec_with_domains_end_to_end(tmp_path, form):
         frame["levels"] = ["0;1", None, "0;0.5;1"] + [None] * 7
         frame["simplex"] = [None] * 3 + ["g", "g"] + [None] * 5
         frame.to_csv(tmp_path / "spec.csv", index=False)
-    proc = dfkd("distill", "dataset=none", "teacher=torchscript", "teacher.path=teacher.ts",
-                f"teacher.spec=spec.{form}", "domain=on", "prior=gaussian",
-                "selection=fidelity", "strategy=bounded", "epochs=4", "steps_per_epoch=2",
-                "log_every=2", "progress=false", "hydra.run.dir=run", cwd=tmp_path)
+    proc = dfkd_here("distill", "dataset=none", "teacher=torchscript", "teacher.path=teacher.ts",
+                     f"teacher.spec=spec.{form}", "domain=on", "prior=gaussian",
+                     "selection=fidelity", "strategy=bounded", "epochs=4", "steps_per_epoch=2",
+                     "log_every=2", "progress=false", "hydra.run.dir=run", cwd=tmp_path)
     assert f"input domain: {FRIEDMAN_DOMAIN}" in (tmp_path / "run" / "distill.log").read_text()
     written = yaml.safe_load((tmp_path / "run" / "input_domain.yaml").read_text())
     assert written["features"][2] == {"name": "x3", "kind": "categorical", "low": 0.0,
@@ -349,12 +349,12 @@ def test_foreign_teacher_spec_with_domains_end_to_end(tmp_path, form):
 def test_bad_domain_spec_exits_2_with_one_line(tmp_path, line, message):
     from test_foreign_teachers import write_spec_yaml
 
-    from conftest import dfkd
+    from conftest import dfkd_here
     write_spec_yaml(tmp_path / "spec.yaml", friedman_spec(tmp_path))
     with open(tmp_path / "spec.yaml", "a") as f:
         f.write(line + "\n")
-    proc = dfkd("distill", "dataset=none", "teacher=torchscript", "teacher.path=teacher.ts",
-                "teacher.spec=spec.yaml", "domain=on", "epochs=2", cwd=tmp_path, check=False)
+    proc = dfkd_here("distill", "dataset=none", "teacher=torchscript", "teacher.path=teacher.ts",
+                     "teacher.spec=spec.yaml", "domain=on", "epochs=2", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     import re
     assert re.search(message, proc.stderr) and len(proc.stderr.strip().splitlines()) == 1
@@ -363,9 +363,9 @@ def test_bad_domain_spec_exits_2_with_one_line(tmp_path, line, message):
 def test_train_teacher_stores_the_domain_and_older_teachers_still_work(tmp_path):
     """train-teacher infers the domain (overridable with domain_spec=) into the checkpoint; a
     checkpoint without one (an older store) distils as all continuous, with domain=on."""
-    from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd
+    from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd_here
     (tmp_path / "domain.csv").write_text("feature,type,low,high\nx3,integer,0,1\n")
-    dfkd("train-teacher", *QUICK_TEACHER, "domain_spec=domain.csv", cwd=tmp_path)
+    dfkd_here("train-teacher", *QUICK_TEACHER, "domain_spec=domain.csv", cwd=tmp_path)
     path = tmp_path / "outputs/teachers/friedman/mlp64-tanh/seed1/teacher.pt"
     payload = checkpoints.load_checkpoint(path)
     stored = domain.Domain.from_payload(payload["input_spec"]["domain"])
@@ -373,11 +373,11 @@ def test_train_teacher_stores_the_domain_and_older_teachers_still_work(tmp_path)
     assert np.array(stored.correlation).shape == (10, 10)  # statistics, never rows
     del payload["input_spec"]["domain"]
     torch.save(payload, tmp_path / "old.pt")
-    dfkd("distill", *QUICK_DISTILL, "teacher.path=old.pt", "domain=on", "hydra.run.dir=run",
-         cwd=tmp_path)
+    dfkd_here("distill", *QUICK_DISTILL, "teacher.path=old.pt", "domain=on", "hydra.run.dir=run",
+              cwd=tmp_path)
     assert "input domain: 10 features, 10 continuous" in (tmp_path / "run" / "distill.log").read_text()
-    proc = dfkd("distill", *QUICK_DISTILL, "teacher.path=old.pt", "prior=copula", cwd=tmp_path,
-                check=False)
+    proc = dfkd_here("distill", *QUICK_DISTILL, "teacher.path=old.pt", "prior=copula", cwd=tmp_path,
+                     check=False)
     assert proc.returncode == 2 and "prior=copula needs" in proc.stderr
 
 

@@ -17,7 +17,7 @@ from dfkd_cli.errors import UserError
 from dfkd_cli.nets import checkpoints
 from dfkd_cli.teachers.raw_units import feature_names, target_names
 
-from conftest import QUICK_DISTILL, dfkd
+from conftest import QUICK_DISTILL, dfkd_here
 
 
 def direct_scores(pred: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -34,8 +34,9 @@ def predictions(path: Path, x: pd.DataFrame) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def run_dir(workdir) -> Path:
-    dfkd("distill", *QUICK_DISTILL, "strategy=random", "hydra.run.dir=evaluate_run", cwd=workdir)
-    dfkd("export", "evaluate_run", "--formats", "torchscript", cwd=workdir)
+    dfkd_here("distill", *QUICK_DISTILL, "strategy=random", "hydra.run.dir=evaluate_run",
+              cwd=workdir)
+    dfkd_here("export", "evaluate_run", "--formats", "torchscript", cwd=workdir)
     return workdir / "evaluate_run"
 
 
@@ -54,7 +55,7 @@ def friedman_csv(run_dir) -> Path:
 def score(workdir: Path, *args: str) -> pd.DataFrame:
     """`dfkd evaluate ARGS --out scores.csv`, read back."""
     out = workdir / "scores.csv"
-    dfkd("evaluate", *args, "--out", str(out), cwd=workdir)
+    dfkd_here("evaluate", *args, "--out", str(out), cwd=workdir)
     return pd.read_csv(out)
 
 
@@ -116,8 +117,8 @@ def test_a_missing_feature_column_exits_2_naming_it(workdir, run_dir, friedman_c
     frame = pd.read_csv(friedman_csv)
     third = frame.columns[2]
     frame.drop(columns=[third]).to_csv(tmp_path / "lacking.csv", index=False)
-    proc = dfkd("evaluate", "--model", str(teacher_of(run_dir)), "--data",
-                str(tmp_path / "lacking.csv"), cwd=workdir, check=False)
+    proc = dfkd_here("evaluate", "--model", str(teacher_of(run_dir)), "--data",
+                     str(tmp_path / "lacking.csv"), cwd=workdir, check=False)
     assert proc.returncode == 2, proc.stderr
     assert repr(third) in proc.stderr and "lacking.csv" in proc.stderr
 

@@ -12,7 +12,7 @@ from torch import nn
 from dfkd_cli.commands import export
 from dfkd_cli.nets import checkpoints, mlp, seam
 
-from conftest import QUICK_DISTILL, dfkd
+from conftest import QUICK_DISTILL, dfkd_here
 
 
 def explicit(payload: dict, x: torch.Tensor) -> torch.Tensor:
@@ -53,8 +53,8 @@ def hand_checkpoint(path: Path, activation: str = "tanh") -> dict:
 
 @pytest.fixture(scope="module")
 def run_dir(workdir) -> Path:
-    dfkd("distill", *QUICK_DISTILL, "strategy=random", "hydra.run.dir=export_run", cwd=workdir)
-    dfkd("export", "export_run", cwd=workdir)
+    dfkd_here("distill", *QUICK_DISTILL, "strategy=random", "hydra.run.dir=export_run", cwd=workdir)
+    dfkd_here("export", "export_run", cwd=workdir)
     return workdir / "export_run"
 
 
@@ -143,6 +143,6 @@ def test_bad_path_exits_2_naming_the_file(tmp_path, name, content):
         path.mkdir()
     elif content is not None:
         path.write_text(content)
-    proc = dfkd("export", str(path), cwd=tmp_path, check=False)
+    proc = dfkd_here("export", str(path), cwd=tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr
     assert name in proc.stderr and "Traceback" not in proc.stderr

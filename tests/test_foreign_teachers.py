@@ -16,7 +16,7 @@ from dfkd_cli.nets import checkpoints, metrics, seam
 from dfkd_cli.teachers import loader as teachers
 from dfkd_cli.teachers import spec as teacher_spec
 
-from conftest import QUICK_DISTILL, dfkd, make_config
+from conftest import QUICK_DISTILL, dfkd_here, make_config
 
 QUICK = ["epochs=6", "steps_per_epoch=3", "log_every=2", "progress=false"]
 
@@ -52,9 +52,9 @@ def test_torchscript_teacher_to_exported_student_end_to_end(tmp_path):
     model, spec = raw_friedman_model()
     torch.jit.script(model).save(str(tmp_path / "teacher.ts"))
     write_spec_yaml(tmp_path / "spec.yaml", spec)
-    dfkd("distill", "teacher=torchscript", "teacher.path=teacher.ts", "teacher.spec=spec.yaml",
-         "strategy=bounded", "strategy.clip_to_box=true", *QUICK, "hydra.run.dir=run",
-         cwd=tmp_path)
+    dfkd_here("distill", "teacher=torchscript", "teacher.path=teacher.ts", "teacher.spec=spec.yaml",
+              "strategy=bounded", "strategy.clip_to_box=true", *QUICK, "hydra.run.dir=run",
+              cwd=tmp_path)
     row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.teacher_path == "teacher.ts"
     assert row.teacher_r2 > 0.5  # the dataset's raw rows reach the teacher through its spec
@@ -62,13 +62,13 @@ def test_torchscript_teacher_to_exported_student_end_to_end(tmp_path):
     torch.testing.assert_close(payload["scaler"]["x_mean"], torch.tensor(spec["mean"]))
     assert payload["features"] == spec["features"]
 
-    dfkd("export", "run", "--formats", "torchscript", cwd=tmp_path)
+    dfkd_here("export", "run", "--formats", "torchscript", cwd=tmp_path)
     table = friedman1(500, 1.0, seed=11)  # rows the teacher never saw, in raw units
     frame = pd.DataFrame(table.x, columns=table.features).assign(y=table.y[:, 0])
     frame.to_csv(tmp_path / "check.csv", index=False)
     out = tmp_path / "scores.csv"
-    dfkd("evaluate", "--model", "run/export/student.torchscript.pt", "--data", "check.csv",
-         "--out", str(out), cwd=tmp_path)
+    dfkd_here("evaluate", "--model", "run/export/student.torchscript.pt", "--data", "check.csv",
+              "--out", str(out), cwd=tmp_path)
     exported = pd.read_csv(out).iloc[0]
     # the PyTorch student, applied by hand: standardise, the checkpoint's MLP, unstandardise
     scaler = Scaler.from_payload(payload["scaler"])
@@ -165,11 +165,11 @@ def onnx_teacher(folder: Path) -> list[str]:
 
 def test_onnx_teacher_distils_with_evolution_and_refuses_bounded(tmp_path):
     onnx = onnx_teacher(tmp_path)
-    dfkd("distill", *onnx, "strategy=evolution", *QUICK, "hydra.run.dir=evo", cwd=tmp_path)
+    dfkd_here("distill", *onnx, "strategy=evolution", *QUICK, "hydra.run.dir=evo", cwd=tmp_path)
     row = pd.read_csv(tmp_path / "evo" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.strategy == "evolution" and row.teacher_r2 > 0.5
-    refused = dfkd("distill", *onnx, "strategy=bounded", *QUICK, "hydra.run.dir=bounded",
-                   cwd=tmp_path, check=False)
+    refused = dfkd_here("distill", *onnx, "strategy=bounded", *QUICK, "hydra.run.dir=bounded",
+                        cwd=tmp_path, check=False)
     assert refused.returncode == 2
     assert ("strategy=bounded needs the teacher's gradients, and teacher teacher.onnx cannot "
             "be differentiated") in refused.stderr
@@ -179,9 +179,9 @@ def test_onnx_teacher_distils_with_evolution_and_refuses_bounded(tmp_path):
 
 def test_differentiable_false_refuses_gradient_strategies_for_any_teacher(workdir):
     for strategy in ("generator", "impressions"):
-        proc = dfkd("distill", *QUICK_DISTILL, f"strategy={strategy}",
-                    "teacher.differentiable=false", "hydra.run.dir=nograd", cwd=workdir,
-                    check=False)
+        proc = dfkd_here("distill", *QUICK_DISTILL, f"strategy={strategy}",
+                         "teacher.differentiable=false", "hydra.run.dir=nograd", cwd=workdir,
+                         check=False)
         assert proc.returncode == 2 and f"strategy={strategy} needs the teacher's" in proc.stderr
 
 
@@ -193,19 +193,19 @@ def test_two_output_dataset_trains_and_distils_two_outputs(tmp_path):
     frame.to_csv(tmp_path / "two.csv", index=False)
     data = ["dataset=csv", "dataset.path=two.csv", "dataset.name=two",
             "dataset.target=[y1,y2]", "dataset.n_train=2000", "teacher.hidden=[64]"]
-    dfkd("train-teacher", *data, "epochs=20", "batch_size=64", "progress=false",
-         "hydra.run.dir=teacher", cwd=tmp_path)
+    dfkd_here("train-teacher", *data, "epochs=20", "batch_size=64", "progress=false",
+              "hydra.run.dir=teacher", cwd=tmp_path)
     teacher_row = pd.read_csv(tmp_path / "teacher" / "metrics.csv").iloc[0]
     assert teacher_row.teacher_r2_y1 > 0.5 and teacher_row.teacher_r2_y2 > 0.5
-    dfkd("distill", *data, "strategy=bounded", *QUICK, "hydra.run.dir=student", cwd=tmp_path)
+    dfkd_here("distill", *data, "strategy=bounded", *QUICK, "hydra.run.dir=student", cwd=tmp_path)
     row = pd.read_csv(tmp_path / "student" / "metrics.csv").iloc[0]
     for name in ("student_rmse", "fidelity_rmse", "student_r2", "teacher_rmse"):
         assert row[name] == pytest.approx((row[f"{name}_y1"] + row[f"{name}_y2"]) / 2)
     payload = torch.load(tmp_path / "student" / "student.pt", weights_only=True)
     assert payload["arch"]["output_dim"] == 2 and payload["targets"] == ["y1", "y2"]
-    wrong = dfkd("distill", *data[:3], "dataset.target=y1", "dataset.drop=[y2]",
-                 "teacher.hidden=[64]", *QUICK,
-                 "hydra.run.dir=wrong", cwd=tmp_path, check=False)
+    wrong = dfkd_here("distill", *data[:3], "dataset.target=y1", "dataset.drop=[y2]",
+                      "teacher.hidden=[64]", *QUICK,
+                      "hydra.run.dir=wrong", cwd=tmp_path, check=False)
     assert wrong.returncode == 2 and "has 2 outputs but dataset 'two' has 1 target" in wrong.stderr
 
 
@@ -216,8 +216,8 @@ def test_no_data_at_all(tmp_path):
     torch.jit.script(net).save(str(tmp_path / "t.ts"))
     spec = ["teacher=torchscript", "teacher.path=t.ts", "teacher.targets=[price,volume]",
             "teacher.mean=[1,2,3,4,5]", "teacher.sd=[1,1,2,2,3]"]
-    dfkd("distill", "dataset=none", *spec, "strategy=bounded", *QUICK, "hydra.run.dir=run",
-         cwd=tmp_path)
+    dfkd_here("distill", "dataset=none", *spec, "strategy=bounded", *QUICK, "hydra.run.dir=run",
+              cwd=tmp_path)
     row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.dataset == "none" and "student_rmse" not in row
     assert 0 < row.fidelity_rmse_prior_price and 0 < row.fidelity_rmse_prior_volume
@@ -226,7 +226,7 @@ def test_no_data_at_all(tmp_path):
         f"x{i}" for i in range(1, 6)]
     for args, message in [(["selection=val"], "selection=val picks an epoch by validation"),
                           (["epochs=0"], "epochs=0 is not valid")]:
-        proc = dfkd("distill", "dataset=none", *spec, *args, cwd=tmp_path, check=False)
+        proc = dfkd_here("distill", "dataset=none", *spec, *args, cwd=tmp_path, check=False)
         assert proc.returncode == 2 and message in proc.stderr
-    proc = dfkd("train-teacher", "dataset=none", cwd=tmp_path, check=False)
+    proc = dfkd_here("train-teacher", "dataset=none", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "dataset=none has no rows" in proc.stderr

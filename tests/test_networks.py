@@ -17,7 +17,7 @@ from dfkd_cli.strategies import STRATEGIES, build_strategy
 from dfkd_cli.teachers import loader as teachers
 from dfkd_cli.utils.rng import Streams
 
-from conftest import dfkd, make_config
+from conftest import dfkd_here, make_config
 
 CPU = torch.device("cpu")
 D = 5
@@ -116,6 +116,36 @@ def test_rbf_population_forward_is_its_members_forward():
     assert not torch.allclose(fast[0], fast[1])
 
 
+def test_rbf_is_its_formula():
+    """y_i = b_i + sum_j W_ij exp(-||x - c_j||^2 / (2 s_j^2)), s_j = exp(log_width_j), written
+    out unit by unit in float64: one network, and a population (each member its own centres,
+    widths and output layer) through population_forward."""
+    from dfkd_cli.nets.builtin import RBF
+
+    def by_hand(x, centres, log_width, weight, bias):
+        out = torch.zeros(len(x), len(bias), dtype=torch.float64)
+        for n, row in enumerate(x.double()):
+            for j, (c, w) in enumerate(zip(centres.double(), log_width.double())):
+                phi = torch.exp(-((row - c) ** 2).sum() / (2 * torch.exp(w) ** 2))
+                out[n] += weight.double()[:, j] * phi
+            out[n] += bias.double()
+        return out
+
+    torch.manual_seed(0)
+    nets = [RBF(3, 2, units=4) for _ in range(2)]
+    with torch.no_grad():
+        for k, net in enumerate(nets):  # widths apart from 1, from each other and by member
+            net.log_width.copy_(torch.tensor([-0.7, 0.0, 0.4, 1.1]) + 0.3 * k)
+    x = torch.randn(2, 5, 3)
+    params = [dict(net.named_parameters()) for net in nets]
+    stacked = {name: torch.stack([p[name] for p in params]) for name in params[0]}
+    together = RBF.population_forward(stacked, x)
+    for k, net in enumerate(nets):
+        expected = by_hand(x[k], net.centres, net.log_width, net.out.weight, net.out.bias)
+        torch.testing.assert_close(net(x[k]).double(), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(together[k].double(), expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["rbf", "resmlp", "cnn"])
 def test_builtin_networks_learn_by_name(teacher_file, name):
     """A built-in student's loss falls over a short run on the autograd path."""
@@ -176,10 +206,11 @@ def test_builtin_networks_train_as_teacher_and_student(tmp_path, images, teacher
     student=<name> (a cnn on image-shaped rows: dataset.input_shape=[2,3,3])."""
     dataset = (["dataset=csv", f"dataset.path={images}", "dataset.name=images",
                 "dataset.input_shape=[2,3,3]"] if data else [])
-    dfkd("train-teacher", f"teacher={teacher}", *dataset, "epochs=3", "batch_size=64",
-         "progress=false", cwd=tmp_path)
-    dfkd("distill", f"teacher={teacher}", f"student={student}", *dataset, "epochs=4",
-         "steps_per_epoch=3", "log_every=2", "progress=false", "hydra.run.dir=run", cwd=tmp_path)
+    dfkd_here("train-teacher", f"teacher={teacher}", *dataset, "epochs=3", "batch_size=64",
+              "progress=false", cwd=tmp_path)
+    dfkd_here("distill", f"teacher={teacher}", f"student={student}", *dataset, "epochs=4",
+              "steps_per_epoch=3", "log_every=2", "progress=false", "hydra.run.dir=run",
+              cwd=tmp_path)
     row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.student_hidden.startswith(student)
     assert row.teacher_hidden.startswith(teacher) and pd.notna(row.student_rmse)

@@ -17,7 +17,7 @@ from dfkd_cli.commands import train_teacher
 from dfkd_cli.data.datasets import load_table, split
 from dfkd_cli.nets.checkpoints import load_checkpoint
 
-from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, make_config
+from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd_here, make_config
 
 CPU = torch.device("cpu")
 
@@ -42,15 +42,15 @@ def assert_same_students(a, b):
     ("random", "val", ["optimizer.lr=0.01", "epochs=8"]), ("bounded", "last", ["prior=gaussian"])])
 def test_population_equals_separate_runs(workdir, tmp_path, strategy, selection, extra):
     for seed in SEEDS[1:]:  # the workdir fixture trained seed 1
-        dfkd("train-teacher", f"seed={seed}", *QUICK_TEACHER, cwd=workdir)
+        dfkd_here("train-teacher", f"seed={seed}", *QUICK_TEACHER, cwd=workdir)
     common = [f"strategy={strategy}", f"selection={selection}", *QUICK_DISTILL, *extra]
     separate = []
     for seed in SEEDS:
-        dfkd("distill", f"seed={seed}", *common, f"hydra.run.dir={tmp_path}/single{seed}",
-             cwd=workdir)
+        dfkd_here("distill", f"seed={seed}", *common, f"hydra.run.dir={tmp_path}/single{seed}",
+                  cwd=workdir)
         separate.append(tmp_path / f"single{seed}")
-    dfkd("distill", "seeds=[1,2,3]", *common, f"hydra.run.dir={tmp_path}/population",
-         cwd=workdir)
+    dfkd_here("distill", "seeds=[1,2,3]", *common, f"hydra.run.dir={tmp_path}/population",
+              cwd=workdir)
     selected = []
     for seed, alone in zip(SEEDS, separate):
         member = tmp_path / "population" / f"seed{seed}"
@@ -74,10 +74,10 @@ def test_population_equals_separate_runs(workdir, tmp_path, strategy, selection,
 def test_teacher_population_equals_separate_teachers(tmp_path):
     """train-teacher seeds=[4,5] writes the teachers train-teacher seed=4 and seed=5 write."""
     for seed in (4, 5):
-        dfkd("train-teacher", f"seed={seed}", *QUICK_TEACHER, "teacher_store=single",
-             f"hydra.run.dir={tmp_path}/single{seed}", cwd=tmp_path)
-    dfkd("train-teacher", "seeds=[4,5]", *QUICK_TEACHER, "teacher_store=population",
-         f"hydra.run.dir={tmp_path}/population", cwd=tmp_path)
+        dfkd_here("train-teacher", f"seed={seed}", *QUICK_TEACHER, "teacher_store=single",
+                  f"hydra.run.dir={tmp_path}/single{seed}", cwd=tmp_path)
+    dfkd_here("train-teacher", "seeds=[4,5]", *QUICK_TEACHER, "teacher_store=population",
+              f"hydra.run.dir={tmp_path}/population", cwd=tmp_path)
     for seed in (4, 5):
         single, pop = (load_checkpoint(tmp_path / store / f"friedman/mlp64-tanh/seed{seed}"
                                        / "teacher.pt") for store in ("single", "population"))

@@ -13,7 +13,7 @@ from dfkd_cli.data.datasets import load_table
 from dfkd_cli.strategies.real_rows import RealRows
 from dfkd_cli.teachers import loader as teachers
 
-from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, make_config
+from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd_here, make_config
 
 CPU = torch.device("cpu")
 
@@ -44,7 +44,7 @@ def matches(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("arm", ["real_kd", "real_data"])
 def test_reference_arms_train_on_the_training_rows_only(workdir, tmp_path, monkeypatch, arm):
-    dfkd("train-teacher", "seed=2", *QUICK_TEACHER, cwd=workdir)  # kept if already there
+    dfkd_here("train-teacher", "seed=2", *QUICK_TEACHER, cwd=workdir)  # kept if already there
     seen = rows_seen(monkeypatch)
     cfg = config(workdir, arm, "seeds=[1,2]")
     distill.run(cfg, tmp_path)
@@ -69,7 +69,7 @@ def test_reference_arms_train_on_the_training_rows_only(workdir, tmp_path, monke
 
 
 def test_a_population_of_reference_runs_equals_the_separate_runs(workdir, tmp_path):
-    dfkd("train-teacher", "seed=2", *QUICK_TEACHER, cwd=workdir)
+    dfkd_here("train-teacher", "seed=2", *QUICK_TEACHER, cwd=workdir)
     distill.run(config(workdir, "real_data", "seeds=[1,2]"), tmp_path / "population")
     for seed in (1, 2):
         distill.run(config(workdir, "real_data", f"seed={seed}"), tmp_path / f"single{seed}")
@@ -88,7 +88,7 @@ def test_a_strategy_label_distinguishes_the_labels():
 
 
 def test_without_a_dataset_it_refuses_in_one_line(tmp_path):
-    proc = dfkd("distill", "dataset=none", "arm=real_kd", cwd=tmp_path, check=False)
+    proc = dfkd_here("distill", "dataset=none", "arm=real_kd", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "strategy=real_rows" in lines[0] and "dataset=none" in lines[0]

@@ -18,7 +18,7 @@ import torch
 from dfkd_cli.errors import UserError
 from dfkd_cli.nets.checkpoints import FORMAT, VERSION, load_checkpoint, load_weights_only
 
-from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, dfkd
+from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, dfkd_here
 
 LONG = ["strategy=bounded", "selection=val", "epochs=300", "steps_per_epoch=2", "log_every=5",
         "checkpoint_every=5", "teacher.hidden=[64]", "progress=false"]
@@ -41,9 +41,17 @@ def assert_same_run(full: Path, resumed: Path) -> None:
                                   pd.read_csv(full / "history.csv"))
 
 
+@pytest.fixture(scope="module")
+def long_run(workdir, tmp_path_factory) -> Path:
+    """The LONG run uninterrupted (in this process), the reference of every interrupted one."""
+    full = tmp_path_factory.mktemp("long") / "full"
+    dfkd_here("distill", *LONG, f"hydra.run.dir={full}", cwd=workdir)
+    return full
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_and_resume_is_bit_for_bit(workdir, tmp_path, sig):
-    dfkd("distill", *LONG, f"hydra.run.dir={tmp_path}/full", cwd=workdir)
+def test_interrupt_and_resume_is_bit_for_bit(workdir, long_run, tmp_path, sig):
+    """A real signal to a real process; the resume in this process."""
     cut = tmp_path / "cut"
     proc = subprocess.Popen([DFKD, "distill", *LONG, f"hydra.run.dir={cut}"], cwd=workdir,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -54,12 +62,12 @@ def test_interrupt_and_resume_is_bit_for_bit(workdir, tmp_path, sig):
     assert interrupted.status == "interrupted" and 0 < interrupted.epochs_run < 300
     assert (cut / "checkpoint.pt").is_file()
 
-    dfkd("distill", *LONG, f"hydra.run.dir={cut}", "resume=true", cwd=workdir)
-    assert_same_run(tmp_path / "full", cut)
+    dfkd_here("distill", *LONG, f"hydra.run.dir={cut}", "resume=true", cwd=workdir)
+    assert_same_run(long_run, cut)
     assert pd.read_csv(cut / "metrics.csv").status.iloc[0] == "ok"
     assert not (cut / "checkpoint.pt").exists()
     # a finished run resumed again does nothing
-    again = dfkd("distill", *LONG, f"hydra.run.dir={cut}", "resume=true", cwd=workdir)
+    again = dfkd_here("distill", *LONG, f"hydra.run.dir={cut}", "resume=true", cwd=workdir)
     assert "finished already" in again.stderr + again.stdout
 
 
@@ -69,7 +77,7 @@ def test_sigkill_resumes_from_the_last_periodic_checkpoint(workdir, tmp_path):
     are in it) and ends bit for bit as the run that was never stopped."""
     args = [*(o for o in LONG if not o.startswith(("log_every", "checkpoint_every"))),
             "log_every=50", "checkpoint_every=7"]
-    dfkd("distill", *args, f"hydra.run.dir={tmp_path}/full", cwd=workdir)
+    dfkd_here("distill", *args, f"hydra.run.dir={tmp_path}/full", cwd=workdir)
     cut = tmp_path / "cut"
     proc = subprocess.Popen([DFKD, "distill", *args, f"hydra.run.dir={cut}"], cwd=workdir,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -80,13 +88,13 @@ def test_sigkill_resumes_from_the_last_periodic_checkpoint(workdir, tmp_path):
     state = load_weights_only(cut / "checkpoint.pt")
     assert state["epoch"] % 7 == 0 and state["steps_logged"] > 0
 
-    dfkd("distill", *args, f"hydra.run.dir={cut}", "resume=true", cwd=workdir)
+    dfkd_here("distill", *args, f"hydra.run.dir={cut}", "resume=true", cwd=workdir)
     assert_same_run(tmp_path / "full", cut)
 
 
 def test_divergence_ends_the_run_with_status_and_finite_weights(workdir, tmp_path):
-    dfkd("distill", "optimizer=sgd", "optimizer.lr=1e15", *QUICK_DISTILL,
-         f"hydra.run.dir={tmp_path}", cwd=workdir)
+    dfkd_here("distill", "optimizer=sgd", "optimizer.lr=1e15", *QUICK_DISTILL,
+              f"hydra.run.dir={tmp_path}", cwd=workdir)
     row = pd.read_csv(tmp_path / "metrics.csv").iloc[0]
     assert row.status == "diverged" and row.diverged_epoch >= 0
     assert row.epochs_run <= row.diverged_epoch + 1  # it stopped there
@@ -95,8 +103,8 @@ def test_divergence_ends_the_run_with_status_and_finite_weights(workdir, tmp_pat
 
 
 def test_nonfinite_skip_rolls_back_and_carries_on(workdir, tmp_path):
-    dfkd("distill", "optimizer=sgd", "optimizer.lr=1e15", "on_nonfinite=skip", *QUICK_DISTILL,
-         f"hydra.run.dir={tmp_path}", cwd=workdir)
+    dfkd_here("distill", "optimizer=sgd", "optimizer.lr=1e15", "on_nonfinite=skip", *QUICK_DISTILL,
+              f"hydra.run.dir={tmp_path}", cwd=workdir)
     row = pd.read_csv(tmp_path / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.nonfinite_skips >= 1 and row.epochs_run == 6
     load_checkpoint(tmp_path / "student.pt")
@@ -142,7 +150,7 @@ def test_a_crafted_pickle_is_refused_without_running_it(workdir, tmp_path):
     torch.save({"format": FORMAT, "version": VERSION, "payload": Exploit(marker)}, evil)
     with pytest.raises(UserError, match="does not load with weights only"):
         load_checkpoint(evil)
-    proc = dfkd("distill", f"teacher.path={evil}", *QUICK_DISTILL, cwd=workdir, check=False)
+    proc = dfkd_here("distill", f"teacher.path={evil}", *QUICK_DISTILL, cwd=workdir, check=False)
     assert proc.returncode == 2 and "does not load with weights only" in proc.stderr
     assert not marker.exists()
     with open(evil, "rb") as f:  # the file really is an exploit
@@ -155,7 +163,7 @@ def test_nonfinite_teacher_weights_are_refused(workdir, tmp_path):
     payload["state_dict"]["0.weight"][0, 0] = float("nan")
     bad = tmp_path / "nan.pt"
     torch.save(payload, bad)
-    proc = dfkd("distill", f"teacher.path={bad}", *QUICK_DISTILL, cwd=workdir, check=False)
+    proc = dfkd_here("distill", f"teacher.path={bad}", *QUICK_DISTILL, cwd=workdir, check=False)
     assert proc.returncode == 2 and "non-finite weights in ['0.weight']" in proc.stderr
 
 
@@ -173,9 +181,9 @@ def test_concurrent_jobs_train_a_missing_teacher_once(tmp_path):
 
 
 def test_one_failing_job_does_not_stop_the_sweep(workdir, tmp_path):
-    proc = dfkd("distill", "-m", "epochs=4,0",
-                *[o for o in QUICK_DISTILL if not o.startswith("epochs")],
-                f"hydra.sweep.dir={tmp_path}", cwd=workdir, check=False)
+    proc = dfkd_here("distill", "-m", "epochs=4,0",
+                     *[o for o in QUICK_DISTILL if not o.startswith("epochs")],
+                     f"hydra.sweep.dir={tmp_path}", cwd=workdir, check=False)
     assert proc.returncode == 1 and "1 of 2 jobs failed" in proc.stderr  # after the summary
     assert (tmp_path / "report.md").is_file()
     rows = pd.concat(pd.read_csv(p) for p in sorted(tmp_path.glob("*/metrics.csv")))
@@ -188,9 +196,9 @@ def test_rows_with_missing_values_can_be_dropped(workdir, tmp_path):
     lines = [f"{i % 7},{i % 5},{(i * 3) % 11}" for i in range(300)]
     lines[10] = "1,,3"
     csv.write_text("a,b,y\n" + "\n".join(lines) + "\n")
-    refused = dfkd("train-teacher", "dataset=csv", f"dataset.path={csv}", *QUICK_TEACHER,
-                   cwd=tmp_path, check=False)
+    refused = dfkd_here("train-teacher", "dataset=csv", f"dataset.path={csv}", *QUICK_TEACHER,
+                        cwd=tmp_path, check=False)
     assert refused.returncode == 2 and "missing or infinite values in 1 rows" in refused.stderr
-    dropped = dfkd("train-teacher", "dataset=csv", f"dataset.path={csv}", "dataset.nonfinite=drop",
-                   *QUICK_TEACHER, cwd=tmp_path)
+    dropped = dfkd_here("train-teacher", "dataset=csv", f"dataset.path={csv}",
+                        "dataset.nonfinite=drop", *QUICK_TEACHER, cwd=tmp_path)
     assert "dropped 1 of 300 rows" in dropped.stderr + dropped.stdout

@@ -17,7 +17,7 @@ from dfkd_cli.commands import report
 from dfkd_cli.config import register_configs
 from dfkd_cli.report import gather, paired, summary, text, write
 
-from conftest import QUICK_DISTILL, REPO, dfkd, make_config
+from conftest import QUICK_DISTILL, REPO, dfkd_here, make_config
 
 
 def write_run(run_dir: Path, **values) -> Path:
@@ -142,6 +142,29 @@ def test_ratio_to_reference_is_computed_from_the_gathered_rows(sweep):
     assert list(table.arm) == ["random_sampling", "bounded", "real_kd"]  # references last
 
 
+def test_ratio_to_reference_pairs_by_seed_when_the_seeds_do_not_line_up(tmp_path):
+    """The reference has a seed (1) before the arm's first (2): each of the arm's seeds is paired
+    with the reference's run of the same seed, not with the reference's run in the same place."""
+    root = tmp_path / "sweep"
+    for seed, rmse in ((3, 0.40), (1, 0.10), (2, 0.20)):  # found in no particular order
+        write_run(root / f"real{seed}", arm="real_kd", seed=seed, student_rmse=rmse,
+                  teacher_rmse=0.2)
+    for seed, rmse in ((2, 0.30), (3, 0.50)):
+        write_run(root / f"bounded{seed}", arm="bounded", seed=seed, student_rmse=rmse,
+                  teacher_rmse=0.2)
+    table, _ = summary.summarize(gather.gather([root]))
+    bounded = cell(table, "bounded")
+    # by seed: (0.30 / 0.20 + 0.50 / 0.40) / 2 = 1.375; by position it would be
+    # (0.30 / 0.10 + 0.50 / 0.20) / 2 = 2.75
+    assert bounded.ratio_to_reference == pytest.approx(1.375)
+    assert bounded.reference_rmse_mean == pytest.approx(0.30)  # seeds 2 and 3 of the reference
+    assert (bounded.reference_n_pairs, bounded.reference_wins, bounded.reference_losses) == (
+        2, 0, 2)
+    row = paired.against_reference(pd.Series([0.3, 0.5], index=[2, 3]),
+                                   pd.Series([0.4, 0.1, 0.2], index=[3, 1, 2]), "real_kd")
+    assert row["ratio_to_reference"] == pytest.approx(1.375)
+
+
 def test_without_reference_rows_the_column_is_empty_and_says_why(sweep, tmp_path):
     result = write.write_report([sweep], tmp_path / "out")
     table = result["table"]
@@ -263,13 +286,13 @@ def test_report_on_a_real_sweep_with_a_failed_job(workdir, tmp_path):
     """seed 99 has no teacher in the store: those jobs fail, the sweep goes on, and both the
     sweep-end summary and `dfkd report` list them as failed."""
     sweep = tmp_path / "sweep"
-    proc = dfkd("distill", "-m", "arm=random_sampling,bounded", "seed=1,99", *QUICK_DISTILL,
-                f"hydra.sweep.dir={sweep}", cwd=workdir, check=False)
+    proc = dfkd_here("distill", "-m", "arm=random_sampling,bounded", "seed=1,99", *QUICK_DISTILL,
+                     f"hydra.sweep.dir={sweep}", cwd=workdir, check=False)
     assert proc.returncode == 1 and "2 of 4 jobs failed" in proc.stderr
     # the end-of-sweep callback already wrote the summary and every job's row
     runs = pd.read_csv(sweep / "runs.csv")
     assert sorted(runs.status) == ["failed", "failed", "ok", "ok"]
-    out = dfkd("report", str(sweep), "--out", str(tmp_path / "out"), cwd=workdir).stdout
+    out = dfkd_here("report", str(sweep), "--out", str(tmp_path / "out"), cwd=workdir).stdout
     assert "Failed or incomplete runs (2)" in out and "no teacher checkpoint" in out
     fails = summary.failures(gather.gather([sweep]))
     # jobs: 0 random_sampling seed 1, 1 random_sampling seed 99, 2 bounded seed 1, 3 bounded 99
@@ -286,8 +309,8 @@ def test_report_on_a_real_sweep_with_a_failed_job(workdir, tmp_path):
 
 
 def test_help_lists_the_report_command(tmp_path):
-    assert "report" in dfkd("--help", cwd=tmp_path).stdout
-    assert "--baseline" in dfkd("report", "--help", cwd=tmp_path).stdout
+    assert "report" in dfkd_here("--help", cwd=tmp_path).stdout
+    assert "--baseline" in dfkd_here("report", "--help", cwd=tmp_path).stdout
 
 
 # --- the paper's presets ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dfkd_cli.config import validate
 from dfkd_cli.errors import UserError
 from dfkd_cli.tracking import search
 
-from conftest import QUICK_DISTILL, dfkd, make_config
+from conftest import QUICK_DISTILL, dfkd_here, make_config
 
 
 def frame(**columns) -> pd.DataFrame:
@@ -66,9 +66,9 @@ def sweep_jobs(sweep: Path) -> pd.DataFrame:
 
 def test_an_optuna_sweep_of_the_preset_writes_the_best_parameters(workdir, tmp_path):
     sweep = tmp_path / "sweep"
-    dfkd("distill", "hparams_search=bounded_optuna", *QUICK_DISTILL,
-             "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.n_startup_trials=2",
-             f"hydra.sweep.dir={sweep}", cwd=workdir)
+    dfkd_here("distill", "hparams_search=bounded_optuna", *QUICK_DISTILL,
+                  "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.n_startup_trials=2",
+                  f"hydra.sweep.dir={sweep}", cwd=workdir)
     jobs = sweep_jobs(sweep)
     assert len(jobs) == 4 and set(jobs.status) == {"ok"}
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
@@ -82,9 +82,9 @@ def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(workdir, tmp_path):
     # the shared store has seed 1's teacher and never one for seed 9999: a trial with that seed
     # fails (its metrics row says so)
     sweep = tmp_path / "sweep"
-    proc = dfkd("distill", "hparams_search=bounded_optuna", *QUICK_DISTILL,
-                "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.n_startup_trials=4",
-                "seed=choice(1,9999)", f"hydra.sweep.dir={sweep}", cwd=workdir, check=False)
+    proc = dfkd_here("distill", "hparams_search=bounded_optuna", *QUICK_DISTILL,
+                     "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.n_startup_trials=4",
+                     "seed=choice(1,9999)", f"hydra.sweep.dir={sweep}", cwd=workdir, check=False)
     # every trial ran; the failed ones are counted and make the sweep exit 1
     assert proc.returncode == 1 and "failed or did not finish" in proc.stdout + proc.stderr
     jobs = sweep_jobs(sweep)
@@ -98,9 +98,9 @@ def test_a_search_whose_every_trial_diverges_ends_with_its_summary(workdir, tmp_
     """Issue 24, item 5: optimizer.lr=inf diverges every trial; the plugin alone ends such a
     search with a traceback ('No trials are completed yet') before the sweep's report."""
     sweep = tmp_path / "sweep"
-    proc = dfkd("distill", "hparams_search=bounded_optuna", *QUICK_DISTILL,
-                "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-                "optimizer.lr=inf", f"hydra.sweep.dir={sweep}", cwd=workdir, check=False)
+    proc = dfkd_here("distill", "hparams_search=bounded_optuna", *QUICK_DISTILL,
+                     "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+                     "optimizer.lr=inf", f"hydra.sweep.dir={sweep}", cwd=workdir, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in out, out
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -112,9 +112,9 @@ def test_a_search_whose_every_trial_diverges_ends_with_its_summary(workdir, tmp_
 
 
 def test_a_search_of_no_trials_is_refused_before_any_work(workdir, tmp_path):
-    proc = dfkd("distill", "hparams_search=bounded_optuna", *QUICK_DISTILL,
-                "hydra.sweeper.n_trials=0", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                cwd=workdir, check=False)
+    proc = dfkd_here("distill", "hparams_search=bounded_optuna", *QUICK_DISTILL,
+                     "hydra.sweeper.n_trials=0", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                     cwd=workdir, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         "dfkd: error: hydra.sweeper.n_trials=0 is not valid: expected at least 1 trial")

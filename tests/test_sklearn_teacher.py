@@ -15,7 +15,7 @@ from dfkd_cli.teachers import loader as teachers
 from dfkd_cli.teachers import onnx_population
 from dfkd_cli.teachers import scikit_learn as sklearn_teacher
 
-from conftest import SHARED_DATA, dfkd, load_split, make_config
+from conftest import SHARED_DATA, dfkd_here, load_split, make_config, run_here
 
 pytest.importorskip("sklearn")
 pytest.importorskip("skl2onnx")
@@ -35,7 +35,7 @@ def compositions(tmp_path_factory):
     y = np.sin(6 * x[:, 0]) + 2 * x[:, 1] * x[:, 2] + 0.05 * rng.standard_normal(600)
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(6)]).assign(y=y)
     frame.to_csv(root / "comp.csv", index=False)
-    dfkd("train-teacher", *DATA, "teacher=svr", "seeds=[1,2]", "hydra.run.dir=svr", cwd=root)
+    dfkd_here("train-teacher", *DATA, "teacher=svr", "seeds=[1,2]", "hydra.run.dir=svr", cwd=root)
     return root
 
 
@@ -132,9 +132,9 @@ def test_a_de_population_is_its_members_alone(compositions):
     """The DE arm with the merged teachers and the rbf student's batched forward passes (no
     gradients, fast_path=auto): every history value of member k is the run with seed k."""
     common = [*DATA, "teacher=svr", "arm=case_study_de", "student=rbf", *QUICK]
-    dfkd("distill", *common, "seeds=[1,2]", "hydra.run.dir=de_pop", cwd=compositions)
+    dfkd_here("distill", *common, "seeds=[1,2]", "hydra.run.dir=de_pop", cwd=compositions)
     for seed in (1, 2):
-        dfkd("distill", *common, f"seed={seed}", f"hydra.run.dir=de{seed}", cwd=compositions)
+        dfkd_here("distill", *common, f"seed={seed}", f"hydra.run.dir=de{seed}", cwd=compositions)
         alone = pd.read_csv(compositions / f"de{seed}" / "history.csv")
         member = pd.read_csv(compositions / "de_pop" / f"seed{seed}" / "history.csv")
         pd.testing.assert_frame_equal(member[alone.columns], alone, check_exact=True)
@@ -142,14 +142,14 @@ def test_a_de_population_is_its_members_alone(compositions):
 
 def test_svr_teacher_distils_with_evolution_and_bounded_refuses_it(compositions):
     root = compositions
-    dfkd("distill", *DATA, "teacher=svr", "strategy=evolution", "strategy.variant=best2bin",
-         "strategy.starts=5", "strategy.include_starts=true", *QUICK, "hydra.run.dir=evo",
-         cwd=root)
+    dfkd_here("distill", *DATA, "teacher=svr", "strategy=evolution", "strategy.variant=best2bin",
+              "strategy.starts=5", "strategy.include_starts=true", *QUICK, "hydra.run.dir=evo",
+              cwd=root)
     row = pd.read_csv(root / "evo" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.teacher_hidden == "svr" and np.isfinite(row.student_rmse)
     assert row.teacher_path.endswith("comp/svr/seed1/teacher.onnx")
-    refused = dfkd("distill", *DATA, "teacher=svr", "strategy=bounded", *QUICK,
-                   "hydra.run.dir=bounded", cwd=root, check=False)
+    refused = dfkd_here("distill", *DATA, "teacher=svr", "strategy=bounded", *QUICK,
+                        "hydra.run.dir=bounded", cwd=root, check=False)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "strategy=bounded needs the teacher's gradients" in refused.stderr
     with pytest.raises(UserError, match=(
@@ -166,6 +166,26 @@ def test_svr_spec_carries_the_simplex_of_its_training_rows(compositions):
     assert list(spec.type) == ["continuous"] * 6
     teacher = teachers.load(config(compositions, "teacher=svr"), [1], None, CPU)
     assert [g["features"] for g in teacher.domains[0].simplex] == [list(range(6))]
+
+
+def test_a_spec_carries_the_total_its_rows_sum_to(tmp_path):
+    """Percentages (rows summing to 100) beside a free feature: the stored spec, and the domain
+    the teacher loads with, say total 100, not the 1 a group without a total defaults to."""
+    rng = np.random.default_rng(1)
+    parts = rng.dirichlet([1, 2, 3], 300) * 100
+    free = rng.uniform(0, 5, 300)
+    frame = pd.DataFrame(parts, columns=["p1", "p2", "p3"]).assign(
+        q=free, y=parts[:, 0] / 50 + np.sin(free))
+    frame.to_csv(tmp_path / "pct.csv", index=False)
+    data = ["dataset=csv", f"dataset.path={tmp_path / 'pct.csv'}", "dataset.name=pct",
+            "dataset.n_train=200", "teacher=svr"]
+    run_here("train-teacher", data, tmp_path / "run", tmp_path)
+    spec = OmegaConf.load(tmp_path / "outputs/teachers/pct/svr/seed1/spec.yaml")
+    [group] = spec.simplex
+    assert list(group.features) == ["p1", "p2", "p3"] and group.total == pytest.approx(100)
+    cfg = make_config("distill", [*data, f"teacher_store={tmp_path / 'outputs/teachers'}"])
+    [loaded] = teachers.load(cfg, [1], None, CPU).domains[0].simplex
+    assert loaded["features"] == [0, 1, 2] and loaded["total"] == pytest.approx(100)
 
 
 def teacher_inputs(cfg, run_dir, monkeypatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -227,7 +247,7 @@ def test_any_regressor_by_target_goes_through_skl2onnx(compositions):
     forest = ["teacher=sklearn",
               "teacher.estimator._target_=sklearn.ensemble.RandomForestRegressor",
               "+teacher.estimator.n_estimators=10", "+teacher.estimator.random_state=0"]
-    dfkd("train-teacher", *DATA, *forest, "hydra.run.dir=forest", cwd=root)
+    dfkd_here("train-teacher", *DATA, *forest, "hydra.run.dir=forest", cwd=root)
     folder = root / "outputs/teachers/comp/randomforestregressor-n_estimators10-random_state0"
     row = pd.read_csv(folder / "seed1" / "metrics.csv").iloc[0]
     cfg = config(root, *forest)
@@ -258,9 +278,9 @@ def test_bad_estimators_are_user_errors(target, message):
 
 
 def test_a_bad_estimator_stops_train_teacher_in_one_line(compositions):
-    proc = dfkd("train-teacher", *DATA, "teacher=sklearn",
-                "teacher.estimator._target_=sklearn.cluster.KMeans", "hydra.run.dir=bad",
-                cwd=compositions, check=False)
+    proc = dfkd_here("train-teacher", *DATA, "teacher=sklearn",
+                     "teacher.estimator._target_=sklearn.cluster.KMeans", "hydra.run.dir=bad",
+                     cwd=compositions, check=False)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "is not a scikit-learn regressor" in proc.stderr
 
@@ -268,14 +288,14 @@ def test_a_bad_estimator_stops_train_teacher_in_one_line(compositions):
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/datasets")
 def test_protein_svr_teacher_matches_the_case_study(tmp_path):
     """The case study's teacher: SVR() on 2500 rows, test R^2 about 0.40 (0.39 for seed 1)."""
-    dfkd("train-teacher", "dataset=protein", "teacher=svr", f"data_dir={SHARED_DATA}",
-         "hydra.run.dir=run", cwd=tmp_path)
+    dfkd_here("train-teacher", "dataset=protein", "teacher=svr", f"data_dir={SHARED_DATA}",
+              "hydra.run.dir=run", cwd=tmp_path)
     row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
     assert (row.n_train, row.n_val, row.n_test) == (2500, 65, 583)
     assert 0.33 < row.teacher_r2 < 0.45
-    dfkd("distill", "dataset=protein", "teacher=svr", f"data_dir={SHARED_DATA}",
-         "arm=case_study_de", "epochs=2", "steps_per_epoch=5", "progress=false",
-         "hydra.run.dir=de", cwd=tmp_path)
+    dfkd_here("distill", "dataset=protein", "teacher=svr", f"data_dir={SHARED_DATA}",
+              "arm=case_study_de", "epochs=2", "steps_per_epoch=5", "progress=false",
+              "hydra.run.dir=de", cwd=tmp_path)
     history = pd.read_csv(tmp_path / "de" / "history.csv")
     assert (history.evo_objective_end >= history.evo_objective_start).all()
     row = pd.read_csv(tmp_path / "de" / "metrics.csv").iloc[0]
@@ -287,7 +307,7 @@ def test_protein_de_arm_labels_only_amino_acid_compositions(tmp_path, monkeypatc
     """The case study with domain=on: the SVR's spec holds the simplex of the 20 amino-acid
     fractions, and every row the DE arm scores or labels is a composition (>= 0, sum 1)."""
     data = ["dataset=protein", f"data_dir={SHARED_DATA}", f"teacher_store={tmp_path / 'store'}"]
-    dfkd("train-teacher", *data, "teacher=svr", "hydra.run.dir=teacher", cwd=tmp_path)
+    dfkd_here("train-teacher", *data, "teacher=svr", "hydra.run.dir=teacher", cwd=tmp_path)
     spec = OmegaConf.load(tmp_path / "store/protein/svr/seed1/spec.yaml")
     assert [len(g.features) for g in spec.simplex] == [20]
     cfg = make_config("distill", [*data, "teacher=svr", "arm=case_study_de", "student=rbf",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import QUICK_DISTILL, dfkd
+from conftest import QUICK_DISTILL, dfkd_here
 
 TEACHER = "teacher.hidden=[64]"  # the workdir fixture's quick teacher
 
@@ -28,7 +28,7 @@ SWEEPS = {
 def test_every_strategy_end_to_end(workdir, tmp_path, sweep):
     overrides, jobs = SWEEPS[sweep]
     where = f"hydra.sweep.dir={tmp_path}" if "-m" in overrides else f"hydra.run.dir={tmp_path}/0"
-    proc = dfkd("distill", *overrides, *QUICK_DISTILL, where, cwd=workdir)
+    proc = dfkd_here("distill", *overrides, *QUICK_DISTILL, where, cwd=workdir)
     for number, (exact, columns) in enumerate(jobs):
         job = tmp_path / str(number)
         row = pd.read_csv(job / "metrics.csv").iloc[0]
@@ -53,8 +53,8 @@ def test_every_strategy_end_to_end(workdir, tmp_path, sweep):
 
 
 def test_probe_table(workdir, tmp_path):
-    proc = dfkd("probe", "epochs=3", "samples=120", "strategies.impressions.steps=20", TEACHER,
-                f"hydra.run.dir={tmp_path}", cwd=workdir)
+    proc = dfkd_here("probe", "epochs=3", "samples=120", "strategies.impressions.steps=20", TEACHER,
+                     f"hydra.run.dir={tmp_path}", cwd=workdir)
     table = pd.read_csv(tmp_path / "probe.csv")
     assert list(table.strategy) == ["test_rows", "random", "uniform", "lhs", "sobol", "bounded",
                                     "generator", "impressions", "evolution"]
@@ -74,14 +74,14 @@ def test_probe_table(workdir, tmp_path):
 
 
 def test_probe_strategy_options_and_errors(workdir, tmp_path):
-    proc = dfkd("probe", "epochs=2", "samples=60", TEACHER, "~strategy@strategies.impressions",
-                "~strategy@strategies.generator", "+strategy@strategies.bounded_r=bounded",
-                "strategies.bounded_r.radius=0.25", "quantiles=[0.5]",
-                f"hydra.run.dir={tmp_path}", cwd=workdir)
+    proc = dfkd_here("probe", "epochs=2", "samples=60", TEACHER, "~strategy@strategies.impressions",
+                     "~strategy@strategies.generator", "+strategy@strategies.bounded_r=bounded",
+                     "strategies.bounded_r.radius=0.25", "quantiles=[0.5]",
+                     f"hydra.run.dir={tmp_path}", cwd=workdir)
     table = pd.read_csv(tmp_path / "probe.csv").set_index("strategy")
     assert "impressions" not in table.index and "generator" not in table.index, proc.stdout
     assert table.loc["bounded_r", "start_dist_mean"] <= 0.25 + 1e-6
     assert "gap_q50" in table.columns and "gap_q90" not in table.columns
-    bad = dfkd("probe", TEACHER, "strategies.evolution.crossover=2", cwd=workdir, check=False)
+    bad = dfkd_here("probe", TEACHER, "strategies.evolution.crossover=2", cwd=workdir, check=False)
     assert bad.returncode == 2
     assert "strategies.evolution.crossover=2.0 is not valid" in bad.stderr

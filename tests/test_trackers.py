@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd
+from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, dfkd_here, run_here
 
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator",
@@ -23,9 +23,10 @@ LOGGERS = "logger=[csv,tensorboard,mlflow]"
 
 @pytest.fixture(scope="module")
 def two_teachers(tmp_path_factory) -> Path:
-    """A working directory whose store holds quick friedman teachers for seeds 1 and 2."""
+    """A working directory whose store holds quick friedman teachers for seeds 1 and 2 (trained
+    in this process)."""
     root = tmp_path_factory.mktemp("trackers")
-    dfkd("train-teacher", *QUICK_TEACHER, "seeds=[1,2]", "progress=false", cwd=root)
+    run_here("train-teacher", [*QUICK_TEACHER, "seeds=[1,2]"], root / "teachers", root)
     return root
 
 
@@ -49,8 +50,8 @@ def mlflow_runs(uri: str) -> list:
 
 def test_tensorboard_and_mlflow_say_what_the_csv_files_say(two_teachers, tmp_path):
     run, uri = tmp_path / "run", f"sqlite:///{tmp_path}/store/mlflow.db"
-    dfkd("distill", *QUICK_DISTILL, LOGGERS, f"logger.mlflow.tracking_uri={uri}",
-         f"hydra.run.dir={run}", cwd=two_teachers)
+    dfkd_here("distill", *QUICK_DISTILL, LOGGERS, f"logger.mlflow.tracking_uri={uri}",
+              f"hydra.run.dir={run}", cwd=two_teachers)
     row = pd.read_csv(run / "metrics.csv").iloc[0]
     history = pd.read_csv(run / "history.csv")
     assert row.status == "ok"
@@ -78,15 +79,15 @@ def test_tensorboard_and_mlflow_say_what_the_csv_files_say(two_teachers, tmp_pat
     assert artifacts == {"student.pt", "metrics.csv", "history.csv"}
 
     # `dfkd export --mlflow <uri>` of the run adds its files to the same MLflow run
-    dfkd("export", str(run), "--formats", "torchscript", "--mlflow", uri, cwd=two_teachers)
+    dfkd_here("export", str(run), "--formats", "torchscript", "--mlflow", uri, cwd=two_teachers)
     exported = {a.path for a in client.list_artifacts(logged.info.run_id, "export")}
     assert exported == {"export/student.torchscript.pt", "export/model_card.md"}
 
 
 def test_a_population_is_one_run_per_member_nested_under_the_job(two_teachers, tmp_path):
     run, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
-    dfkd("distill", *QUICK_DISTILL, "seeds=[1,2]", LOGGERS, f"logger.mlflow.tracking_uri={uri}",
-         f"hydra.run.dir={run}", cwd=two_teachers)
+    dfkd_here("distill", *QUICK_DISTILL, "seeds=[1,2]", LOGGERS,
+              f"logger.mlflow.tracking_uri={uri}", f"hydra.run.dir={run}", cwd=two_teachers)
     _, runs = mlflow_runs(uri)
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     members = {r.data.params["seed"]: r for r in runs if r not in parent}
@@ -101,6 +102,28 @@ def test_a_population_is_one_run_per_member_nested_under_the_job(two_teachers, t
         sum(m.data.metrics["fidelity_rmse_prior"] for m in members.values()) / 2)
 
 
+@pytest.mark.parametrize("selection,kept", [("both", ["last", "val"]),
+                                            ("all", ["last", "fidelity", "val"])])
+def test_each_selection_is_logged_under_its_own_name(two_teachers, tmp_path, selection, kept):
+    """selection=both / all: one run, a metrics row per selection; the trackers get each row's
+    numbers under <selection>/, so that no selection's numbers overwrite another's."""
+    run, uri = tmp_path / "run", f"sqlite:///{tmp_path}/mlflow.db"
+    run_here("distill", [*QUICK_DISTILL, f"selection={selection}", LOGGERS,
+                         f"logger.mlflow.tracking_uri={uri}"], run, two_teachers)
+    rows = pd.read_csv(run / "metrics.csv").set_index("selection")
+    assert list(rows.index) == kept
+    _, runs = mlflow_runs(uri)
+    [logged] = runs
+    scalars = tensorboard_scalars(run)
+    for name, row in rows.iterrows():
+        for column in ("student_rmse", "selected_epoch", "fidelity_rmse_prior"):
+            key = f"{name}/{column}"
+            assert logged.data.metrics[key] == pytest.approx(row[column]), key
+            assert scalars[key] == [(row.epochs_run, pytest.approx(row[column], rel=1e-6))], key
+    assert "student_rmse" not in logged.data.metrics and "student_rmse" not in scalars
+
+
+# in a process of its own: the broken install is a package on the subprocess's PYTHONPATH
 @pytest.mark.parametrize("fault", ["broken install", "unwritable store"])
 def test_a_failing_tracker_warns_once_and_the_run_and_its_csv_files_stay(two_teachers, tmp_path,
                                                                          fault):

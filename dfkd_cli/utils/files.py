@@ -116,6 +116,13 @@ def release_run_lock(folder: str | Path) -> None:
         handle.close()  # closing the file releases the flock
 
 
+def release_run_locks() -> None:
+    """Let go of every run directory this process holds (a command that ends inside a longer
+    process, as the tests run it; a process that exits releases them anyway)."""
+    for folder in list(_held):
+        release_run_lock(folder)
+
+
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
