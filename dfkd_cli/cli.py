@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dfkd_cli import __version__
-from dfkd_cli.commands import distill, evaluate, export, probe, report, train_teacher
+from dfkd_cli.commands import distill, evaluate, export, probe, report, spec, train_teacher
 from dfkd_cli.config import register_configs, validate
 from dfkd_cli.errors import explain
 from dfkd_cli.tracking import callbacks, search
@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str | None, Callable, str]] = {
                "export a checkpoint as TorchScript / ONNX (raw units) with a model card"),
     "evaluate": (None, evaluate.main,
                  "score a model on a labelled CSV: RMSE, MAE, R^2 and fidelity, raw units"),
+    "spec": (None, spec.main,
+             "write a teacher spec (scalers, domain, input statistics) from a training CSV"),
 }
 
 USAGE = f"""usage: dfkd <command> [hydra overrides...] [--cfg job] [-m] [--help]
@@ -55,6 +57,7 @@ examples:
   dfkd report outputs/distill-multirun/2024-01-01/12-00-00-000000
   dfkd export outputs/distill/2024-01-01/12-00-00 --formats torchscript onnx
   dfkd evaluate --model student.pt --teacher teacher.pt --data test.csv --out scores.csv
+  dfkd spec --data train.csv --target y --out spec.yaml
   dfkd distill --help          config groups and options of a command
   dfkd report --help           the report's options
 """
