@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from dfkd_cli.commands import spec as spec_command
@@ -189,3 +190,17 @@ def test_the_commands_spec_is_the_checkpoints_prior(workdir, tmp_path):
     ours, theirs = prior_of(foreign), prior_of(dfkd_teacher)
     assert ours.name == theirs.name == "copula"
     torch.testing.assert_close(ours(500), theirs(500))
+
+
+def test_the_command_writes_to_stdout_and_names_its_options_in_errors(tmp_path, capsys):
+    rows(50).assign(id=range(50)).to_csv(tmp_path / "t.csv", index=False)
+    assert spec_command.main(["--data", str(tmp_path / "t.csv"), "--drop", "id"]) == 0
+    values = yaml.safe_load(capsys.readouterr().out)
+    assert values["features"] == ["a", "b", "c", "d"] and values["targets"] == ["y"]
+    assert np.array(values["copula"]).shape == (4, 4)
+    for argv, message in ((["--target", "zz"], r"--target \['zz'\] is not a column"),
+                          (["--drop", "q"], r"--drop names columns not in"),
+                          (["--out", "spec.csv"], r"--out spec.csv: a spec with statistics is YAML")):
+        assert spec_command.main(["--data", str(tmp_path / "t.csv"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err) and len(err.strip().splitlines()) == 1

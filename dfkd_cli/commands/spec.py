@@ -48,6 +48,15 @@ def build(data: str | Path, targets: Sequence[str] = (), drop: Sequence[str] = (
     return values
 
 
+def _as_options(message: str) -> str:
+    """A table reader's error in this command's words (--target, --drop)."""
+    for key, option in (("dataset.target=", "--target "), ("dataset.drop=", "--drop "),
+                        ("dataset.drop", "--drop"),
+                        ("set dataset.nonfinite=drop to drop them", "remove those rows first")):
+        message = message.replace(key, option)
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dfkd spec",
@@ -72,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--out {args.out}: a spec with statistics is YAML (.yaml or .yml); "
                             "a CSV spec holds per-feature columns only")
         values = build(args.data, args.target, args.drop, not args.no_statistics)
-    except UserError as exc:
-        print(f"dfkd spec: error: {exc}", file=sys.stderr)
+    except UserError as exc:  # the table reader names dataset.<key>: here they are options
+        print(f"dfkd spec: error: {_as_options(str(exc))}", file=sys.stderr)
         return 2
     text = teacher_spec.to_yaml(values, f"dfkd spec of {Path(args.data).name}")
     if not args.out:
