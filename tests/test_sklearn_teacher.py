@@ -313,6 +313,11 @@ def test_svr_spec_carries_the_input_statistics(compositions):
     means, sds = (getattr(teacher.scalers[0], k)[None] for k in ("x_mean", "x_std"))
     assert priors.Prior("auto", Streams([1], CPU), 6, teacher.domains, means, sds,
                         "t").name == "copula"
+    # a population: each member has its own spec's statistics (every member had the last one's)
+    population = teachers.load(cfg, [2, 1], None, CPU)
+    assert population.domains[1].copula == expected.copula
+    assert population.domains[0].copula == teachers.load(cfg, [2], None, CPU).domains[0].copula
+    assert population.domains[0].copula != expected.copula
 
 
 def test_the_copula_refused_for_an_svr_teacher_gives_advice_that_can_help(compositions, tmp_path):
