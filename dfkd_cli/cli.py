@@ -48,6 +48,8 @@ COMMANDS: dict[str, tuple[str | None, Callable, str]] = {
                "export a checkpoint as TorchScript / ONNX (raw units) with a model card"),
     "evaluate": (None, _imported("evaluate", "main"),
                  "score a model on a labelled CSV: RMSE, MAE, R^2 and fidelity, raw units"),
+    "spec": (None, _imported("spec", "main"),
+             "write a teacher spec (scalers, domain, input statistics) from a training CSV"),
 }
 
 USAGE = f"""usage: dfkd <command> [hydra overrides...] [--cfg job] [-m] [--help]
@@ -65,6 +67,7 @@ examples:
   dfkd report outputs/distill-multirun/2024-01-01/12-00-00-000000
   dfkd export outputs/distill/2024-01-01/12-00-00 --formats torchscript onnx
   dfkd evaluate --model student.pt --teacher teacher.pt --data test.csv --out scores.csv
+  dfkd spec --data train.csv --target y --out spec.yaml
   dfkd distill --help          config groups and options of a command
   dfkd report --help           the report's options
 """

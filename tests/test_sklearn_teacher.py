@@ -317,11 +317,46 @@ def test_protein_de_arm_labels_only_amino_acid_compositions(tmp_path, monkeypatc
     assert_on_simplex(rows, spec.simplex[0].total)
 
 
+def test_svr_spec_carries_the_input_statistics(compositions):
+    """Issue 28: a scikit-learn teacher's spec.yaml holds the statistics of its training rows
+    (those `dfkd spec` and a dfkd checkpoint hold), so prior=auto is the copula for it."""
+    from dfkd_cli.data import domains, priors
+    from dfkd_cli.utils.rng import Streams
+
+    cfg = config(compositions, "teacher=svr")
+    table = load_table(cfg.dataset, cfg.data_dir)
+    expected = domains.infer(table.x[split_for(cfg, table, 1).rows[0]])
+    teacher = teachers.load(cfg, [1], None, CPU)
+    spec = OmegaConf.load(compositions / "outputs/teachers/comp/svr/seed1/spec.yaml")
+    for key in domains.STATISTICS:
+        np.testing.assert_allclose(np.array(spec[key]), np.array(getattr(expected, key)),
+                                   rtol=0, atol=1e-12)
+        assert getattr(teacher.domains[0], key) == getattr(expected, key)
+    means, sds = (getattr(teacher.scalers[0], k)[None] for k in ("x_mean", "x_std"))
+    assert priors.Prior("auto", Streams([1], CPU), 6, teacher.domains, means, sds,
+                        "t").name == "copula"
+    # a population: each member has its own spec's statistics (every member had the last one's)
+    population = teachers.load(cfg, [2, 1], None, CPU)
+    assert population.domains[1].copula == expected.copula
+    assert population.domains[0].copula == teachers.load(cfg, [2], None, CPU).domains[0].copula
+    assert population.domains[0].copula != expected.copula
+
+
 def test_the_copula_refused_for_an_svr_teacher_gives_advice_that_can_help(compositions, tmp_path):
-    """Issue 24, item 8: the hint was to retrain with overwrite=true, which stores no statistics
-    in an SVR teacher either."""
-    cfg = config(compositions, "teacher=svr", "strategy=random", "prior=copula", *QUICK)
+    """Issue 24, item 8: the hint was to retrain with overwrite=true, which then stored no
+    statistics in an SVR teacher either; since issue 28 it does, so an SVR teacher from an older
+    dfkd (a spec.yaml without them) is told to retrain."""
+    import shutil
+
+    old = tmp_path / "store/comp/svr/seed1"
+    shutil.copytree(compositions / "outputs/teachers/comp/svr/seed1", old)
+    spec = OmegaConf.to_container(OmegaConf.load(old / "spec.yaml"))
+    for key in ("quantiles", "correlation", "copula"):
+        del spec[key]
+    OmegaConf.save(OmegaConf.create(spec), old / "spec.yaml")
+    cfg = config(compositions, "teacher=svr", "strategy=random", "prior=copula", *QUICK,
+                 f"teacher_store={tmp_path / 'store'}")
     with pytest.raises(UserError, match=r"prior=copula needs the teacher's input statistics .* "
-                                        r"use prior=gaussian \(dfkd stores them only") as caught:
+                                        r"use prior=gaussian, or retrain it with dfkd "
+                                        r"train-teacher overwrite=true"):
         distill.run(cfg, tmp_path / "run")
-    assert "overwrite" not in str(caught.value)

@@ -190,8 +190,8 @@ def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, stude
                   for k in ("x_mean", "x_std"))
     project = projection.Projection(teacher.domains, means, sds) if cfg.domain == "on" else None
     remedy = (", or retrain it with dfkd train-teacher overwrite=true (a teacher from an older "
-              "dfkd)" if cfg.teacher.format == "dfkd" else
-              " (dfkd stores them only in the MLP and network teachers it trains)")
+              "dfkd)" if cfg.teacher.format in ("dfkd", "sklearn") else
+              ", or add them to its spec: dfkd spec --data <its training rows> writes them")
     prior = priors.Prior(cfg.prior, rng, teacher.input_dim, teacher.domains, means, sds,
                          f"teacher {teacher.sources[0]}", remedy)
     strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),

@@ -183,7 +183,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
             todo_seeds, todo_paths, todo_dirs = ([v[k] for k in todo] for v in (seeds, paths, dirs))
             trained = (sklearn_teacher.train(
                 cfg, table, todo_seeds, todo_paths, todo_dirs, arch_label(cfg.teacher),
-                lambda rows: override_domains(cfg, [domains.infer(rows, with_statistics=False)],
+                lambda rows: override_domains(cfg, [domains.infer(rows)],
                                               table.features)[0])
                        if cfg.teacher.format == "sklearn" else
                        _train(cfg, table, todo_seeds, todo_paths, todo_dirs, device))

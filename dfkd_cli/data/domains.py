@@ -45,6 +45,9 @@ QUANTILES = 64
 SHOWN = 3  # names per kind in the log line
 FILE = "input_domain.yaml"  # in each member's run directory
 INTEGER_TOL = 1e-9
+STATISTICS = ("quantiles", "correlation", "copula")
+MATRIX_TOL = 1e-6  # symmetry and unit diagonal of a stored correlation (rounding in a file)
+PSD_TOL = 1e-4  # its smallest eigenvalue may be this far below 0 (a file's rounded digits)
 
 
 @dataclass
@@ -165,7 +168,45 @@ class Domain:
                                 "it must be > 0")
             if any(self.kinds[i] != "continuous" for i in members):
                 raise UserError(f"{source}: simplex group {shown} must hold continuous features")
+        for key in STATISTICS:
+            check_statistic(key, getattr(self, key), [name(i) for i in range(self.dim)], source)
         return self
+
+
+def check_statistic(key: str, value: Any, features: list[str], source: str) -> None:
+    """A stored input statistic (`quantiles`, `correlation` or `copula`; None: absent) is what
+    the priors need, else a one-line UserError naming it: quantiles a (d, QUANTILES) matrix,
+    finite and non-decreasing per feature; a correlation a (d, d) finite symmetric matrix with
+    unit diagonal, positive semi-definite within PSD_TOL."""
+    if value is None:
+        return
+    dim = len(features)
+    shape = (dim, QUANTILES) if key == "quantiles" else (dim, dim)
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        m = None
+    if m is None or m.shape != shape:
+        raise UserError(f"{source}: `{key}` must be a {shape[0]} x {shape[1]} matrix of numbers "
+                        f"(a list of {shape[0]} rows of {shape[1]}; got "
+                        f"{'something else' if m is None else ' x '.join(map(str, m.shape))})")
+    if not np.isfinite(m).all():
+        raise UserError(f"{source}: `{key}` has non-finite entries (NaN or inf)")
+    if key == "quantiles":
+        falls = np.flatnonzero((np.diff(m, axis=1) < 0).any(axis=1))
+        if len(falls):
+            raise UserError(f"{source}: `quantiles` of feature {features[falls[0]]} decrease; each "
+                            "feature's quantiles must be non-decreasing")
+        return
+    if np.abs(m - m.T).max() > MATRIX_TOL:
+        raise UserError(f"{source}: `{key}` is not symmetric (max |C - C^T| "
+                        f"{np.abs(m - m.T).max():.3g})")
+    if np.abs(np.diag(m) - 1).max() > MATRIX_TOL:
+        raise UserError(f"{source}: `{key}` must have a unit diagonal (a correlation matrix)")
+    smallest = float(np.linalg.eigvalsh((m + m.T) / 2).min())
+    if smallest < -PSD_TOL:
+        raise UserError(f"{source}: `{key}` is not positive semi-definite (smallest eigenvalue "
+                        f"{smallest:.3g}), so it is no correlation matrix")
 
 
 def _normal_scores(x: np.ndarray) -> np.ndarray:

@@ -136,7 +136,7 @@ def _store_onnx_teachers(cfg, seeds: list[int]) -> Teacher:
     """Stored scikit-learn teachers (sklearn_teacher.py): per seed an ONNX file of raw features
     and the spec of its training rows, run by onnxruntime as any ONNX teacher; the members' files
     merged into one session (onnx_population.py) unless fast_path=off or they cannot be."""
-    nets, scalers, boxes, sizes, paths = [], [], [], [], []
+    nets, scalers, boxes, sizes, paths, found = [], [], [], [], [], []
     for seed in seeds:
         path = teacher_store.store_path(cfg, seed)
         if not path.is_file():
@@ -151,6 +151,8 @@ def _store_onnx_teachers(cfg, seeds: list[int]) -> Teacher:
         boxes.append(teacher_spec.box(spec, scaler))
         sizes.append(teacher_store.split_size(sklearn_teacher.stored_row(path)))
         paths.append(str(path))
+        found.append(teacher_spec.domain(spec, spec.input_dim(),  # its own, not the last one
+                                         str(path.with_name(sklearn_teacher.SPEC))))
     box = (torch.stack([b[0] for b in boxes]), torch.stack([b[1] for b in boxes]))
     merged = (onnx_population.load([Path(p) for p in paths], scalers)
               if cfg.fast_path == "auto" else None)
@@ -158,7 +160,7 @@ def _store_onnx_teachers(cfg, seeds: list[int]) -> Teacher:
     return Teacher(module, spec.input_dim(), box, paths,
                    len(spec.targets), scalers, False, spec.features, spec.targets,
                    [{"split": size} for size in sizes],
-                   domains=[teacher_spec.domain(spec, spec.input_dim(), p) for p in paths])
+                   domains=found)
 
 
 def _data_mismatch(recorded: dict[str, Any], seed: int, table: Table) -> list[str]:

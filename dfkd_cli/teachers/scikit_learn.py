@@ -170,7 +170,7 @@ def train(cfg, table: Table, seeds: list[int], paths: list[Path], dirs: list[Pat
                    "wall_s": wall, "members": 1, "device": "cpu", "status": "ok",
                    "teacher_path": str(path)}
             with atomic_path(path.with_name(SPEC)) as spec_tmp:
-                OmegaConf.save(OmegaConf.create(spec), spec_tmp)
+                spec_tmp.write_text(teacher_spec.to_yaml(spec, f"the spec of {name}, seed {seed}"))
             tables.write_metrics(path.parent, row)
         log.info("teacher written to %s (ONNX vs scikit-learn on the test rows: max |diff| "
                  "%.2g)", path, row["onnx_max_abs_diff"])

@@ -22,6 +22,15 @@ The input domain (dfkd_cli/data/domains.py), all optional (default: continuous, 
                [{features: [a, b, c], total: 100}, ...] (total 1 when not given)
   onehot       groups of 0 / 1 features of which exactly one is 1: [[red, green, blue], ...]
 
+The input statistics (YAML only; what `dfkd spec` and `dfkd train-teacher` write), all optional;
+with quantiles and copula, prior=auto is the Gaussian copula (data/priors.py), else N(0, I):
+
+  quantiles    (d, 64) per-feature marginal quantiles at probabilities 0, 1/63, ..., 1, raw units
+  correlation  (d, d) correlation of the inputs (prior=correlated)
+  copula       (d, d) correlation of their normal scores (the Gaussian copula's parameter)
+
+They are summaries of the training rows, never rows; domains.check_statistic validates them.
+
 A CSV spec has one row per feature and any of the columns feature, mean, sd, low, high, type,
 levels (values separated by `;`), simplex (a group name; the rows sharing it form a group),
 simplex_total and onehot (a group name). Without mean and sd the teacher's inputs are taken as already standardised (mean
@@ -38,6 +47,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 from dfkd_cli.data import domains
@@ -52,6 +62,7 @@ CSV_COLUMNS = {"feature": "features", "mean": "mean", "sd": "sd", "low": "low", 
                "type": "type", "levels": "levels", "simplex": "simplex",
                "simplex_total": "simplex_total", "onehot": "onehot"}
 DOMAIN_KEYS = ("type", "levels", "simplex", "onehot")  # a list per feature or a mapping feature: value
+STATISTIC_KEYS = domains.STATISTICS  # matrices, in a YAML spec only
 
 
 @dataclass
@@ -68,6 +79,9 @@ class Spec:
     levels: Any = None
     simplex: list[Any] | None = None
     onehot: list[Any] | None = None
+    quantiles: list[list[float]] | None = None
+    correlation: list[list[float]] | None = None
+    copula: list[list[float]] | None = None
 
     def input_dim(self) -> int | None:
         """The number of features any per-feature key implies (consistent, else a UserError)."""
@@ -160,8 +174,11 @@ def domain_values(path: str) -> dict[str, Any]:
 
 def domain(spec: Spec, dim: int, source: str) -> domains.Domain:
     """The raw-unit domain a foreign teacher's spec declares: continuous within low / high
-    unless the spec's type / levels / simplex / onehot say otherwise."""
+    unless the spec's type / levels / simplex / onehot say otherwise, with the input statistics
+    it carries (checked)."""
     base = domains.Domain.continuous(dim, spec.low, spec.high)
+    for key in STATISTIC_KEYS:
+        setattr(base, key, getattr(spec, key))
     features = spec.features or [f"x{i + 1}" for i in range(dim)]
     values = {k: getattr(spec, k) for k in DOMAIN_KEYS}
     return domains.override(base, values, features, source)
@@ -170,13 +187,23 @@ def domain(spec: Spec, dim: int, source: str) -> domains.Domain:
 def domain_keys(found: domains.Domain, features: list[str]) -> dict[str, Any]:
     """A domain as the keys of a spec file (the inverse of `domain`): low, high, the per-feature
     type, the levels of categorical and binary features and the simplex and one-hot groups, by
-    feature name."""
+    feature name; and the input statistics the domain carries."""
+    statistics = {key: getattr(found, key) for key in STATISTIC_KEYS
+                  if getattr(found, key) is not None}
     return {"low": list(found.low), "high": list(found.high), "type": list(found.kinds),
             "levels": {features[i]: list(v) for i, v in enumerate(found.levels)
                        if v is not None},
             "simplex": [{"features": [features[i] for i in g["features"]], "total": g["total"]}
                         for g in found.simplex],
-            "onehot": [[features[i] for i in g] for g in found.onehot]}
+            "onehot": [[features[i] for i in g] for g in found.onehot], **statistics}
+
+
+def to_yaml(values: dict[str, Any], title: str) -> str:
+    """A spec's keys as a YAML file (teacher.spec=): a comment line saying what it holds, then
+    one line per key and a matrix one row per line; floats round-trip exactly."""
+    return (f"# {title}: per-feature summaries of the training rows (scalers, bounds, kinds"
+            f"{', quantiles, correlations' if values.get('quantiles') else ''}), never a row\n"
+            + yaml.safe_dump(values, sort_keys=False, default_flow_style=None, width=10**9))
 
 
 def _spec(values: dict[str, Any]) -> Spec:
@@ -199,9 +226,15 @@ def read(teacher_cfg) -> Spec:
     """The spec from teacher.spec (a file) and the inline teacher.<key> values."""
     values = _read_file(Path(teacher_cfg.spec)) if teacher_cfg.spec else {}
     for f in fields(Spec):
-        inline = None if f.name in DOMAIN_KEYS else teacher_cfg.get(f.name)
+        inline = (None if f.name in (*DOMAIN_KEYS, *STATISTIC_KEYS)
+                  else teacher_cfg.get(f.name))
         if inline is not None:
             values[f.name] = list(inline)
+    return from_values(values)
+
+
+def from_values(values: dict[str, Any]) -> Spec:
+    """A Spec from key -> value (a spec file's or `dfkd spec`'s), its numbers checked."""
     spec = _spec(values)
     for key in ("mean", "sd", "low", "high", "target_mean", "target_sd"):
         _check_numbers(spec, key)
