@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dfkd_cli import __version__
-from dfkd_cli.errors import explain
+from dfkd_cli.errors import UserError, explain
 
 log = logging.getLogger("dfkd")
 
@@ -90,7 +90,7 @@ def _is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _task(run: Callable) -> Callable[[DictConfig], object]:
+def _task(run: Callable) -> Callable[[Any], object]:
     """Wrap a command so user errors (bad input, memory running out, a file that cannot be
     written) print one line and exit 2. In a multirun a failing job records its status and
     error in its own metrics row and the sweep goes on."""
@@ -98,6 +98,7 @@ def _task(run: Callable) -> Callable[[DictConfig], object]:
 
     from dfkd_cli.config import validate
     from dfkd_cli.utils import runtime
+    from dfkd_cli.utils.files import hold_run_lock, release_run_lock
     from dfkd_cli.utils.run_tables import write_metrics
 
     def task(cfg) -> object:
@@ -105,6 +106,15 @@ def _task(run: Callable) -> Callable[[DictConfig], object]:
         _composed = True
         register_resolvers()
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+        launcher = runtime.launcher_parent()  # a joblib worker's launcher, watched by the job
+        try:
+            hold_run_lock(run_dir)  # taken already for a single run (callbacks.WritableOutput)
+        except UserError as exc:  # another process writes there: leave its files alone
+            if not _is_multirun():
+                print(f"dfkd: error: {exc}", file=sys.stderr)
+                sys.exit(2)
+            log.error("job not run: %s", exc)
+            return None
         try:
             validate(cfg)
             runtime.set_threads(cfg.threads)
@@ -124,6 +134,10 @@ def _task(run: Callable) -> Callable[[DictConfig], object]:
                                     "seed": cfg.seed, "status": "failed",
                                     "error": message or f"{type(exc).__name__}: {exc}"})
             return None
+        finally:
+            if _is_multirun():  # the worker goes on to other jobs: one open lock file per job
+                release_run_lock(run_dir)
+                runtime.exit_if_orphaned(launcher)  # unless its launcher has gone
 
     return task
 
@@ -160,12 +174,14 @@ def _hydra_command(command: str, config_name: str, run: Callable, rest: list[str
 
     from dfkd_cli.config import register_configs
     from dfkd_cli.tracking import callbacks
+    from dfkd_cli.utils import runtime
 
     global _composed
     _composed = False  # this command's own: main may run again in one process (the tests)
     callbacks.SWEEP_END.clear()
     register_configs()
     register_resolvers()
+    runtime.mark_launcher()  # the jobs of a joblib sweep stop when this process goes
     sys.argv = [f"dfkd {command}", *rest]
     try:
         hydra.main(version_base="1.3", config_path="pkg://dfkd_cli.configs",
@@ -177,6 +193,9 @@ def _hydra_command(command: str, config_name: str, run: Callable, rest: list[str
             sys.exit(2)
         raise
     end = callbacks.SWEEP_END
+    if end.get("error"):
+        print(f"dfkd: error: {end['error']}", file=sys.stderr)
+        sys.exit(1)
     if end.get("failed"):
         print(f"dfkd: error: {end['failed']} of {end['jobs']} jobs failed or did not finish "
               f"(listed in {end['summary']})", file=sys.stderr)

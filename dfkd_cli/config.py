@@ -10,6 +10,7 @@ those of the command's schema.
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional
@@ -23,8 +24,8 @@ from dfkd_cli.errors import UserError
 from dfkd_cli.loop.selection import SELECTIONS
 from dfkd_cli.nets.activations import ACTIVATIONS as ACTIVATION_SPECS
 from dfkd_cli.nets.optim import NAMES as OPTIMIZER_NAMES
-from dfkd_cli.nets.optim import optimizer_class
-from dfkd_cli.nets.seam import FAST_PATHS, TARGET
+from dfkd_cli.nets.optim import check_steps_alone, optimizer_class
+from dfkd_cli.nets.seam import BUILTINS, FAST_PATHS, TARGET
 from dfkd_cli.nets.seam import NAMES as NET_NAMES
 from dfkd_cli.strategies import STRATEGIES
 from dfkd_cli.strategies.base import no_rows
@@ -239,6 +240,9 @@ class DistillConfig(StudentRunConfig):
     label: Optional[str] = None  # the arm's name in tables (set by arm=...); None = derived
     checkpoint_every: int = 100  # epochs between resumable checkpoints (0 = only on a signal)
     resume: bool = False  # continue the run in this run directory from its checkpoint
+    # start over in a run directory that holds a resumable checkpoint.pt (replacing it); without
+    # it (or resume=true) such a rerun is refused, as train-teacher keeps a stored teacher
+    overwrite: bool = False
     # what the job returns to a sweeper (dfkd_cli/tracking/search.py): a metrics column, mean over members
     objective: str = "fidelity_rmse_prior"
     logger: Dict[str, Any] = field(default_factory=dict)  # the `logger=` group (tracking/trackers.py)
@@ -313,6 +317,8 @@ def _check_net(prefix: str, net: Any) -> None:
     elif target is not None:
         raise UserError(f"{prefix}.net._target_={target} names a custom network: add "
                         f"{prefix}=custom (now {prefix}.name={net.name})")
+    if net.name in BUILTINS:
+        _check_sizes(prefix, BUILTINS[net.name], net.net)
     if net.name != "mlp":
         return
     _check(len(net.hidden) >= 1 and all(h >= 1 for h in net.hidden), f"{prefix}.hidden",
@@ -321,11 +327,28 @@ def _check_net(prefix: str, net: Any) -> None:
            net.activation)
 
 
+def _check_sizes(prefix: str, cls: type, kwargs: Any) -> None:
+    """A built-in network's sizes (an int default: units, width, blocks; a list of them:
+    channels) are whole numbers >= 1: 0 builds a constant, -3 or 'abc' a traceback."""
+    for name, param in inspect.signature(cls).parameters.items():
+        default, value = param.default, kwargs.get(name)
+        if value is None or name in ("input_dim", "output_dim", "input_shape"):
+            continue
+        if isinstance(default, int) and not isinstance(default, bool):
+            _check(isinstance(value, int) and value >= 1, f"{prefix}.net.{name}",
+                   "a whole number >= 1", value)
+        elif isinstance(default, (list, tuple)):
+            _check(OmegaConf.is_list(value) and len(value) >= 1 and all(
+                isinstance(v, int) and v >= 1 for v in value), f"{prefix}.net.{name}",
+                "a non-empty list of whole numbers >= 1", OmegaConf.to_object(value)
+                if OmegaConf.is_config(value) else value)
+
+
 def _check_optimizer(opt: Any) -> None:
     if opt._target_ is None:
         _check(opt.name in OPTIMIZERS or isinstance(getattr(torch.optim, opt.name, None), type),
                "optimizer.name", f"one of {OPTIMIZERS} or a torch.optim class", opt.name)
-    optimizer_class(opt)  # a _target_ that is not an optimiser class fails here
+    check_steps_alone(optimizer_class(opt))  # a _target_ that is no optimiser class fails here
     _check(opt.lr > 0, "optimizer.lr", "a number > 0", opt.lr)
     _check(opt.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0", opt.weight_decay)
 
@@ -369,6 +392,9 @@ def _check_dataset(ds: Any) -> None:
     _check(0 < ds.val_fraction < 1, "dataset.val_fraction", "a number in (0, 1)", ds.val_fraction)
     _check(0 < ds.max_train_fraction < 1, "dataset.max_train_fraction", "a number in (0, 1)",
            ds.max_train_fraction)
+    _check(ds.source != "mnist" or (len(ds.parts) >= 1 and len(set(ds.parts)) == len(ds.parts)),
+           "dataset.parts", "a non-empty list of IDX file prefixes, each once (t10k, train)",
+           list(ds.parts))
     _check(ds.input_shape is None or (len(ds.input_shape) in (2, 3)
                                       and all(n >= 1 for n in ds.input_shape)),
            "dataset.input_shape", "null, [channels, length] or [channels, height, width]",

@@ -16,10 +16,18 @@ class UserError(Exception):
     """A problem with the user's input: printed as one line, exit code 2, nothing trained."""
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of the exception's message, or its type's name when the message is empty."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def reason(exc: BaseException, limit: int = 400) -> str:
+    """The exception's reason on one line: its message's first line, and its last line and its
+    cause where there are more ("Error in call to target 'Linear':" says nothing without the
+    TypeError under it; TorchScript puts the error after the script's frames), or its type's
+    name when the message is empty."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    parts = lines[:1] + lines[-1:] if len(lines) > 1 else lines
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in " ".join(lines):
+        parts.append(reason(cause, limit))
+    text = " ... ".join(parts) if parts else type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -33,8 +41,8 @@ def explain(exc: BaseException, memory_hint: str = "") -> str | None:
     if isinstance(exc, UserError):
         return str(exc)
     if is_out_of_memory(exc):
-        return f"out of memory ({first_line(exc)})" + (f"; {memory_hint}" if memory_hint else "")
+        return f"out of memory ({reason(exc)})" + (f"; {memory_hint}" if memory_hint else "")
     if isinstance(exc, OSError) and exc.errno in FILE_ERRNOS:
         where = f" {exc.filename}" if exc.filename else ""
-        return f"cannot use{where}: {exc.strerror or first_line(exc)}"
+        return f"cannot use{where}: {exc.strerror or reason(exc)}"
     return None

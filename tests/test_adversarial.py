@@ -8,8 +8,10 @@ import gzip
 import json
 import os
 import shlex
+import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -341,6 +343,7 @@ def test_resume_refuses_a_changed_config(workdir, tmp_path, monkeypatch):
     assert pd.read_csv(run / "metrics.csv").status.iloc[0] == "interrupted"
     config = (run / ".hydra/config.yaml").read_text()
     overrides = (run / ".hydra/overrides.yaml").read_text()
+    hydra_yaml = (run / ".hydra/hydra.yaml").read_text()  # issue 24, item 4d: every file
     for change, key in (("seed=2", "seed: 1 -> 2"), ("batch_size=7", "batch_size: 50 -> 7"),
                         ("student=mlp25", "student.hidden"), ("optimizer=adam", "optimizer.name"),
                         ("selection=val", "selection"), ("seeds=[1,2]", "seeds")):
@@ -349,6 +352,7 @@ def test_resume_refuses_a_changed_config(workdir, tmp_path, monkeypatch):
         one_line_error(proc, key, "progress")
         assert (run / ".hydra/config.yaml").read_text() == config, change
         assert (run / ".hydra/overrides.yaml").read_text() == overrides, change
+        assert (run / ".hydra/hydra.yaml").read_text() == hydra_yaml, change
     # keys that do not change the result may differ; the run then ends
     dfkd_here("distill", *RESUMABLE,
               "checkpoint_every=50", "threads=2", "resume=true", f"hydra.run.dir={run}",
@@ -413,6 +417,12 @@ def test_report_keeps_swept_values_apart(workdir, tmp_path):
                                                                "student.activation"])
     assert list(result["table"]["student.activation"]) == ["tanh", "tanh"]
     assert list(result["table"]["optimizer.momentum"]) == ["0.0", "0.0"]
+    # issue 24, item 8: the figures of split cells (one arm, two lr values: duplicate labels
+    # crashed them), and a --by key that no run has is an error, not an empty column
+    written = write_report([sweep], tmp_path / "plots", plots=True)["written"]
+    assert (tmp_path / "plots" / "plots" / "rmse_friedman.png") in written
+    with pytest.raises(UserError, match="--by optimizer.lrr: no run has such a metrics column"):
+        write_report([sweep], tmp_path / "bad", by=["optimizer.lrr"])
 
 
 def test_sweep_with_failed_diverged_and_blown_up_jobs(workdir, tmp_path):
@@ -453,3 +463,367 @@ def test_an_error_without_a_message_is_named_by_its_type():
                             "weight_decay": 0.0, "momentum": 0.0})
     with pytest.raises(UserError, match=r"^optimizer Silent does not take .*: ValueError$"):
         make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 24, item 1: a checkpoint's architecture is data; no reader builds code a file names
+
+HARMLESS = "harmless_net.Net"  # a class the user may name (--net-target, teacher.net._target_)
+
+
+def payload_modules(folder: Path, marker: Path) -> Path:
+    """A module folder: harmless_net (a plain network) and dfkd_payload, whose import touches
+    `marker` (what a crafted `target` would make dfkd import)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "harmless_net.py").write_text(
+        "import torch\n\n\nclass Net(torch.nn.Module):\n"
+        "    def __init__(self, input_dim, output_dim, **kwargs):\n"
+        "        super().__init__()\n        self.lin = torch.nn.Linear(input_dim, output_dim)\n\n"
+        "    def forward(self, x):\n        return self.lin(x)\n")
+    (folder / "dfkd_payload.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nfrom harmless_net import Net\n")
+    return folder
+
+
+def crafted_checkpoints(folder: Path, marker: Path) -> dict[str, Path]:
+    """Teacher checkpoints (they load with weights only) whose architecture would run code: an
+    unknown name with a target, and a custom network of the harmless class whose keyword
+    arguments hold a nested `_target_` (builtins.open with mode 'w'; torch.load with
+    weights_only=False on a pickle that touches the marker; pathlib.Path.touch)."""
+    from dfkd_cli.nets.checkpoints import save_checkpoint
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    pickle = folder / "payload.pkl"
+    torch.save(Payload(), pickle)
+    custom = {"name": "custom", "target": HARMLESS, "input_dim": 3, "output_dim": 1}
+    archs = {
+        "unknown_name": {"name": "evil", "target": "dfkd_payload.Net", "input_dim": 3,
+                         "output_dim": 1, "kwargs": {}},
+        "custom_payload": custom | {"target": "dfkd_payload.Net", "kwargs": {}},
+        "nested_open": custom | {"kwargs": {"width": 4, "opts": {
+            "_target_": "builtins.open", "file": str(marker), "mode": "w"}}},
+        "nested_pickle": custom | {"kwargs": {"layers": [1, {"deep": {
+            "_target_": "torch.load", "f": str(pickle), "weights_only": False}}]}},
+        "nested_touch": custom | {"kwargs": {"p": {
+            "_target_": "pathlib.Path.touch", "_args_": [{"_target_": "pathlib.Path",
+                                                          "_args_": [str(marker)]}]}}},
+    }
+    state = {"lin.weight": torch.zeros(1, 3), "lin.bias": torch.zeros(1)}
+    scaler = {"x_mean": torch.zeros(3), "x_std": torch.ones(3), "y_mean": torch.zeros(1),
+              "y_std": torch.ones(1)}
+    spec = {"features": ["x1", "x2", "x3"], "low": torch.zeros(3), "high": torch.ones(3)}
+    paths = {}
+    for name, arch in archs.items():
+        paths[name] = folder / name / "teacher.pt"
+        save_checkpoint(paths[name], state, arch, scaler=scaler, input_spec=spec,
+                        features=spec["features"], targets=["y"], dataset="friedman", seed=1)
+    return paths
+
+
+@pytest.fixture
+def crafted(tmp_path, monkeypatch):
+    """(checkpoints by shape, the marker, the module folder, a 3-feature CSV); the module folder
+    is on sys.path in this process, as PYTHONPATH would put it for a subprocess."""
+    marker = tmp_path / "pwned"
+    mods = payload_modules(tmp_path / "mods", marker)
+    monkeypatch.syspath_prepend(str(mods))
+    yield (crafted_checkpoints(tmp_path, marker), marker, mods,
+           labelled_csv(tmp_path / "data.csv", rows=50, features=3))
+    for name in ("dfkd_payload", "harmless_net"):
+        sys.modules.pop(name, None)
+
+
+def _in_store(store: Path, evil: Path) -> Path:
+    """A store for `dfkd distill teacher=custom teacher.net._target_=harmless_net.Net` holding
+    `evil` where that teacher for seed 1 lives."""
+    from dfkd_cli.teachers.store import store_path
+
+    from conftest import make_config
+
+    cfg = make_config("distill", [f"teacher_store={store}", "teacher=custom",
+                                  f"teacher.net._target_={HARMLESS}"])
+    target = store_path(cfg, 1)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(evil.read_bytes())
+    return target
+
+
+def test_crafted_architectures_run_nothing_in_any_reader(crafted, tmp_path):
+    from dfkd_cli.commands import distill, evaluate, export
+    from dfkd_cli.teachers import loader
+
+    from conftest import make_config
+
+    paths, marker, _, csv = crafted
+    safe = tmp_path / "safe.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 1)), str(safe))
+    for shape, evil in paths.items():
+        for named in ([], ["--net-target", HARMLESS]):
+            assert evaluate.main(["--model", str(evil), "--data", str(csv), *named]) == 2
+            assert evaluate.main(["--model", str(safe), "--teacher", str(evil), "--data",
+                                  str(csv), *named]) == 2
+            assert export.main([str(evil), "--out", str(tmp_path / "x"), *named]) == 2
+        teacher = ["teacher=custom", f"teacher.net._target_={HARMLESS}"]
+        for overrides in ([*teacher, f"teacher.path={evil}"],
+                          [*teacher, f"teacher_store={tmp_path / 'store' / shape}"]):
+            _in_store(tmp_path / "store" / shape, evil)
+            with pytest.raises(UserError, match="arch|custom network"):
+                loader.load(make_config("distill", overrides), [1], None, torch.device("cpu"))
+        run = tmp_path / "runs" / shape  # a finished run asked to resume: its student.pt
+        run.mkdir(parents=True)
+        (run / "student.pt").write_bytes(evil.read_bytes())
+        pd.DataFrame([{"status": "ok"}]).to_csv(run / "metrics.csv", index=False)
+        if shape == "custom_payload":  # read for its config only: nothing is built
+            distill.stored_run(run / "checkpoint.pt", [run])
+        else:
+            with pytest.raises(UserError, match="arch"):
+                distill.stored_run(run / "checkpoint.pt", [run])
+        assert not marker.exists(), shape
+        assert "dfkd_payload" not in sys.modules, shape
+
+
+def test_crafted_architectures_exit_2_from_the_command_line(crafted, tmp_path):
+    paths, marker, mods, csv = crafted
+    env = {"PYTHONPATH": str(mods)}
+    evil = paths["nested_open"]
+    named = ["--net-target", HARMLESS]
+    teacher = ["teacher=custom", f"teacher.net._target_={HARMLESS}", "dataset=none",
+               "strategy=random", *TINY[:3]]
+    store = tmp_path / "store"
+    _in_store(store, paths["nested_pickle"])
+    # three readers here (each subprocess costs seconds); every reader and shape in-process above
+    for args in (["evaluate", "--model", str(evil), "--data", str(csv), *named],
+                 ["export", str(paths["nested_touch"]), *named],
+                 ["distill", *teacher, f"teacher_store={store}"]):
+        proc = dfkd(*args, cwd=tmp_path, env=env, check=False)
+        one_line_error(proc, "arch")
+        assert not marker.exists(), args
+
+
+TARGET_NAMES = ("builtins.open", "os.system", "torch.load", "dfkd_payload.Net",
+                "pathlib.Path.touch", HARMLESS)
+
+
+def _nested_target(depth: int, target: str, filler: Any) -> Any:
+    """A `_target_` entry `depth` containers down (dicts and lists in turn)."""
+    node: Any = {"_target_": target, "file": "x", "mode": "w"}
+    for level in range(depth):
+        node = {"k": node, "other": filler} if level % 2 else [filler, node]
+    return node
+
+
+def test_no_architecture_imports_anything_whatever_its_nesting(monkeypatch, tmp_path):
+    """Property: an architecture with a `_target_` anywhere (any name, depth or place, a custom
+    class named or not) is refused, and reading or building it imports nothing."""
+    import importlib
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    import hydra._internal.utils as hydra_utils
+
+    from dfkd_cli.nets import seam
+
+    imported: list[str] = []
+    real_import = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module",
+                        lambda name, *a: imported.append(name) or real_import(name, *a))
+    monkeypatch.setattr(hydra_utils, "_locate", lambda path: imported.append(path))
+    plain = st.one_of(st.integers(-5, 5), st.text(max_size=4), st.booleans(),
+                      st.lists(st.integers(0, 9), max_size=3))
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(name=st.sampled_from(["mlp", "rbf", "resmlp", "cnn", "custom", "evil"]),
+           target=st.sampled_from(TARGET_NAMES), depth=st.integers(0, 6),
+           where=st.sampled_from(["kwarg", "top", "hidden", "target"]), filler=plain,
+           kwargs=st.dictionaries(st.sampled_from(["units", "width", "a"]), plain, max_size=2))
+    def check(name, target, depth, where, filler, kwargs):
+        arch: dict[str, Any] = {"name": name, "input_dim": 3, "output_dim": 1,
+                                "kwargs": dict(kwargs), "hidden": [4], "activation": "tanh"}
+        if name == "custom":
+            arch["target"] = HARMLESS
+        nested = _nested_target(depth, target, filler)
+        if where == "kwarg":
+            arch["kwargs"]["nested"] = nested
+        elif where == "top":
+            arch["extra"] = nested
+        elif where == "hidden":
+            arch["hidden"] = [4, nested]
+        else:
+            arch["target"] = nested
+        imported.clear()
+        before = set(sys.modules)
+        payload = {"arch": arch, "state_dict": {}}
+        with pytest.raises(UserError):
+            seam.from_checkpoint(payload, HARMLESS, "--net-target", "crafted")
+        with pytest.raises(UserError):
+            seam.make_module(arch)
+        assert imported == [] and set(sys.modules) == before, (imported, set(sys.modules) - before)
+
+    check()
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 24, item 3: every value in the teacher store's key is a plain token; a custom class's
+# module is part of it
+
+
+TRAVERSALS = [(["teacher=rbf", "+teacher.net.tag=../../.."], "teacher.net.tag="),
+              (["teacher=resmlp", "teacher.net.width=../.."], "teacher.net.width="),
+              (["teacher=custom", "teacher.net._target_=a.Wide", "+teacher.net.x=a/b"],
+               "teacher.net.x="),
+              (["teacher=svr", "+teacher.estimator.kernel=../.."], "teacher.estimator.kernel=")]
+
+
+@pytest.mark.parametrize("overrides, key", TRAVERSALS)
+def test_store_key_values_cannot_leave_the_store(overrides, key, tmp_path):
+    from dfkd_cli.teachers.store import store_path
+
+    from conftest import make_config
+
+    cfg = make_config("train_teacher", [f"teacher_store={tmp_path / 'store'}", *overrides])
+    with pytest.raises(UserError, match=f"^{key}.*plain token"):
+        store_path(cfg, 1)
+
+
+def test_store_key_traversal_writes_nothing_outside_the_store(tmp_path):
+    work = tmp_path / "a" / "b" / "c"
+    work.mkdir(parents=True)
+    proc = dfkd("train-teacher", "teacher=resmlp", "+teacher.net.tag=../../..",
+                *QUICK_TEACHER[:2], "teacher_store=store", "hydra.run.dir=run", cwd=work,
+                check=False)
+    one_line_error(proc, "teacher.net.tag=../../..", "plain token")
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all((work / "run") in p.parents for p in written), written
+
+
+def test_custom_classes_of_one_name_in_two_modules_have_their_own_store_folders(tmp_path):
+    from dfkd_cli.teachers.store import store_path
+
+    from conftest import make_config
+
+    paths = [store_path(make_config("train_teacher", [
+        "teacher=custom", f"teacher.net._target_={module}.Wide", "+teacher.net.width=16"]), 1)
+        for module in ("a", "b")]
+    assert paths[0] != paths[1]
+    assert [p.parts[-3] for p in paths] == ["a.Wide-width16", "b.Wide-width16"]
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 24, item 4: no run is lost without a word
+
+
+def test_report_out_that_is_a_file_is_refused(tmp_path, capsys):
+    sweep = tmp_path / "sweep" / "0"
+    sweep.mkdir(parents=True)
+    pd.DataFrame([{"command": "distill", "dataset": "friedman", "arm": "random_sampling",
+                   "student_hidden": "mlp50-tanh", "selection": "last", "seed": 1,
+                   "status": "ok", "student_rmse": 0.5, "teacher_rmse": 0.2}]
+                 ).to_csv(sweep / "metrics.csv", index=False)
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine\n")
+    assert report.main([str(sweep.parent), "--out", str(existing), "-q"]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "sweep"]
+    assert existing.read_text() == "mine\n"
+
+
+def test_rerun_over_a_resumable_checkpoint_is_refused(workdir, tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    before = {name: f"{name}: as the interrupted run left it\n"
+              for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}
+    for name, text in before.items():
+        (run / ".hydra" / name).write_text(text)
+    torch.save({"epoch": 3, "run_config": {"config": "seed: 1\n"}}, run / "checkpoint.pt")
+    kept = (run / "checkpoint.pt").read_bytes()
+    proc = dfkd("distill", *TINY, f"hydra.run.dir={run}", cwd=workdir, check=False)
+    one_line_error(proc, "checkpoint.pt", "resume=true", "overwrite=true")
+    assert (run / "checkpoint.pt").read_bytes() == kept
+    assert {p.name: p.read_text() for p in (run / ".hydra").iterdir()} == before  # item 4d
+    assert not (run / "metrics.csv").exists()
+    dfkd("distill", *TINY, "overwrite=true", f"hydra.run.dir={run}", cwd=workdir)
+    assert pd.read_csv(run / "metrics.csv").status.iloc[0] == "ok"
+    assert not (run / "checkpoint.pt").exists()  # the new run finished: its state is gone
+
+
+def test_a_second_process_in_one_run_directory_is_refused(workdir, tmp_path):
+    import subprocess
+
+    from dfkd_cli.utils.files import hold_run_lock
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom dfkd_cli.utils.files import "
+         f"hold_run_lock\nhold_run_lock({str(run)!r})\nprint('held', flush=True)\n"
+         "time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = dfkd("distill", *TINY, f"hydra.run.dir={run}", cwd=workdir, check=False)
+        one_line_error(proc, str(run), "in use by another dfkd process", f"pid {holder.pid}")
+        assert not (run / ".hydra").exists() and not (run / "metrics.csv").exists()
+        with pytest.raises(UserError, match="in use by another dfkd process"):
+            hold_run_lock(run)
+    finally:
+        holder.kill()
+        holder.wait()
+    hold_run_lock(run)  # free once the holder is gone (the kernel released its lock)
+    hold_run_lock(run)  # and taking it twice in one process is a no-op
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_to_a_joblib_sweep_stops_its_workers_and_the_sweep_resumes(workdir, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from conftest import DFKD
+
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    args = ["distill", "-m", "optimizer.lr=1e-3,2e-3", *RESUMABLE, "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+    with open(tmp_path / "launcher.log", "w") as log:
+        launcher = subprocess.Popen([DFKD, *args], cwd=workdir, stdout=log, stderr=log)
+    deadline = time.monotonic() + 180
+    while not all((sweep / job / "checkpoint.pt").exists() for job in ("0", "1")):
+        assert launcher.poll() is None and time.monotonic() < deadline, (
+            tmp_path / "launcher.log").read_text()
+        time.sleep(0.05)
+    workers = _children(launcher.pid)
+    assert workers
+    launcher.send_signal(signal.SIGTERM)
+    launcher.wait(timeout=30)
+    deadline = time.monotonic() + 120
+    while any(_alive(w) for w in workers):  # they stop within an epoch, never train on
+        assert time.monotonic() < deadline, "workers still running after the launcher died"
+        time.sleep(0.1)
+    for job in ("0", "1"):
+        assert pd.read_csv(sweep / job / "metrics.csv").status.iloc[0] == "interrupted"
+        assert (sweep / job / "checkpoint.pt").is_file()
+    dfkd(*args, "resume=true", cwd=workdir)
+    for job in ("0", "1"):
+        assert pd.read_csv(sweep / job / "metrics.csv").status.iloc[0] == "ok"

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dfkd_cli.config import validate
 from dfkd_cli.data.datasets import friedman1, read_idx, read_mnist, split
 from dfkd_cli.errors import UserError
 
@@ -58,6 +59,16 @@ def test_bad_idx_files_are_user_errors(tmp_path):
     (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-2])
     with pytest.raises(UserError, match=r"header says \(3, 4\) but the file holds 10"):
         read_idx(tmp_path / "short")
+    # issue 24, item 7: a header of 255 dimensions, and a file of 0 images, were tracebacks
+    (tmp_path / "ndim").write_bytes(bytes([0, 0, 8, 0xFF]) + bytes(16))
+    with pytest.raises(UserError, match=r"damaged IDX header \(it says 255 dimensions"):
+        read_idx(tmp_path / "ndim")
+    write_idx(tmp_path / "empty", np.zeros((0, 28, 28)))
+    with pytest.raises(UserError, match=r"the header says \(0, 28, 28\): no images"):
+        read_idx(tmp_path / "empty")
+    cfg = make_config("distill", ["dataset=mnist", "dataset.parts=[]"])
+    with pytest.raises(UserError, match=r"^dataset.parts=\[\] is not valid"):
+        validate(cfg)
 
 
 @needs_shared

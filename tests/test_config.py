@@ -102,6 +102,23 @@ def test_strategy_keys_of_another_strategy_are_refused():
 ])
 def test_out_of_range_values_name_the_key(override, key):
     cfg = make_config("distill", [override])
+    _refused_by_key(cfg, key)
+
+
+@pytest.mark.parametrize("overrides,key", [  # issue 24, items 6 and 7
+    (["student=rbf", "student.net.units=0"], "student.net.units"),
+    (["student=rbf", "student.net.units=-3"], "student.net.units"),
+    (["student=resmlp", "student.net.width=0"], "student.net.width"),
+    (["student=resmlp", "student.net.width=abc"], "student.net.width"),
+    (["student=cnn", "student.net.channels=[0]"], "student.net.channels"),
+    (["student=cnn", "student.net.channels=[]"], "student.net.channels"),
+    (["student=resmlp", "student.net.blocks=2"], None),
+])
+def test_a_built_in_networks_sizes_are_whole_numbers_from_one(overrides, key):
+    _refused_by_key(make_config("distill", overrides), key)
+
+
+def _refused_by_key(cfg, key: str | None) -> None:
     if key is None:  # a valid value: no error
         validate(cfg)
         return
@@ -111,10 +128,14 @@ def test_out_of_range_values_name_the_key(override, key):
 
 def test_every_config_folder_ships_in_the_wheel():
     pyproject = (REPO / "pyproject.toml").read_text()
-    for folder in (REPO / "configs").iterdir():
-        if folder.is_dir() and not folder.name.startswith("__"):
-            assert f'"dfkd_cli.configs.{folder.name}" = "configs/{folder.name}"' in pyproject
-            assert f'"dfkd_cli.configs.{folder.name}" = ["*.yaml"]' in pyproject
+    folders = [f for f in (REPO / "configs").rglob("*") if f.is_dir() and any(f.glob("*.yaml"))]
+    assert REPO / "configs" / "hydra" / "launcher" in folders  # nested folders too
+    for folder in folders:
+        rel = folder.relative_to(REPO / "configs").as_posix()
+        package = "dfkd_cli.configs." + rel.replace("/", ".")
+        assert f'"{package}" = "configs/{rel}"' in pyproject
+        assert f'"{package}" = ["*.yaml"]' in pyproject
+        assert f'"{package}",' in pyproject
 
 
 def test_optimisers_by_name_or_target_with_their_own_keys():
@@ -174,3 +195,19 @@ def test_the_restatement_check_sees_a_restated_default(tmp_path, monkeypatch):
         "defaults:\n  - /schema/strategy/bounded@_here_\n  - _self_\nsteps: 2\nlr: 0.5\n")
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     assert restated_defaults() == ["configs/strategy/bounded.yaml: steps=2"]
+
+
+def test_any_first_order_torch_optimiser_works_and_lbfgs_is_refused_by_name():
+    """Issue 24, item 8: weight_decay goes only to a class that takes it (Rprop takes none), and
+    LBFGS, whose step needs a closure, is refused with a line that says why."""
+    from dfkd_cli.nets.optim import make_optimizer
+    params = [torch.nn.Parameter(torch.ones(3))]
+    cfg = make_config("distill", ["optimizer.name=Rprop"]).optimizer
+    rprop = make_optimizer(cfg, params)
+    assert isinstance(rprop, torch.optim.Rprop) and rprop.defaults["lr"] == cfg.lr
+    adam = make_optimizer(make_config("distill", ["optimizer=adam"]).optimizer, params)
+    assert adam.defaults["weight_decay"] == 1e-5  # still passed where it is taken
+    validate(make_config("distill", ["optimizer.name=Rprop"]))
+    with pytest.raises(UserError, match="optimizer LBFGS is not valid here: its step needs a "
+                                        "closure"):
+        validate(make_config("distill", ["optimizer.name=LBFGS"]))

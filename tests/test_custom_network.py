@@ -35,6 +35,8 @@ class Wide(nn.Module):
         return self.out(nn.functional.softplus(self.hidden(x))) + self.skip(x)
 
 
+# the store keeps the class's module in its key: two classes named Wide never share a folder
+STORED = f"outputs/teachers/friedman/{TARGET}-width16/seed1/teacher.pt"
 TEACHER = ["teacher=custom", f"teacher.net._target_={TARGET}", "+teacher.net.width=16"]
 STUDENT = ["student=custom", f"student.net._target_={TARGET}", "+student.net.width=8"]
 DISTILL = [*TEACHER, *STUDENT, "strategy=bounded", "epochs=150", "steps_per_epoch=2",
@@ -57,7 +59,7 @@ def store(tmp_path_factory, env):
 
 
 def test_a_custom_teacher_is_stored_under_its_name(store):
-    payload = load_checkpoint(store / "outputs/teachers/friedman/Wide-width16/seed1/teacher.pt")
+    payload = load_checkpoint(store / STORED)
     assert payload["arch"]["target"] == TARGET and payload["arch"]["kwargs"] == {"width": 16}
     assert set(payload["state_dict"]) == {"hidden.weight", "hidden.bias", "out.weight",
                                           "out.bias", "skip.weight"}
@@ -104,7 +106,7 @@ def test_custom_student_resumes_bit_for_bit_after_sigterm_and_exports(store, env
 
 
 def test_a_custom_teacher_without_its_target_named_fails_in_one_line(store, env):
-    teacher = store / "outputs/teachers/friedman/Wide-width16/seed1/teacher.pt"
+    teacher = store / STORED
     proc = dfkd("distill", f"teacher.path={teacher}", "epochs=2", "progress=false", cwd=store,
                 env=env, check=False)
     assert proc.returncode == 2
@@ -112,3 +114,41 @@ def test_a_custom_teacher_without_its_target_named_fails_in_one_line(store, env)
     assert errors == [f"dfkd: error: teacher checkpoint {teacher} holds the custom "
                       f"network {TARGET}; dfkd imports a checkpoint's code only when you name "
                       f"it: pass teacher=custom teacher.net._target_={TARGET}"]
+
+
+class ThreeOutputs(Wide):
+    """A user's network that ignores output_dim."""
+
+    def __init__(self, input_dim: int, output_dim: int):
+        super().__init__(input_dim, 3)
+
+
+class NoParameters(nn.Module):
+    def __init__(self, input_dim: int, output_dim: int):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1] * 2
+
+
+@pytest.mark.parametrize("target,message", [
+    ("test_custom_network.ThreeOutputs", r"maps \(2, 4\) inputs to \(2, 3\); expected \(2, 1\)"),
+    ("test_custom_network.NoParameters", "has no parameters to train"),
+])
+def test_a_custom_network_that_cannot_be_fitted_is_refused_in_one_line(target, message):
+    """Issue 24, item 7: both were tracebacks (a shape error mid-step; an empty optimiser)."""
+    from dfkd_cli.nets import seam
+    from dfkd_cli.utils.rng import Streams
+    arch = {"name": "custom", "target": target, "input_dim": 4, "output_dim": 1, "kwargs": {}}
+    with pytest.raises(UserError, match=message):
+        seam.build(arch, Streams([1], torch.device("cpu")))
+
+
+def test_a_damaged_rbf_checkpoint_is_refused_in_one_line():
+    """Issue 24, item 7: weights of the wrong shape for the architecture were a traceback."""
+    from dfkd_cli.nets import seam
+    arch = {"name": "rbf", "input_dim": 4, "output_dim": 1, "kwargs": {"units": 5}}
+    state = seam.make_module(arch).state_dict()
+    state["centres"] = state["centres"][:3]
+    with pytest.raises(UserError, match=r"the weights do not fit network rbf-units5 .*centres"):
+        seam.from_states(arch, [state])

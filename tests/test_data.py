@@ -73,6 +73,10 @@ def test_csv_several_targets(tmp_path):
 @pytest.mark.parametrize("content,message", [
     ("a,b\n1,x\n2,y\n", "non-numeric columns"),
     ("a,b\n1,2\n,3\n", "missing or infinite values"),
+    # issue 24, item 6: a column beyond float32 stored a NaN teacher with status ok; a constant
+    # target gave teacher_r2=-inf with status ok
+    ("a,b\n1e39,2\n2,3\n", r"values beyond float32's range .* in columns \['a'\]"),
+    ("a,b\n1,2\n2,2\n", r"the target columns \['b'\] are constant"),
 ])
 def test_bad_csv_is_a_user_error(tmp_path, content, message):
     path = tmp_path / "bad.csv"
@@ -105,3 +109,24 @@ def test_benchmark_split_matches_the_paper():
 def test_too_few_rows_for_a_split_is_a_user_error():
     with pytest.raises(UserError, match="too few for a train / validation / test split"):
         split(friedman1(3, 1.0), n_train=5000, val_fraction=0.1, seed=1)
+
+
+def test_a_teacher_that_diverges_is_reported_and_not_stored(tmp_path, monkeypatch):
+    """Issue 24, item 6: a NaN teacher was stored with status=ok (seed 2's weights made NaN
+    after its fit; seed 1's is stored as usual)."""
+    from dfkd_cli.commands import train_teacher
+    fit = train_teacher.fit
+
+    def nan_second_member(*args, **kwargs):
+        model, *rest = fit(*args, **kwargs)
+        with torch.no_grad():
+            for p in model.params:
+                p[1].fill_(float("nan"))
+        return (model, *rest)
+
+    monkeypatch.setattr(train_teacher, "fit", nan_second_member)
+    cfg = make_config("train_teacher", ["seeds=[1,2]", "epochs=2", "dataset.n_rows=300",
+                                        "teacher.hidden=[8]", f"teacher_store={tmp_path / 's'}"])
+    rows = train_teacher.run(cfg, tmp_path / "run")
+    assert list(rows.status) == ["ok", "diverged"]
+    assert [p.parent.name for p in (tmp_path / "s").rglob("teacher.pt")] == ["seed1"]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dfkd_cli.commands import distill
+from dfkd_cli.config import register_configs
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop import student_loop
 from dfkd_cli.nets import mlp
@@ -131,3 +132,24 @@ def test_student_step_gradient_is_the_mixed_loss_gradient(alpha):
     torch.testing.assert_close(alpha * loss_g + (1 - alpha) * loss_p, loss.detach())
     for p, g in zip(student.parameters(), expected, strict=True):
         torch.testing.assert_close(p.grad, g)
+
+
+def test_an_interrupted_sweep_job_says_how_to_resume_the_sweep(tmp_path):
+    """Issue 24, item 8: a job of an interrupted sweep logged the single-run resume command."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    assert distill.resume_hint(tmp_path) == f"continue with resume=true hydra.run.dir={tmp_path}"
+    register_configs()
+    with initialize_config_module(config_module="dfkd_cli.configs", version_base="1.3"):
+        cfg = compose(config_name="distill", return_hydra_config=True,
+                      overrides=[f"hydra.sweep.dir={tmp_path}", "hydra.mode=MULTIRUN"])
+    assert cfg.hydra.mode == RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    try:
+        hint = distill.resume_hint(tmp_path / "3")
+    finally:
+        HydraConfig.instance().cfg = None
+    assert hint == ("continue the sweep with the same command (-m and its overrides) and "
+                    f"resume=true hydra.sweep.dir={tmp_path}")

@@ -242,6 +242,10 @@ def test_priors_keep_the_stored_structure():
     ({"simplex": [["a"]]}, "a simplex group needs at least 2 features"),
     ({"type": {"b": "binary"}, "levels": {"b": [0, 1, 2]}}, "needs exactly 2 levels"),
     ({"type": {"z": "integer"}}, "unknown feature 'z'"),
+    ({"low": {"a": float("nan")}}, "feature a has a NaN bound"),  # issue 24, item 6
+    ({"type": {"a": "categorical"}, "levels": {"a": ["x", "y"]}},  # item 7: tracebacks
+     "a level of feature a is 'x', not a number"),
+    ({"simplex": [{"total": 1}]}, "a simplex entry needs `features`"),
 ])
 def test_bad_domain_specs_fail_with_one_line(values, message):
     base = domain.Domain.continuous(3, [0, 0, 0], [5, 5, 5])
@@ -410,3 +414,27 @@ def test_auto_prior_is_the_copula_when_the_teacher_has_statistics():
     assert priors.Prior("auto", Streams([1], CPU), d, [stats], mean, sd, "t").name == "copula"
     bare = domain.Domain.continuous(d)  # an older or foreign teacher: no statistics
     assert priors.Prior("auto", Streams([1], CPU), d, [bare], mean, sd, "t").name == "gaussian"
+
+
+def test_train_teacher_refuses_a_bad_domain_spec_before_training(tmp_path, monkeypatch):
+    """Issue 24, item 6: a missing or bad domain_spec was found only after the teacher trained,
+    and the message named teacher.spec."""
+    from dfkd_cli.commands import train_teacher
+    monkeypatch.setattr(train_teacher, "fit", lambda *a, **k: pytest.fail("trained first"))
+    (tmp_path / "bad.yaml").write_text("type: {x1: ordinal}\n")
+    for spec, message in [("nope.yaml", r"^domain_spec=.*nope.yaml not found$"),
+                          ("bad.yaml", r"^domain_spec=.*bad.yaml: feature x1 has unknown type")]:
+        cfg = make_config("train_teacher", [f"domain_spec={tmp_path / spec}",
+                                            f"teacher_store={tmp_path / 'store'}"])
+        with pytest.raises(UserError, match=message):
+            train_teacher.run(cfg, tmp_path / "run")
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*.pt"))
+
+
+@pytest.mark.parametrize("payload", [
+    {"kinds": ["continuous"], "low": [0.0], "high": [1.0], "levels": [None], "run": "rm -rf"},
+    {"kinds": ["continuous"]}, ["continuous"]])
+def test_a_stored_domain_with_unknown_or_missing_keys_is_refused(payload):
+    """Issue 24, item 7: a teacher checkpoint whose domain had an unknown key was a traceback."""
+    with pytest.raises(UserError, match=r"^teacher t.pt has a damaged input domain \(keys"):
+        domain.Domain.from_payload(payload, "teacher t.pt")

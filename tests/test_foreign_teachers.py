@@ -122,7 +122,23 @@ def test_spec_errors_name_the_problem(tmp_path):
     with pytest.raises(UserError, match="per-feature keys differ in length"):
         teacher_spec.read(cfg.teacher).input_dim()
     cfg = make_config("distill", base + ["teacher.sd=[1,0]"])
-    with pytest.raises(UserError, match=r"teacher.sd=.*every sd must be > 0"):
+    with pytest.raises(UserError, match=r"teacher.sd=.*expected finite numbers > 0"):
+        teacher_spec.read(cfg.teacher)
+    # issue 24, item 6: NaN or zero where a scale must be, NaN bounds, refused by key
+    (tmp_path / "nan.yaml").write_text("sd: [.nan, 1]\nmean: [0, 0]\n")
+    for spec, message in [("nan.yaml", r"teacher.sd=\[nan, 1\] is not valid"),
+                          ("zero.yaml", r"teacher.target_sd=\[0\] is not valid"),
+                          ("low.yaml", r"teacher.low=\[nan, 0\] is not valid")]:
+        if spec == "zero.yaml":
+            (tmp_path / spec).write_text("target_mean: [1]\ntarget_sd: [0]\n")
+        if spec == "low.yaml":
+            (tmp_path / spec).write_text("low: [.nan, 0]\nhigh: [1, 1]\n")
+        cfg = make_config("distill", base + [f"teacher.spec={tmp_path / spec}"])
+        with pytest.raises(UserError, match=message):
+            teacher_spec.read(cfg.teacher)
+    (tmp_path / "five.yaml").write_text("features: 5\n")  # item 7: was a traceback
+    cfg = make_config("distill", base + [f"teacher.spec={tmp_path / 'five.yaml'}"])
+    with pytest.raises(UserError, match="teacher.features=5 is not valid: expected a list"):
         teacher_spec.read(cfg.teacher)
     (tmp_path / "bad.csv").write_text("feature,median\na,1\n")
     cfg = make_config("distill", base + [f"teacher.spec={tmp_path / 'bad.csv'}"])

@@ -224,3 +224,20 @@ def test_every_strategy_distils_into_a_radial_basis_student(teacher_file, strate
     loop, _ = train(teacher_file, [1], ["student=rbf", f"strategy={strategy}", "epochs=2",
                                         "steps_per_epoch=3", *QUICK.get(strategy, [])])
     assert all(row["nonfinite"] == 0 and row["loss"] > 0 for row in loop.history[0])
+
+
+def test_a_teacher_file_of_another_network_is_labelled_by_what_it_holds(tmp_path):
+    """Issue 24, item 8: a distill from an rbf teacher.path wrote teacher_hidden=mlp500-tanh
+    (the teacher config's default), not the loaded teacher's architecture."""
+    arch = {"name": "rbf", "input_dim": D, "output_dim": 1, "kwargs": {"units": 7}}
+    net = seam.build(arch, Streams([100], CPU))
+    path = tmp_path / "rbf.pt"
+    scaler = Scaler(torch.zeros(D), torch.ones(D), torch.zeros(1), torch.ones(1))
+    checkpoints.save_checkpoint(path, net.member_state_dict(0), arch=arch,
+                                scaler=scaler.payload(),
+                                input_spec={"features": [f"x{i}" for i in range(D)],
+                                            "low": -2 * torch.ones(D), "high": 2 * torch.ones(D)})
+    cfg = make_config("distill", ["dataset=none", f"teacher.path={path}", "strategy=random",
+                                  "selection=last", *STEPS])
+    row = distill.run(cfg, tmp_path / "run").iloc[0]
+    assert row.teacher_hidden == seam.arch_name(arch) == "rbf-units7"

@@ -3,7 +3,6 @@ an Optuna sweep through hydra-optuna-sweeper (configs/hparams_search/bounded_opt
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -37,8 +36,9 @@ def test_selection_both_scores_the_last_students():
 
 
 def test_a_member_not_ok_makes_the_trial_fail():
-    cfg = make_config("distill", ["seeds=[1,2]"])
-    assert math.isnan(search.objective(cfg, frame(status=["ok", "diverged"])))
+    """None, not NaN: the Optuna plugin's failed-trial path tells a NaN twice and crashes."""
+    cfg = make_config("distill", ["seeds=[1,2]", "selection=last"])
+    assert search.objective(cfg, frame(status=["ok", "diverged"])) is None
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -92,3 +92,45 @@ def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(workdir, tmp_path):
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_params"]["seed"] == 1
     assert best["best_value"] == pytest.approx(jobs[jobs.status == "ok"].fidelity_rmse_prior.min())
+
+
+def test_a_search_whose_every_trial_diverges_ends_with_its_summary(workdir, tmp_path):
+    """Issue 24, item 5: optimizer.lr=inf diverges every trial; the plugin alone ends such a
+    search with a traceback ('No trials are completed yet') before the sweep's report."""
+    sweep = tmp_path / "sweep"
+    proc = dfkd("distill", "hparams_search=bounded_optuna", *QUICK_DISTILL,
+                "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
+                "optimizer.lr=inf", f"hydra.sweep.dir={sweep}", cwd=workdir, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out, out
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"dfkd: error: no trial of the search completed: all 2 failed or diverged (listed in "
+        f"{sweep}/report.md)")
+    assert set(sweep_jobs(sweep).status) == {"diverged"}
+    assert (sweep / "report.md").read_text().count("diverged") >= 2
+    assert not (sweep / "optimization_results.yaml").exists()
+
+
+def test_a_search_of_no_trials_is_refused_before_any_work(workdir, tmp_path):
+    proc = dfkd("distill", "hparams_search=bounded_optuna", *QUICK_DISTILL,
+                "hydra.sweeper.n_trials=0", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                cwd=workdir, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "dfkd: error: hydra.sweeper.n_trials=0 is not valid: expected at least 1 trial")
+
+
+def test_an_objective_of_a_target_the_run_lacks_is_refused_before_training(workdir, tmp_path,
+                                                                             monkeypatch):
+    """Issue 24, item 6: objective=student_rmse_bogus trained, wrote status=ok, then exited 2."""
+    from dfkd_cli.commands import distill
+    monkeypatch.chdir(workdir)  # its teacher store
+    monkeypatch.setattr(distill, "build_loop", lambda *a, **k: pytest.fail("trained first"))
+    cfg = make_config("distill", ["objective=student_rmse_bogus", *QUICK_DISTILL])
+    search.check(cfg)  # the column's name alone looks fine: <column>_<target>
+    with pytest.raises(UserError, match=r"^objective=student_rmse_bogus is not valid: this run "
+                                        r"has one output; expected student_rmse$"):
+        distill.run(cfg, tmp_path / "run")
+    search.check_outputs(make_config("distill", ["objective=val_rmse_y2"]), ["y1", "y2"])
+    with pytest.raises(UserError, match=r"outputs \['y1', 'y2'\]; expected val_rmse or one of"):
+        search.check_outputs(make_config("distill", ["objective=val_rmse_y3"]), ["y1", "y2"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dfkd_cli.commands import train_teacher
+from dfkd_cli.commands import distill, train_teacher
 from dfkd_cli.data.datasets import load_table, split_for
 from dfkd_cli.errors import UserError
 from dfkd_cli.teachers import loader as teachers
@@ -191,7 +191,6 @@ def test_a_spec_carries_the_total_its_rows_sum_to(tmp_path):
 def teacher_inputs(cfg, run_dir, monkeypatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Run `dfkd distill` in-process; every raw row the ONNX teacher was called on while the
     student trained (not the evaluation's), and every batch the student was fitted on."""
-    from dfkd_cli.commands import distill
     from dfkd_cli.loop import student_loop
     from dfkd_cli.teachers import model_files
 
@@ -268,6 +267,8 @@ def test_any_regressor_by_target_goes_through_skl2onnx(compositions):
     ("sklearn.cluster.KMeans",
      "teacher.estimator._target_=sklearn.cluster.KMeans is not a scikit-learn regressor"),
     ("sklearn.svm.NoSuchModel", "teacher.estimator=.*NoSuchModel.* could not be built"),
+    ("collections.OrderedDict",  # issue 24, item 7: was a traceback from sklearn's tags
+     "teacher.estimator._target_=collections.OrderedDict is not a scikit-learn regressor"),
 ])
 def test_bad_estimators_are_user_errors(target, message):
     extra = [f"teacher.estimator._target_={target}"] if target else []
@@ -314,3 +315,13 @@ def test_protein_de_arm_labels_only_amino_acid_compositions(tmp_path, monkeypatc
     rows, labelled = teacher_inputs(cfg, tmp_path / "de", monkeypatch)
     assert len(labelled) == 6
     assert_on_simplex(rows, spec.simplex[0].total)
+
+
+def test_the_copula_refused_for_an_svr_teacher_gives_advice_that_can_help(compositions, tmp_path):
+    """Issue 24, item 8: the hint was to retrain with overwrite=true, which stores no statistics
+    in an SVR teacher either."""
+    cfg = config(compositions, "teacher=svr", "strategy=random", "prior=copula", *QUICK)
+    with pytest.raises(UserError, match=r"prior=copula needs the teacher's input statistics .* "
+                                        r"use prior=gaussian \(dfkd stores them only") as caught:
+        distill.run(cfg, tmp_path / "run")
+    assert "overwrite" not in str(caught.value)

@@ -78,8 +78,8 @@ def test_tensorboard_and_mlflow_say_what_the_csv_files_say(two_teachers, tmp_pat
     artifacts = {a.path for a in client.list_artifacts(logged.info.run_id)}
     assert artifacts == {"student.pt", "metrics.csv", "history.csv"}
 
-    # `dfkd export` of the run adds its files to the same MLflow run
-    dfkd_here("export", str(run), "--formats", "torchscript", cwd=two_teachers)
+    # `dfkd export --mlflow <uri>` of the run adds its files to the same MLflow run
+    dfkd_here("export", str(run), "--formats", "torchscript", "--mlflow", uri, cwd=two_teachers)
     exported = {a.path for a in client.list_artifacts(logged.info.run_id, "export")}
     assert exported == {"export/student.torchscript.pt", "export/model_card.md"}
 
@@ -147,3 +147,81 @@ def test_a_failing_tracker_warns_once_and_the_run_and_its_csv_files_stay(two_tea
         assert len(pd.read_csv(member / "history.csv")) == 3
         assert (member / "student.pt").is_file()
         assert "student_rmse" in tensorboard_scalars(member)  # the other tracker carried on
+
+
+# issue 24, item 2: no tracker acts unless configured in the command; an unreachable one costs
+# seconds
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def small_run(folder: Path, tracking_uri: str) -> Path:
+    """A run directory holding a small MLP student.pt and an mlflow_run.json naming
+    `tracking_uri` (what a crafted or copied run directory could hold)."""
+    import json
+
+    import torch
+
+    from dfkd_cli.nets.checkpoints import save_checkpoint
+    from dfkd_cli.nets.mlp import mlp
+
+    folder.mkdir(parents=True)
+    arch = {"name": "mlp", "input_dim": 3, "output_dim": 1, "hidden": [4], "activation": "tanh"}
+    save_checkpoint(folder / "student.pt", mlp(3, [4], "tanh", 1).state_dict(), arch,
+                    scaler={"x_mean": torch.zeros(3), "x_std": torch.ones(3),
+                            "y_mean": torch.zeros(1), "y_std": torch.ones(1)})
+    (folder / "mlflow_run.json").write_text(
+        json.dumps({"tracking_uri": tracking_uri, "run_id": "0123456789abcdef"}))
+    return folder
+
+
+def test_export_never_reaches_the_store_its_run_directory_names(tmp_path, closed_port):
+    import time
+
+    from dfkd_cli.commands import export
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for n, uri in enumerate([f"sqlite:///{elsewhere}/mlflow.db",
+                             f"http://127.0.0.1:{closed_port}"]):
+        run = small_run(tmp_path / f"run{n}", uri)
+        started = time.perf_counter()
+        assert export.main([str(run), "--formats", "torchscript"]) == 0
+        assert time.perf_counter() - started < 30
+        assert list(elsewhere.iterdir()) == []  # no database, no artifacts
+
+
+def test_an_unreachable_tracker_costs_seconds_and_one_warning(tmp_path, closed_port, caplog):
+    import time
+
+    from omegaconf import OmegaConf
+
+    from dfkd_cli.commands import export
+    from dfkd_cli.tracking.trackers import Trackers
+
+    uri = f"http://127.0.0.1:{closed_port}"
+    cfg = OmegaConf.create({"seed": 1, "logger": {"mlflow": {
+        "_target_": "dfkd_cli.tracking.trackers.MLflow", "tracking_uri": uri}}})
+    run = small_run(tmp_path / "run", uri)
+    started = time.perf_counter()
+    with Trackers(cfg, [1], [run]) as trackers:
+        trackers.history([[{"epoch": 0, "loss": 1.0}]])
+        assert trackers.active == {}  # dropped at the start; the run goes on without it
+    assert time.perf_counter() - started < 10
+    assert caplog.text.count("logger mlflow disabled") == 1
+    assert "cannot be reached" in caplog.text
+    # export --mlflow <that server>: the exports are written, one warning, seconds
+    caplog.clear()
+    started = time.perf_counter()
+    assert export.main([str(run), "--formats", "torchscript", "--mlflow", uri]) == 0
+    assert time.perf_counter() - started < 30
+    assert caplog.text.count("exports not logged to MLflow") == 1
+    assert (run / "export" / "student.torchscript.pt").is_file()

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from dfkd_cli.data import domains, priors, projection
@@ -33,6 +35,7 @@ from dfkd_cli.report.labels import alpha_label, arm_label
 from dfkd_cli.strategies import build_strategy
 from dfkd_cli.teachers import loader as teachers
 from dfkd_cli.teachers.store import arch_label
+from dfkd_cli.tracking import search
 from dfkd_cli.tracking.trackers import Trackers
 from dfkd_cli.utils import run_tables as tables
 from dfkd_cli.utils import runtime
@@ -85,6 +88,15 @@ def save_state(loop: StudentLoop, path: Path, config: dict) -> None:
         torch.save(loop.state_dict() | {"run_config": config}, tmp)
 
 
+def resume_hint(run_dir: Path) -> str:
+    """How to continue: the run alone, or the whole sweep when the run is a sweep's job (its
+    finished jobs are skipped)."""
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return (f"continue the sweep with the same command (-m and its overrides) and "
+                f"resume=true hydra.sweep.dir={HydraConfig.get().sweep.dir}")
+    return f"continue with resume=true hydra.run.dir={run_dir}"
+
+
 def stored_run(state_path: Path, dirs: list[Path]) -> tuple[dict | None, dict | None]:
     """(the loop state in checkpoint.pt or None, the config the run started with or None):
     from checkpoint.pt, else from a finished run's student.pt."""
@@ -99,6 +111,21 @@ def stored_run(state_path: Path, dirs: list[Path]) -> tuple[dict | None, dict | 
     return None, None
 
 
+def refuse_restart(cfg, run_dir: Path, state_path: Path) -> None:
+    """A run directory holding a resumable checkpoint.pt (an interrupted run) is continued with
+    resume=true or started over with overwrite=true; a plain rerun there is refused (it would
+    restart at epoch 0 and overwrite the checkpoint), with the .hydra/ files put back."""
+    if cfg.resume or cfg.overwrite or not state_path.is_file():
+        return
+    try:
+        stored = checkpoints.load_weights_only(state_path).get("run_config")
+    except Exception:  # noqa: BLE001 - unreadable: the run-start callback's copy, if any
+        stored = None
+    resume.put_back(run_dir, stored)
+    raise UserError(f"{run_dir} holds a resumable {CHECKPOINT} (an interrupted run); "
+                    "resume=true continues it, overwrite=true starts over and replaces it")
+
+
 def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     """`dfkd distill`: see the module docstring."""
     run_dir = Path(run_dir)
@@ -106,6 +133,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     members = population.members(cfg, run_dir)
     seeds, dirs = members.seeds, members.dirs
     state_path = run_dir / CHECKPOINT
+    refuse_restart(cfg, run_dir, state_path)
     state, stored = stored_run(state_path, dirs) if cfg.resume else (None, None)
     resume.check(cfg, run_dir, stored)
     if cfg.resume and finished(dirs):
@@ -113,6 +141,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
         return pd.concat(pd.read_csv(d / tables.METRICS) for d in dirs)
     table = load_table(cfg.dataset, cfg.data_dir)
     teacher = teachers.load(cfg, seeds, table, device)
+    search.check_outputs(cfg, column_names(teacher, table)[1])
     features = teachers.feature_names(teacher.features, teacher.input_dim)
     domains.write(dirs, teacher.domains, features)
     splits = None if table is None else teachers.member_splits(cfg, teacher, table, seeds, device)
@@ -139,8 +168,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
         wall = time.perf_counter() - started
         if interrupted():
             save_state(loop, state_path, config)
-            log.warning("interrupted at epoch %d; continue with resume=true hydra.run.dir=%s",
-                        loop.epoch, run_dir)
+            log.warning("interrupted at epoch %d; %s", loop.epoch, resume_hint(run_dir))
         statuses = ["interrupted"] * len(seeds) if interrupted() else loop.status()
         frame = write_members(cfg, loop, arch, table, splits, teacher, members,
                               Ending(statuses, wall, interrupted(), untrained), device)
@@ -161,9 +189,11 @@ def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, stude
     means, sds = (torch.stack([getattr(s, k) for s in teacher.scalers]).to(device)
                   for k in ("x_mean", "x_std"))
     project = projection.Projection(teacher.domains, means, sds) if cfg.domain == "on" else None
-
+    remedy = (", or retrain it with dfkd train-teacher overwrite=true (a teacher from an older "
+              "dfkd)" if cfg.teacher.format == "dfkd" else
+              " (dfkd stores them only in the MLP and network teachers it trains)")
     prior = priors.Prior(cfg.prior, rng, teacher.input_dim, teacher.domains, means, sds,
-                          f"teacher {teacher.sources[0]}")
+                         f"teacher {teacher.sources[0]}", remedy)
     strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),
                               prior, project)
     fidelity = None
@@ -251,7 +281,8 @@ def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
                    "arm": arm_label(cfg), "strategy": cfg.strategy.name,
                    "alpha": alpha_label(cfg.alpha), "selection": selection,
                    "prior": cfg.prior, "domain": cfg.domain,
-                   "teacher_hidden": arch_label(cfg.teacher),
+                   "teacher_hidden": (seam.arch_name(teacher.arch) if teacher.arch
+                                      else arch_label(cfg.teacher)),
                    "student_hidden": seam.arch_name(arch),
                    "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
                    "batch_size": cfg.batch_size, "epochs_run": loop.epoch,

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 from dfkd_cli.nets import checkpoints, metrics
 from dfkd_cli.teachers.model_files import KINDS, SAFE_KINDS, load_model_file
 from dfkd_cli.teachers.raw_units import TARGET_KEY, feature_names, network, raw_model, target_names
@@ -97,7 +97,7 @@ def read_data(path: str | Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path)
     except Exception as exc:  # pandas, gzip (a truncated .gz: EOFError) and codecs raise many types
-        raise UserError(f"{path} is not a readable CSV file: {first_line(exc)}") from exc
+        raise UserError(f"{path} is not a readable CSV file: {reason(exc)}") from exc
     if frame.empty:
         raise UserError(f"{path} has no data rows")
     return frame
@@ -134,7 +134,7 @@ def output_dim(model: Model, width: int) -> int:
     try:
         return forward(model, torch.zeros(1, model.input_dim or width - 1)).shape[1]
     except Exception as exc:  # noqa: BLE001 - any runtime's error: we only probe
-        raise UserError(f"cannot tell how many outputs {model.path} gives ({first_line(exc)}); "
+        raise UserError(f"cannot tell how many outputs {model.path} gives ({reason(exc)}); "
                         f"name the target columns with --target") from exc
 
 
@@ -177,7 +177,7 @@ def predict(model: Model, x: torch.Tensor, features: list[str], k: int, path: Pa
         pred = forward(model, x.float())
     except Exception as exc:  # noqa: BLE001 - TorchScript / onnxruntime errors on a bad shape
         raise UserError(f"{model.path} failed on the {x.shape[1]} feature columns of {path} "
-                        f"({first_line(exc)})") from exc
+                        f"({reason(exc)})") from exc
     if pred.shape[1] != k:
         raise UserError(f"{model.path} gives {pred.shape[1]} outputs but {path} has {k} "
                         f"target column(s)")

@@ -230,6 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(TARGET_KEY, metavar="CLASS",
                         help="the class of a custom network the checkpoint holds (its "
                              "_target_): dfkd imports a checkpoint's code only when named")
+    parser.add_argument("--mlflow", metavar="TRACKING_URI",
+                        help="also log the exports to the MLflow run this run logged to (its "
+                             "mlflow_run.json), in the store at TRACKING_URI (e.g. "
+                             "sqlite:///outputs/mlflow/mlflow.db); without it nothing is sent "
+                             "or copied anywhere")
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest difference allowed, relative to the target's sd "
                              "(default: 1e-4)")
@@ -246,9 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{c.format:<12} {c.path}  max |diff| {c.max_abs:.3g} "
               f"({c.max_rel:.3g} of y_std)")
     print(f"wrote {card}")
-    source = Path(args.path)
-    trackers.log_export(source if source.is_dir() else source.parent,
-                        [c.path for c in checks] + [card])
+    if args.mlflow:  # only when asked, to the store named here (never one a file names)
+        source = Path(args.path)
+        trackers.log_export(source if source.is_dir() else source.parent,
+                            [c.path for c in checks] + [card], args.mlflow)
     failed = [c for c in checks if not c.max_rel <= args.tolerance]
     for c in failed:
         print(f"dfkd export: error: {c.path} differs from the checkpoint by {c.max_rel:.3g} of "

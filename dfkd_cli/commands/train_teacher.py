@@ -8,6 +8,7 @@ early stopping on validation loss (patience 50), best validation epoch kept.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,6 +26,7 @@ from dfkd_cli.nets import checkpoints, metrics, mlp, seam
 from dfkd_cli.nets.optim import make_optimizer
 from dfkd_cli.teachers import scikit_learn as sklearn_teacher
 from dfkd_cli.teachers import store as teacher_store
+from dfkd_cli.teachers import spec as teacher_spec
 from dfkd_cli.teachers.loader import override_domains
 from dfkd_cli.teachers.store import arch_label
 from dfkd_cli.utils import run_tables as tables
@@ -139,6 +141,13 @@ def fit(cfg, splits: list[Split], seeds: list[int], device: torch.device):
     return model.eval(), arch, history, best_epoch
 
 
+def finite(state: dict[str, torch.Tensor], row: dict) -> bool:
+    """A teacher worth storing: finite weights and finite test scores."""
+    scores = [v for k, v in row.items() if k.startswith("teacher_") and isinstance(v, float)]
+    return (all(bool(torch.isfinite(v).all()) for v in state.values())
+            and all(math.isfinite(v) for v in scores))
+
+
 def run(cfg, run_dir: Path) -> pd.DataFrame:
     """`dfkd train-teacher`: train the teachers for (dataset, seed) into the teacher store, one
     for `seed=` or a population for `seeds=[...]` in one batched program.
@@ -150,6 +159,10 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     seeds, dirs = members.seeds, members.dirs
     paths = [teacher_store.store_path(cfg, seed) for seed in seeds]
     table = load_table(cfg.dataset, cfg.data_dir)
+    if cfg.domain_spec:  # a bad one is found before any training (applied once fitted)
+        domains.override(domains.Domain.continuous(table.x.shape[1]),
+                         teacher_spec.domain_values(cfg.domain_spec), table.features,
+                         f"domain_spec={cfg.domain_spec}")
     rows = {}
     with ExitStack() as locks:
         for path in sorted(paths):
@@ -203,6 +216,12 @@ def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
                                 part.scaler.y_std),
                "wall_s": wall, "members": len(seeds), "device": str(device), "status": "ok",
                "teacher_path": str(path)}
+        if not finite(model.member_state_dict(k), row):
+            log.warning("teacher of seed %d diverged (non-finite weights or scores): not "
+                        "stored", seed)
+            frames.append(tables.write_metrics(member_dir, row | {"status": "diverged",
+                                                                  "teacher_path": ""}))
+            continue
         checkpoints.save_checkpoint(
             path, model.member_state_dict(k),
             arch=arch,

@@ -23,6 +23,7 @@ import torch
 from dfkd_cli.errors import UserError
 
 log = logging.getLogger(__name__)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 FRIEDMAN_SEED = 20230111  # the built-in dataset is the same table on every machine
 MAX_TRAIN_FRACTION = 0.7  # a dataset with fewer than n_train / 0.7 rows trains on 70% of them
@@ -160,6 +161,15 @@ def read_csv(path: Path, name: str, target: str | list[str] | None, drop: list[s
         log.warning("dataset file %s: dropped %d of %d rows with missing or infinite values",
                     path, int(bad_rows.sum()), len(frame))
         frame = frame[~bad_rows]
+    huge = [c for c in frame.columns if frame[c].abs().max() > FLOAT32_MAX]
+    if huge:
+        raise UserError(f"dataset file {path} has values beyond float32's range (|v| > "
+                        f"{FLOAT32_MAX:.3g}) in columns {huge}, which dfkd computes in; rescale "
+                        "them (e.g. to other units) or drop them with dataset.drop=[...]")
+    constant = [t for t in targets if len(frame) and frame[t].nunique() == 1]
+    if constant:
+        raise UserError(f"dataset file {path}: the target columns {constant} are constant; "
+                        "there is nothing to learn (R^2 is undefined)")
     y = frame[targets].to_numpy(dtype=np.float64)
     x_frame = frame.drop(columns=targets)
     if x_frame.shape[1] == 0:
@@ -180,10 +190,15 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != IDX_UBYTE:
         raise UserError(f"{path} is not an IDX file of unsigned bytes")
     ndim = raw[3]
+    if ndim < 1 or len(raw) < 4 + 4 * ndim:
+        raise UserError(f"{path}: damaged IDX header (it says {ndim} dimensions; the file has "
+                        f"{len(raw)} bytes)")
     shape = tuple(int(v) for v in np.frombuffer(raw, ">i4", ndim, 4))
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise UserError(f"{path}: the header says {shape} but the file holds {data.size} values")
+    if data.size == 0:
+        raise UserError(f"{path}: the header says {shape}: no images")
     return data.reshape(shape)
 
 

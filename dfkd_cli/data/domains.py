@@ -25,7 +25,7 @@ once per step, on [x_g; x_p]).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,14 @@ class Domain:
         return {k: v for k, v in self.__dict__.items()}
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "Domain":
+    def from_payload(cls, payload: Any, source: str = "the checkpoint") -> "Domain":
+        """A domain read back from a file: its keys are checked, never trusted."""
+        known = {f.name for f in fields(cls)}
+        if not isinstance(payload, dict) or set(payload) - known or not {
+                "kinds", "low", "high", "levels"} <= set(payload):
+            keys = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+            raise UserError(f"{source} has a damaged input domain (keys {keys}; a domain has "
+                            f"{sorted(known)})")
         return cls(**payload)
 
     def summary(self, features: list[str]) -> str:
@@ -114,6 +121,9 @@ class Domain:
             if kind not in KINDS:
                 raise UserError(f"{source}: feature {name(i)} has unknown type {kind!r}; "
                                 f"valid types are {', '.join(KINDS)}")
+            if np.isnan(self.low[i]) or np.isnan(self.high[i]):
+                raise UserError(f"{source}: feature {name(i)} has a NaN bound (low "
+                                f"{self.low[i]}, high {self.high[i]}); use .inf for no bound")
             if self.low[i] > self.high[i]:
                 raise UserError(f"{source}: feature {name(i)} has low {self.low[i]} > high "
                                 f"{self.high[i]}")
@@ -261,17 +271,29 @@ def override(domain: Domain, values: dict[str, Any], features: list[str],
         out.kinds[i] = str(kind)
         if out.kinds[i] not in ("categorical", "binary"):
             out.levels[i] = None
+    def number(value: Any, what: str) -> float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{source}: {what} is {value!r}, not a number") from None
+
     for i, lv in per_feature("levels").items():
-        out.levels[i] = sorted(float(v) for v in lv)
+        if not isinstance(lv, (list, tuple)):
+            raise UserError(f"{source}: the levels of feature {features[i]} are {lv!r}, not a "
+                            "list of numbers")
+        out.levels[i] = sorted(number(v, f"a level of feature {features[i]}") for v in lv)
     for key in ("low", "high"):
         for i, v in per_feature(key).items():
-            getattr(out, key)[i] = float(v)
+            getattr(out, key)[i] = number(v, f"`{key}` of feature {features[i]}")
     if values.get("simplex") is not None:
         groups = []
         for group in values["simplex"]:
             spec = group if isinstance(group, dict) else {"features": group}
+            if not isinstance(spec.get("features"), (list, tuple)):
+                raise UserError(f"{source}: a simplex entry needs `features`, a list of feature "
+                                f"names (got {group!r})")
             groups.append({"features": [position(f) for f in spec["features"]],
-                           "total": float(spec.get("total", 1.0))})
+                           "total": number(spec.get("total", 1.0), "a simplex total")})
         out.simplex = groups
     if values.get("onehot") is not None:
         out.onehot = [[position(f) for f in group] for group in values["onehot"]]

@@ -30,10 +30,11 @@ class Prior:
     `correlated` N(0, C) with the stored correlation C of the standardised inputs, or `copula`
     (a Gaussian copula: g ~ N(0, C_s) with the normal-score correlation C_s, u = Phi(g), each
     feature the stored marginal quantile function at u, linearly interpolated, standardised).
-    `auto` is copula for a teacher that carries the statistics, else gaussian (logged)."""
+    `auto` is copula for a teacher that carries the statistics, else gaussian (logged). `remedy`
+    ends the error for a prior the teacher cannot have (how this teacher could get them)."""
 
     def __init__(self, name: str, rng, dim: int, domains: list[Domain] | None,
-                 means: torch.Tensor, sds: torch.Tensor, source: str):
+                 means: torch.Tensor, sds: torch.Tensor, source: str, remedy: str = ""):
         def missing(name: str) -> bool:
             keys = ["correlation"] if name == "correlated" else ["copula", "quantiles"]
             return domains is None or any(getattr(d, k) is None for d in domains for k in keys)
@@ -49,9 +50,7 @@ class Prior:
         if missing(name):
             raise UserError(f"prior={name} needs the teacher's input statistics ({key}"
                             f"{' and quantiles' if name == 'copula' else ''}), which {source} "
-                            "does not carry (a teacher from an older dfkd, or from elsewhere); "
-                            "use prior=gaussian, or retrain it with dfkd train-teacher "
-                            "overwrite=true")
+                            f"does not carry; use prior=gaussian{remedy}")
         self.root = _square_root([getattr(d, key) for d in domains], rng.device).transpose(1, 2)
         if name == "copula":
             q = torch.tensor([d.quantiles for d in domains], dtype=torch.float32,

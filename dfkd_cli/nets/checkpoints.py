@@ -1,7 +1,9 @@
 """Checkpoint files: weights and plain metadata only.
 
 A checkpoint is a dict of tensors, numbers, strings and lists, written atomically with
-torch.save and read back with `torch.load(weights_only=True)`, so loading never runs code.
+torch.save and read back with `torch.load(weights_only=True)`, so loading never runs code; its
+architecture is read by `seam.read_arch` (a known name, plain keyword arguments, no `_target_`),
+so building its network never runs code the file names either.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import Any
 
 import torch
 
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
+from dfkd_cli.nets import seam
 from dfkd_cli.nets.mlp import mlp
 from dfkd_cli.utils.files import atomic_path
 
@@ -40,7 +43,7 @@ def load_weights_only(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types on a foreign file (KeyError: text)
         raise UserError(f"checkpoint {path} is not a file dfkd wrote, or is damaged: it does not "
-                        f"load with weights only ({first_line(exc)})") from exc
+                        f"load with weights only ({reason(exc)})") from exc
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -51,12 +54,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if payload.get("version") != VERSION:
         raise UserError(f"checkpoint {path} has format version {payload.get('version')}; "
                         f"this dfkd reads version {VERSION}")
+    seam.refuse_targets(payload.get("arch"), f"checkpoint {path}")
     try:
         _check_structure(payload)
     except Exception as exc:  # a missing key, a wrong type or shape, whatever it raises
         raise UserError(f"checkpoint {path} is incomplete or damaged (a dfkd checkpoint has "
                         f"arch, state_dict and scaler that fit together): "
-                        f"{type(exc).__name__}: {first_line(exc)}") from exc
+                        f"{type(exc).__name__}: {reason(exc)}") from exc
+    payload["arch"] = seam.read_arch(payload["arch"], f"checkpoint {path}")  # data only
     bad = [k for k, v in payload["state_dict"].items() if not torch.isfinite(v).all()]
     if bad:
         raise UserError(f"checkpoint {path} has non-finite weights in {bad}")

@@ -3,12 +3,14 @@ for teacher, student and generator, and the update of the bounded strategy's x).
 
 from __future__ import annotations
 
+import inspect
+
 from typing import Iterable
 
 import torch
 from omegaconf import OmegaConf
 
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 
 NAMES = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 EPS = 1e-8  # torch.optim.RMSprop's default
@@ -71,7 +73,7 @@ def optimizer_class(cfg) -> type:
             cls = get_class(cfg._target_)
         except Exception as exc:  # an import error in the user's name
             raise UserError(f"optimizer._target_={cfg._target_} could not be imported: "
-                            f"{first_line(exc)}") from exc
+                            f"{reason(exc)}") from exc
     else:
         cls = NAMES.get(cfg.name) or getattr(torch.optim, cfg.name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
@@ -81,6 +83,21 @@ def optimizer_class(cfg) -> type:
     return cls
 
 
+def accepted(cls: type) -> set[str]:
+    """The keyword arguments an optimiser class takes (Rprop and LBFGS take no weight_decay)."""
+    return set(inspect.signature(cls).parameters)
+
+
+def check_steps_alone(cls: type) -> None:
+    """Refuse a class whose step needs a closure (LBFGS): the student loop steps once per batch
+    on gradients it computed itself."""
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        raise UserError(f"optimizer {cls.__name__} is not valid here: its step needs a closure "
+                        "that re-evaluates the loss, and dfkd takes one step per batch; use a "
+                        "first-order torch.optim class (Adam, RMSprop, SGD, Rprop, ...)")
+
+
 def make_optimizer(cfg, params: Iterable[torch.nn.Parameter], fast: bool = False
                    ) -> torch.optim.Optimizer:
     """The configured optimiser over `params`: lr, weight_decay, momentum (for the classes that
@@ -88,7 +105,8 @@ def make_optimizer(cfg, params: Iterable[torch.nn.Parameter], fast: bool = False
     cls = optimizer_class(cfg)
     extra = cfg.get("kwargs") or {}
     extra = OmegaConf.to_container(extra) if OmegaConf.is_config(extra) else dict(extra)
-    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, **extra}
+    kwargs = {"lr": cfg.lr, **{k: v for k, v in (("weight_decay", cfg.weight_decay),)
+                               if k in accepted(cls)}, **extra}
     if cls in (torch.optim.RMSprop, torch.optim.SGD):
         kwargs.setdefault("momentum", cfg.momentum)
     if fast and cls is torch.optim.RMSprop:
@@ -97,4 +115,4 @@ def make_optimizer(cfg, params: Iterable[torch.nn.Parameter], fast: bool = False
         return cls(params, **kwargs)
     except (TypeError, ValueError) as exc:
         raise UserError(f"optimizer {cls.__name__} does not take {kwargs}: "
-                        f"{first_line(exc)}") from exc
+                        f"{reason(exc)}") from exc

@@ -22,21 +22,26 @@ the first axis); `trace(x)` runs the forward pass keeping what a backward pass n
 An architecture is a plain dict (what a checkpoint records, loadable with weights only): its
 `name` (`mlp`, a built-in of dfkd_cli/nets/builtin.py, or `custom`), `input_dim`, `output_dim`, and the
 keyword arguments of its constructor: `hidden` and `activation` for an MLP, `kwargs` for the
-others, and for `custom` the `target` class that Hydra's `instantiate` builds. A checkpoint never
-makes dfkd import code: a custom target is built only when the user names the same target.
+others, and for `custom` the `target` class. The record is data, read by one function,
+`read_arch`: a known name, keyword arguments that are plain values (numbers, strings, booleans,
+lists of them), no `_target_` anywhere. A checkpoint never makes dfkd import code: a custom class
+is imported (and called, never recursively instantiated) only when the user names that same class
+in the command (`checkpoint_arch`).
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
+import re
 from typing import Any, Protocol
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 from dfkd_cli.nets import builtin, mlp
 from dfkd_cli.utils.rng import Streams
 
@@ -225,16 +230,100 @@ def accepts(arch: dict[str, Any], key: str) -> bool:
     return cls is not None and key in inspect.signature(cls).parameters
 
 
-def arch_name(arch: dict[str, Any]) -> str:
-    """A short name for an architecture (the teacher store's key, the tables' column): e.g.
-    'mlp500-tanh', 'rbf-units50', 'Wide-width128'; sizes from the data are left out."""
+def kwarg_parts(arch: dict[str, Any]) -> list[tuple[str, str]]:
+    """(keyword, its text in a name) for the keyword arguments a name shows: lists as 4x8;
+    sizes from the data (input_shape) are left out."""
+    return [(k, "x".join(map(str, v)) if isinstance(v, list) else str(v))
+            for k, v in sorted(arch.get("kwargs", {}).items()) if k != "input_shape"]
+
+
+def arch_name(arch: dict[str, Any], qualified: bool = False) -> str:
+    """A short name for an architecture (the tables' column; qualified: the teacher store's key):
+    e.g. 'mlp500-tanh', 'rbf-units50', 'Wide-width128' (qualified: 'my_nets.Wide-width128', so
+    classes of one name in two modules never share a store folder)."""
     name = arch.get("name", "mlp")
     if name == "mlp":
         return mlp.arch_name(list(arch["hidden"]), arch["activation"])
-    base = arch["target"].rpartition(".")[2] if name == "custom" else name
-    kwargs = {k: v for k, v in sorted(arch.get("kwargs", {}).items()) if k != "input_shape"}
-    return base + "".join(f"-{k}{'x'.join(map(str, v)) if isinstance(v, list) else v}"
-                          for k, v in kwargs.items())
+    base = name
+    if name == "custom":
+        base = arch["target"] if qualified else arch["target"].rpartition(".")[2]
+    return base + "".join(f"-{k}{text}" for k, text in kwarg_parts(arch))
+
+
+PLAIN = (bool, int, float, str)  # what an architecture's keyword argument may be (or a list)
+ARCH_KEYS = {"mlp": {"name", "input_dim", "output_dim", "hidden", "activation"},
+             "custom": {"name", "input_dim", "output_dim", "target", "kwargs"}}
+DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def _targets(node: Any, where: str) -> list[str]:
+    """Where `_target_` occurs as a key anywhere inside `node` (dicts and lists, any depth)."""
+    if isinstance(node, dict):
+        return [*([f"{where}.{TARGET}"] if TARGET in node else []),
+                *(found for k, v in node.items() for found in _targets(v, f"{where}.{k}"))]
+    if isinstance(node, (list, tuple)):
+        return [found for i, v in enumerate(node) for found in _targets(v, f"{where}[{i}]")]
+    return []
+
+
+def refuse_targets(arch: Any, source: str) -> None:
+    """A UserError when `_target_` occurs anywhere in the architecture record."""
+    found = _targets(arch, "arch")
+    if found:
+        raise UserError(f"{source} names code to run in its architecture ({found[0]}); an "
+                        "architecture is data and dfkd never builds what a file names")
+
+
+def _plain(value: Any) -> bool:
+    """A number, string or boolean (or None), or a list of them."""
+    if value is None or isinstance(value, PLAIN):
+        return True
+    return isinstance(value, (list, tuple)) and all(v is None or isinstance(v, PLAIN)
+                                                    for v in value)
+
+
+def read_arch(arch: Any, source: str) -> dict[str, Any]:
+    """The one reader of an architecture record (a checkpoint's `arch`, or what `describe` made
+    of a config): a plain copy, or a UserError naming `source` and the key. The record is data:
+    a known name (mlp, a built-in, custom with a dotted class name), sizes that are integers,
+    keyword arguments that are plain values, and no `_target_` anywhere in it (dfkd never builds
+    what a file names). Nothing is imported here."""
+    if not isinstance(arch, dict):
+        raise UserError(f"{source}: its architecture is a {type(arch).__name__}, not a record")
+    refuse_targets(arch, source)
+    name = arch.get("name", "mlp")
+    if name not in NAMES:
+        raise UserError(f"{source} holds the unknown network name {name!r} (arch.name); dfkd "
+                        f"builds {', '.join(NAMES)}")
+    allowed = ARCH_KEYS.get(name, ARCH_KEYS["custom"] - {"target"})
+    extra = sorted(set(map(str, arch)) - allowed)
+    if extra:
+        raise UserError(f"{source}: a {name} architecture has no key arch.{extra[0]}")
+    for key in ("input_dim", "output_dim"):
+        if key in arch and not (isinstance(arch[key], int) and not isinstance(arch[key], bool)):
+            raise UserError(f"{source}: arch.{key} is not an integer ({arch[key]!r})")
+    clean = dict(arch)
+    if name == "mlp":
+        hidden, activation = arch.get("hidden"), arch.get("activation")
+        if not (isinstance(hidden, (list, tuple)) and all(
+                isinstance(h, int) and not isinstance(h, bool) for h in hidden)):
+            raise UserError(f"{source}: arch.hidden is not a list of integers ({hidden!r})")
+        if not isinstance(activation, str):
+            raise UserError(f"{source}: arch.activation is not a name ({activation!r})")
+        return clean | {"hidden": list(hidden)}
+    kwargs = arch.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise UserError(f"{source}: arch.kwargs is not a mapping ({type(kwargs).__name__})")
+    for key, value in kwargs.items():
+        if not isinstance(key, str) or not key.isidentifier() or not _plain(value):
+            raise UserError(f"{source}: arch.kwargs.{key} is not a plain value (numbers, "
+                            f"strings, booleans, lists of them): {value!r}")
+    clean["kwargs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+    if name == "custom" and not (isinstance(arch.get("target"), str)
+                                 and DOTTED.fullmatch(arch["target"])):
+        raise UserError(f"{source}: arch.target is not a dotted class name "
+                        f"({arch.get('target')!r})")
+    return clean
 
 
 def check_target(arch: dict[str, Any], named: str | None, key: str, source: str) -> None:
@@ -245,8 +334,35 @@ def check_target(arch: dict[str, Any], named: str | None, key: str, source: str)
                         f"a checkpoint's code only when you name it: pass {key}={arch['target']}")
 
 
+def checkpoint_arch(arch: Any, named: str | None, key: str, source: str) -> dict[str, Any]:
+    """A checkpoint's architecture, ready to build: `read_arch`'s checks, and a custom class only
+    when the user `named` that same class in this command (`key` is how to name it). Every
+    reader that builds a network from a file goes through here."""
+    arch = read_arch(arch, source)
+    check_target(arch, named, key, source)
+    return arch
+
+
+def custom_class(target: str) -> type:
+    """The class `target` (package.module.Class) names, imported; a UserError unless it is a
+    torch.nn.Module subclass (so what is called next is a network's constructor)."""
+    module_name, _, attr = target.rpartition(".")
+    try:
+        found: Any = importlib.import_module(module_name)
+        found = getattr(found, attr)
+    except Exception as exc:  # noqa: BLE001 - a missing module or class: the user's to fix
+        raise UserError(f"network {target} could not be imported: {type(exc).__name__}: "
+                        f"{reason(exc)}") from exc
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        raise UserError(f"network {target} is not a torch.nn.Module class")
+    return found
+
+
 def make_module(arch: dict[str, Any]) -> nn.Module:
-    """One network of the architecture, initialised from torch's global random stream."""
+    """One network of the architecture (read by `read_arch`), initialised from torch's global
+    random stream. A custom class is imported and called with plain keyword arguments; nothing
+    in them is instantiated."""
+    arch = read_arch(arch, "the architecture")
     name = arch.get("name", "mlp")
     d, k = arch["input_dim"], arch.get("output_dim", 1)
     if name == "mlp":
@@ -254,16 +370,12 @@ def make_module(arch: dict[str, Any]) -> nn.Module:
     kwargs = dict(arch.get("kwargs", {}))
     if name in BUILTINS:
         return BUILTINS[name](d, k, **kwargs)
-    from hydra.utils import instantiate  # only for a target the user named
+    cls = custom_class(arch["target"])
     try:
-        module = instantiate({TARGET: arch["target"], **kwargs}, input_dim=d, output_dim=k)
-    except Exception as exc:  # an import error, a wrong keyword: the user's class
+        return cls(input_dim=d, output_dim=k, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a wrong keyword: the user's class
         raise UserError(f"network {arch['target']} could not be built with input_dim={d}, "
-                        f"output_dim={k} and {kwargs}: {first_line(exc)}") from exc
-    if not isinstance(module, nn.Module):
-        raise UserError(f"network {arch['target']} is a {type(module).__name__}, not a "
-                        "torch.nn.Module")
-    return module
+                        f"output_dim={k} and {kwargs}: {reason(exc)}") from exc
 
 
 def fast(arch: dict[str, Any], fast_path: str) -> bool:
@@ -291,8 +403,31 @@ def build(arch: dict[str, Any], rng: Streams, fast_path: str = "auto"):
                            fast_path, rng.device)
     seeds = [int(torch.randint(2 ** 62, (1,), generator=g, device=rng.device))
              for g in rng.generators]
-    return ModulePopulation([_seeded_module(arch, s) for s in seeds],
-                            fast_path == "auto").to(rng.device)
+    members = [_seeded_module(arch, s) for s in seeds]
+    check_trainable(members[0], arch)
+    return ModulePopulation(members, fast_path == "auto").to(rng.device)
+
+
+def check_trainable(module: nn.Module, arch: dict[str, Any]) -> None:
+    """A network the loop can fit: parameters to train, and (n, d) inputs to (n, k) outputs
+    (one forward pass of zeros in eval mode, which draws no random numbers)."""
+    name = arch.get("target") or arch_name(arch)
+    d, k = arch["input_dim"], arch.get("output_dim", 1)
+    if not any(p.requires_grad for p in module.parameters()):
+        raise UserError(f"network {name} has no parameters to train")
+    training = module.training
+    try:
+        with torch.no_grad():
+            out = module.eval()(torch.zeros(2, d))
+    except Exception as exc:  # noqa: BLE001 - whatever the user's forward raises
+        raise UserError(f"network {name} fails on a batch of (2, {d}) inputs: "
+                        f"{type(exc).__name__}: {reason(exc)}") from exc
+    finally:
+        module.train(training)
+    if not torch.is_tensor(out) or tuple(mlp.columns(out).shape) != (2, k):
+        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise UserError(f"network {name} maps (2, {d}) inputs to {shape}; expected (2, {k}) "
+                        f"({k} output{'s' if k > 1 else ''}: the teacher's)")
 
 
 def from_states(arch: dict[str, Any], states: list[dict[str, torch.Tensor]],
@@ -303,7 +438,11 @@ def from_states(arch: dict[str, Any], states: list[dict[str, torch.Tensor]],
     members = []
     for state in states:
         module = _seeded_module(arch, 0)  # its initial weights are overwritten
-        module.load_state_dict(state)
+        try:
+            module.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError) as exc:  # missing keys, wrong shapes
+            raise UserError(f"the weights do not fit network {arch_name(arch)} (a damaged or "
+                            f"edited checkpoint): {reason(exc)}") from exc
         members.append(module)
     return ModulePopulation(members, fast_path == "auto").to(device)
 
@@ -312,8 +451,7 @@ def from_checkpoint(payload: dict[str, Any], named: str | None, key: str, source
                     ) -> nn.Module:
     """The one network a checkpoint holds, its weights loaded (a custom network only when the
     user `named` its target; `key` is how to name it)."""
-    arch = payload["arch"]
-    check_target(arch, named, key, source)
+    arch = checkpoint_arch(payload["arch"], named, key, source)
     return from_states(arch, [payload["state_dict"]], "off").nets[0]
 
 
@@ -321,6 +459,7 @@ def count_parameters(module: nn.Module) -> int:
     return sum(math.prod(p.shape) for p in module.parameters())
 
 
-def config_arch_name(net_cfg) -> str:
-    """The name of the architecture a `teacher` / `student` config names (the store's key)."""
-    return arch_name(describe(net_cfg, 0, 0))
+def config_arch_name(net_cfg, qualified: bool = False) -> str:
+    """The name of the architecture a `teacher` / `student` config names (qualified: the
+    store's key)."""
+    return arch_name(describe(net_cfg, 0, 0), qualified)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfkd_cli.errors import UserError
+from dfkd_cli.report.text import split_columns
 from dfkd_cli.utils.run_tables import HISTORY
 
 
@@ -39,11 +40,13 @@ def rmse_figures(table: pd.DataFrame, folder: Path) -> list[Path]:
 
     written = []
     done = table[table["n"] > 0]
+    split = split_columns(table)
     for dataset, by_dataset in done.groupby("dataset", sort=False):
         students = list(dict.fromkeys(by_dataset["student_hidden"]))
         fig, axes = plt.subplots(1, len(students), figsize=(5 * len(students), 4), squeeze=False)
         for ax, student in zip(axes[0], students):
             cells = by_dataset[by_dataset["student_hidden"] == student]
+            cells = cells.assign(arm=cell_labels(cells, split))
             arms = list(dict.fromkeys(cells["arm"]))
             selections = list(dict.fromkeys(cells["selection"]))
             for j, selection in enumerate(selections):
@@ -59,6 +62,13 @@ def rmse_figures(table: pd.DataFrame, folder: Path) -> list[Path]:
             ax.legend(fontsize="small")
         written.append(_save(fig, folder / f"rmse_{dataset}.png"))
     return written
+
+
+def cell_labels(cells: pd.DataFrame, split: list[str]) -> pd.Series:
+    """An x label per cell: its arm, and the keys that split the arm's cells (a swept key)."""
+    return cells["arm"].astype(str) + cells[split].apply(
+        lambda row: "".join(f"\n{k}={v}" for k, v in row.items() if pd.notna(v)), axis=1
+    ) if split else cells["arm"]
 
 
 def curve_figures(runs: pd.DataFrame, folder: Path) -> list[Path]:

@@ -117,6 +117,11 @@ def _cell_keys(distill: pd.DataFrame, by: Sequence[str]) -> tuple[pd.DataFrame, 
     distill = add_config_columns(distill.assign(**{k: pd.NA for k in KEYS
                                                    if k not in distill.columns}),
                                  [*keys, *swept])
+    unknown = [k for k in by if len(distill) and distill[k].isna().all()]
+    if unknown:
+        raise UserError(f"--by {' '.join(unknown)}: no run has such a metrics column or config "
+                        "key (a config key is written as in an override, e.g. optimizer.lr); "
+                        f"metrics columns: {', '.join(c for c in distill.columns if c not in by)}")
     keys += [k for k in swept if len(distill) and distill.groupby(keys, dropna=False)[k]
              .nunique(dropna=False).gt(1).any()]
     return distill, keys

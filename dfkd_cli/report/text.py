@@ -28,7 +28,7 @@ def _p(value) -> str:
 def display(table: pd.DataFrame, pm: str = "±") -> pd.DataFrame:
     """The summary as strings, as read in the Markdown and LaTeX tables."""
     out = pd.DataFrame()
-    for key in KEYS + _by_columns(table):
+    for key in KEYS + split_columns(table):
         out[key] = table[key].map(_num)
     out["n"] = table["n"].map(str)
     out["failed"] = table["n_failed"].map(lambda v: str(int(v)) if v else "")
@@ -61,7 +61,8 @@ def _wins(table: pd.DataFrame, against: str, prefix: str) -> list[str]:
     return out
 
 
-def _by_columns(table: pd.DataFrame) -> list[str]:
+def split_columns(table: pd.DataFrame) -> list[str]:
+    """The cell keys beyond KEYS: `--by` columns, varying priors / domains, swept keys."""
     known = {"n", "n_failed", "rmse_mean", "rmse_sd", "teacher_rmse_mean", "ratio_mean",
              "baseline", "n_pairs", "wins", "losses", "p_value", "test", "seeds", "paper_mean",
              "paper_sd", "paper_n", "paper_teacher", "paper_diff", "within_2sd",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from dfkd_cli.errors import UserError
 from dfkd_cli.report.gather import gather
 from dfkd_cli.report.plots import plot
 from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE, failures, read_reference, summarize
@@ -21,6 +22,9 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None,
                  reference_arm: str = REAL_REFERENCE) -> dict:
     """Gather, summarise and write report.csv / .md / .tex and runs.csv into `out` (default: the
     first path). Returns the pieces (runs, table, failures, notes, markdown, written paths)."""
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out} is a file, not a folder: the report writes "
+                        f"{', '.join(OUTPUTS)} into a folder; give a folder (new or existing)")
     ref = read_reference(reference) if reference else None  # a bad file fails before any work
     runs = gather(paths)
     table, notes = summarize(runs, baseline, by, ref, reference_arm)

@@ -17,7 +17,7 @@ from torch import nn
 
 from dfkd_cli.data import domains
 from dfkd_cli.data.datasets import Box, Scaler, Split, Table, split_for
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 from dfkd_cli.nets import mlp, seam
 from dfkd_cli.teachers import onnx_population
 from dfkd_cli.teachers import scikit_learn as sklearn_teacher
@@ -101,9 +101,9 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
     archs = {json.dumps({"name": "mlp", **p["arch"]}, sort_keys=True) for p in payloads}
     if len(archs) > 1:
         raise UserError(f"teachers {sources} differ in architecture: {sorted(archs)}")
-    arch = payloads[0]["arch"]
-    seam.check_target(arch, teacher_store.named_target(spec),
-                          "teacher=custom teacher.net._target_", f"teacher checkpoint {sources[0]}")
+    arch = seam.checkpoint_arch(payloads[0]["arch"], teacher_store.named_target(spec),
+                                "teacher=custom teacher.net._target_",
+                                f"teacher checkpoint {sources[0]}")
     module = seam.from_states(arch, [p["state_dict"] for p in payloads], cfg.fast_path)
     if seam.fast(arch, cfg.fast_path) and arch["activation"] == "tanh":
         module = mlp.sigmoid_form(module)  # the same function, cheaper to evaluate
@@ -112,9 +112,10 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
     if any("domain" not in p["input_spec"] for p in payloads):
         log.info("teacher %s carries no input domain (an older checkpoint): all features are "
                  "taken as continuous", sources[0])
-    domain = [domains.Domain.from_payload(p["input_spec"]["domain"])
+    domain = [domains.Domain.from_payload(p["input_spec"]["domain"], f"teacher {source}")
+              .check(p["input_spec"].get("features") or [], f"teacher {source}")
               if "domain" in p["input_spec"] else domains.Domain.continuous(arch["input_dim"])
-              for p in payloads]
+              for p, source in zip(payloads, sources)]
     return Teacher(module, arch["input_dim"], box, sources, arch.get("output_dim", 1),
                    [Scaler.from_payload(p["scaler"]) for p in payloads], spec.differentiable,
                    payloads[0]["input_spec"].get("features"), payloads[0].get("targets"),
@@ -219,7 +220,7 @@ def _foreign_teacher(cfg, members: int) -> Teacher:
             output_dim = file.module(x_mean.unsqueeze(0)).shape[-1]
         except Exception as exc:  # whatever the foreign model raises on a wrong input shape
             raise UserError(f"teacher {tcfg.path} failed on one row of {dim} features: "
-                            f"{first_line(exc)}") from exc
+                            f"{reason(exc)}") from exc
     if spec.output_dim() not in (None, output_dim):
         raise UserError(f"teacher {tcfg.path} has {output_dim} outputs but its spec names "
                         f"{spec.output_dim()}")

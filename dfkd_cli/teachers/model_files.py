@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 from dfkd_cli.nets import mlp
 
 ONNX_EXTRA = "pip install 'dfkd-cli[onnx]'"
@@ -139,5 +139,5 @@ def load_model_file(path: str | Path, kinds: tuple[str, ...] = SAFE_KINDS,
     except Exception as exc:  # torch raises RuntimeError and others for foreign archives
         raise UserError(f"{path} is neither a TorchScript nor a torch.export file (a dfkd "
                         f"checkpoint is loaded by teacher=mlp500 teacher.path=...): "
-                        f"{first_line(exc)}") from exc
+                        f"{reason(exc)}") from exc
     return ModelFile(Columns(module), None, None, True, kind)

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 from dfkd_cli.data.datasets import Table, split_for
 from dfkd_cli.data.domains import Domain
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 from dfkd_cli.nets import metrics
 from dfkd_cli.teachers import spec as teacher_spec
 from dfkd_cli.teachers.model_files import load_model_file
@@ -54,15 +54,27 @@ def estimator_name(tcfg) -> str:
     if not target:
         raise UserError("teacher.format=sklearn needs teacher.estimator._target_=<a scikit-learn "
                         "regressor class, e.g. sklearn.svm.SVR>")
-    args = [f"{k}{v}" for k, v in sorted(tcfg.estimator.items()) if k != "_target_"]
+    args = [f"{k}{text}" for k, text, _ in estimator_args(tcfg)]
     return "-".join([str(target).rsplit(".", 1)[-1].lower(), *args])
+
+
+def estimator_args(tcfg) -> list[tuple[str, str, Any]]:
+    """(argument, its text in the store key, its value) for each argument of the estimator but
+    its class; a list as 100x50 (as a network's sizes)."""
+    out = []
+    for k, v in sorted((tcfg.estimator or {}).items()):
+        if k == "_target_":
+            continue
+        listed = OmegaConf.is_list(v) or isinstance(v, (list, tuple))
+        out.append((str(k), "x".join(map(str, v)) if listed else str(v), v))
+    return out
 
 
 def build(tcfg) -> Any:
     """The regressor teacher.estimator names (Hydra's instantiate), unfitted."""
     try:
         from hydra.utils import instantiate
-        from sklearn.base import is_regressor
+        from sklearn.base import BaseEstimator, is_regressor
     except ImportError as exc:
         raise UserError(f"scikit-learn teachers need scikit-learn and skl2onnx: {SKLEARN_EXTRA}"
                         ) from exc
@@ -70,8 +82,8 @@ def build(tcfg) -> Any:
         estimator = instantiate(tcfg.estimator)
     except Exception as exc:  # ImportError, TypeError for bad arguments, Hydra's own errors
         raise UserError(f"teacher.estimator={OmegaConf.to_container(tcfg.estimator)} could not "
-                        f"be built: {first_line(exc)}") from exc
-    if not is_regressor(estimator):
+                        f"be built: {reason(exc)}") from exc
+    if not (isinstance(estimator, BaseEstimator) and is_regressor(estimator)):
         raise UserError(f"teacher.estimator._target_={tcfg.estimator._target_} is not a "
                         "scikit-learn regressor")
     return estimator
@@ -113,7 +125,7 @@ def to_onnx(estimator, x_train: np.ndarray):
         return convert(estimator, x_train[:1].astype(np.float32), target_opset=OPSET)
     except Exception as exc:  # skl2onnx raises RuntimeError / its own types for unknown models
         raise UserError(f"skl2onnx cannot convert {type(estimator).__name__}: "
-                        f"{first_line(exc)}") from exc
+                        f"{reason(exc)}") from exc
 
 
 def stored_row(path: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ simplex_total and onehot (a group name). Without mean and sd the teacher's input
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from omegaconf import OmegaConf
 
 from dfkd_cli.data import domains
 from dfkd_cli.data.datasets import Scaler
-from dfkd_cli.errors import UserError, first_line
+from dfkd_cli.errors import UserError, reason
 
 log = logging.getLogger(__name__)
 
@@ -84,31 +85,32 @@ class Spec:
         return next(iter(sizes.values()), None)
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def _read_file(path: Path, key: str = "teacher.spec") -> dict[str, Any]:
+    """A spec file's keys; errors name the file by `key` (teacher.spec or domain_spec)."""
     if not path.is_file():
-        raise UserError(f"teacher.spec={path} not found")
+        raise UserError(f"{key}={path} not found")
     if path.suffix.lower() == ".csv":
         try:
             frame = pd.read_csv(path)
         except Exception as exc:  # pandas raises many types for unreadable files
-            raise UserError(f"teacher.spec={path} could not be read as CSV: "
-                            f"{first_line(exc)}") from exc
+            raise UserError(f"{key}={path} could not be read as CSV: "
+                            f"{reason(exc)}") from exc
         unknown = sorted(set(frame.columns) - set(CSV_COLUMNS))
         if unknown:
-            raise UserError(f"teacher.spec={path} has unknown columns {unknown}; valid columns "
+            raise UserError(f"{key}={path} has unknown columns {unknown}; valid columns "
                             f"are {list(CSV_COLUMNS)}")
         return _csv_values(frame)
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
             values = OmegaConf.to_container(OmegaConf.load(path)) or {}
         except Exception as exc:  # yaml's parser and scanner errors, OmegaConf's own
-            raise UserError(f"teacher.spec={path} is not valid YAML: "
+            raise UserError(f"{key}={path} is not valid YAML: "
                             f"{' '.join(str(exc).split())}") from exc
         valid = [f.name for f in fields(Spec)]
         if not isinstance(values, dict) or set(values) - set(valid):
-            raise UserError(f"teacher.spec={path}: expected a mapping with keys from {valid}")
+            raise UserError(f"{key}={path}: expected a mapping with keys from {valid}")
         return values
-    raise UserError(f"teacher.spec={path}: expected a .yaml, .yml or .csv file")
+    raise UserError(f"{key}={path}: expected a .yaml, .yml or .csv file")
 
 
 def _csv_values(frame: pd.DataFrame) -> dict[str, Any]:
@@ -148,7 +150,7 @@ def _csv_values(frame: pd.DataFrame) -> dict[str, Any]:
 def domain_values(path: str) -> dict[str, Any]:
     """The domain keys (type, levels, low, high, simplex, onehot) of a spec file, keyed by feature name
     where the file names its features (so it may describe only some of them)."""
-    values = _read_file(Path(path))
+    values = _read_file(Path(path), "domain_spec")
     names = values.get("features")
     for key in ("low", "high"):
         if names is not None and isinstance(values.get(key), list):
@@ -180,6 +182,10 @@ def domain_keys(found: domains.Domain, features: list[str]) -> dict[str, Any]:
 def _spec(values: dict[str, Any]) -> Spec:
     """A Spec from key -> value: per-feature and per-output keys as lists, the domain keys as
     given (lists or mappings)."""
+    for k, v in values.items():
+        if k not in DOMAIN_KEYS and v is not None and not isinstance(v, (list, tuple)):
+            raise UserError(f"teacher.{k}={v!r} is not valid: expected a list, one entry per "
+                            f"{'output' if k.startswith('target') else 'feature'}")
     return Spec(**{k: (v if v is None or k in DOMAIN_KEYS else list(v))
                    for k, v in values.items()})
 
@@ -197,11 +203,33 @@ def read(teacher_cfg) -> Spec:
         if inline is not None:
             values[f.name] = list(inline)
     spec = _spec(values)
-    if spec.sd is not None and any(s <= 0 for s in spec.sd):
-        raise UserError(f"teacher.sd={spec.sd} is not valid: every sd must be > 0")
+    for key in ("mean", "sd", "low", "high", "target_mean", "target_sd"):
+        _check_numbers(spec, key)
     if (spec.low is None) != (spec.high is None):
         raise UserError("the teacher spec needs both low and high, or neither")
     return spec
+
+
+def _check_numbers(spec: Spec, key: str) -> None:
+    """A per-feature or per-output key holds numbers: no NaN, finite means, sd > 0 (bounds may
+    be infinite, for an unbounded feature)."""
+    values = getattr(spec, key)
+    if values is None:
+        return
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        numbers = []
+    ok = len(numbers) == len(values) and not any(math.isnan(v) for v in numbers)
+    if key in ("mean", "target_mean", "sd", "target_sd"):
+        ok = ok and all(math.isfinite(v) for v in numbers)
+    if key in ("sd", "target_sd"):
+        ok = ok and all(v > 0 for v in numbers)
+    if not ok:
+        need = {"sd": "finite numbers > 0", "target_sd": "finite numbers > 0",
+                "mean": "finite numbers", "target_mean": "finite numbers"}.get(
+                    key, "numbers, not NaN (+-inf for no bound)")
+        raise UserError(f"teacher.{key}={values} is not valid: expected {need}")
 
 
 def input_scaler(spec: Spec, dim: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,6 +5,7 @@ a run asks for."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,38 @@ def named_target(net_cfg) -> str | None:
 def store_path(cfg, seed: int) -> Path:
     """Where the teacher for (dataset, architecture, seed) lives in the teacher store."""
     file = sklearn_teacher.MODEL if cfg.teacher.format == "sklearn" else "teacher.pt"
-    return (Path(cfg.teacher_store) / cfg.dataset.name / arch_label(cfg.teacher) / f"seed{seed}"
+    return (Path(cfg.teacher_store) / cfg.dataset.name / store_key(cfg.teacher) / f"seed{seed}"
             / file)
+
+
+# what a part of the store's key may be: a plain token, never a path ('..' or '/')
+TOKEN = re.compile(r"[A-Za-z0-9_.+-]+")
+
+
+def _token(text: str, key: str, value: Any) -> str:
+    if not TOKEN.fullmatch(text) or ".." in text:
+        raise UserError(f"{key}={value} cannot be part of the teacher store's key ({text!r}): "
+                        "expected a plain token (letters, digits, _ . + -, no '..' or '/')")
+    return text
+
+
+def store_key(tcfg) -> str:
+    """The architecture folder of the teacher store (`arch_label`, a custom class with its
+    module path), built from checked tokens: every keyword value that goes into it must be a
+    plain token, else a UserError naming the key, so no value leads out of the store."""
+    if tcfg.format == "sklearn":
+        for k, text, v in sklearn_teacher.estimator_args(tcfg):
+            _token(f"{k}{text}", f"teacher.estimator.{k}", v)
+    elif tcfg.format == "dfkd":
+        arch = seam.describe(tcfg, 0, 0)
+        if arch["name"] == "custom":
+            _token(str(arch["target"]), "teacher.net._target_", arch["target"])
+        elif arch["name"] == "mlp":
+            _token(str(arch["activation"]), "teacher.activation", arch["activation"])
+        for k, text in seam.kwarg_parts(arch):
+            _token(f"{k}{text}", f"teacher.net.{k}", arch["kwargs"][k])
+    label = arch_label(tcfg, qualified=True)
+    return _token(label, "teacher", label)
 
 
 def _override(key: str, value: Any) -> str:
@@ -114,12 +145,13 @@ def split_mismatch(cfg, source: str, trained: tuple[int, int] | None, part: Spli
             f"{ours[1]}, so this run's test rows would not be the teacher's held-out rows")
 
 
-def arch_label(tcfg) -> str:
+def arch_label(tcfg, qualified: bool = True) -> str:
     """The teacher's architecture in the store and the tables: a dfkd network's name
-    ('mlp500-tanh', 'rbf-units50', seam.arch_name), a scikit-learn estimator's name ('svr'),
-    or the format of a file the user names."""
+    ('mlp500-tanh', 'rbf-units50', 'my_nets.Wide-width16': seam.arch_name, a custom class with
+    its module), a scikit-learn estimator's name ('svr'), or the format of a file the user
+    names."""
     if tcfg.format == "sklearn":
         return sklearn_teacher.estimator_name(tcfg)
     if tcfg.format == "dfkd":
-        return seam.config_arch_name(tcfg)
+        return seam.config_arch_name(tcfg, qualified)
     return tcfg.format

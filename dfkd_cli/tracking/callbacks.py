@@ -1,7 +1,9 @@
 """Hydra callbacks (registered in configs/hydra/dfkd.yaml under hydra.callbacks).
 
 WritableOutput refuses, with one line and exit 2, a run or sweep directory that cannot be
-written, before Hydra tries to write its .hydra/ files there (which would end in a traceback).
+written, before Hydra tries to write its .hydra/ files there (which would end in a traceback);
+for a single run it also takes the run directory's lock (a second process writing it is refused)
+and keeps its .hydra/ files as they were, for a refused run to put back.
 
 SweepSummary writes `dfkd report`'s files (report.csv, report.md, report.tex and runs.csv, every
 job's metrics rows concatenated) into the sweep directory when a multirun ends. Hydra calls
@@ -25,16 +27,19 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from dfkd_cli.errors import UserError
+from dfkd_cli.loop import resume
 from dfkd_cli.report import gather
 from dfkd_cli.report import write as report
 from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE
 from dfkd_cli.report.text import text_cell
+from dfkd_cli.utils.files import hold_run_lock
 
 log = logging.getLogger("dfkd")
 
 # statuses of a job that did not finish (diverged: it finished, with a status the table shows)
 UNFINISHED = ("failed", "unreadable", gather.MISSING, "interrupted", "unknown")
-# set at the end of a multirun, in the launching process: jobs gathered, jobs failed, summary
+# set at the end of a multirun, in the launching process: jobs gathered, jobs failed, summary,
+# and an error the command ends with (a search none of whose trials completed: tracking/search.py)
 SWEEP_END: dict[str, Any] = {}
 
 
@@ -57,7 +62,16 @@ class WritableOutput(Callback):
             sys.exit(2)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(str(config.hydra.run.dir), "hydra.run.dir")
+        run_dir = str(config.hydra.run.dir)
+        self._check(run_dir, "hydra.run.dir")
+        # before Hydra writes .hydra/ there: the run directory is this process's alone, and a
+        # refused run can put back every .hydra/ file as it was
+        try:
+            hold_run_lock(run_dir)
+        except UserError as exc:
+            print(f"dfkd: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        resume.remember_hydra_files(run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")

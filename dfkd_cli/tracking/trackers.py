@@ -221,6 +221,7 @@ class MLflow:
         self.finals: list[dict[str, float]] = []
 
     def start(self, info: RunInfo) -> None:
+        check_reachable(self.tracking_uri)
         from mlflow import MlflowClient
 
         database = sqlite_path(self.tracking_uri)
@@ -301,19 +302,52 @@ class MLflow:
         self.runs, self.parent = [], None
 
 
-def log_export(run_dir: Path, files: list[Path]) -> None:
-    """`dfkd export` of a run that logged to MLflow (its directory holds mlflow_run.json): the
-    exported files join that run's artifacts under export/. A store that cannot be reached only
-    warns: the exports are written already."""
+def log_export(run_dir: Path, files: list[Path], tracking_uri: str) -> None:
+    """`dfkd export --mlflow URI` of a run that logged to MLflow (its directory holds
+    mlflow_run.json): the exported files join that run's artifacts under export/, in the store
+    at `tracking_uri`, which the user names in the command (never the address the file holds:
+    a file's content never makes dfkd reach a server or write elsewhere). A store that cannot
+    be reached, or a run it does not hold, only warns: the exports are written already."""
     record = run_dir / MLFLOW_RUN
     if not record.is_file():
+        log.warning("exports not logged to MLflow: %s has no %s (the run did not log to "
+                    "MLflow)", run_dir, MLFLOW_RUN)
         return
     try:
+        run_id = json.loads(record.read_text())["run_id"]
+        if not isinstance(run_id, str) or not run_id.isalnum():
+            raise ValueError(f"{record} holds no MLflow run id")
+        check_reachable(tracking_uri)
         from mlflow import MlflowClient
 
-        where = json.loads(record.read_text())
-        client = MlflowClient(tracking_uri=where["tracking_uri"])
+        client = MlflowClient(tracking_uri=tracking_uri)
+        client.get_run(run_id)  # the store holds this run, else no artifact goes anywhere
         for path in files:
-            client.log_artifact(where["run_id"], str(path), "export")
+            client.log_artifact(run_id, str(path), "export")
     except Exception as exc:  # noqa: BLE001 - the export itself has succeeded
         log.warning("exports not logged to MLflow (%s: %s)", type(exc).__name__, exc)
+
+
+CONNECT_TIMEOUT_S = 2.0  # one connection attempt to a tracking server; then the run goes on
+
+
+def check_reachable(uri: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """For an http(s) tracking URI: one TCP connection attempt to its host and port (at most
+    `timeout` seconds), and MLflow's own requests set to fail fast (no retries, a short
+    timeout), so a server that is down costs seconds, not minutes of retries. A ConnectionError
+    when it cannot be reached; any other URI (a local store) passes."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(max(timeout, 1) * 5)))
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"tracking server {parts.hostname}:{port} cannot be reached "
+                              f"({exc.strerror or exc})") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import random
 import signal
 import sys
@@ -74,19 +75,70 @@ def progress(iterable: Iterable, enabled: bool, **kwargs) -> Iterable:
     return tqdm(iterable, disable=not show, dynamic_ncols=True, leave=False, **kwargs)
 
 
+# set by `dfkd` in the process that launches the jobs (cli.main); a job running in a worker
+# process that this launcher started (hydra/launcher=joblib) watches it
+LAUNCHER_PID = "DFKD_LAUNCHER_PID"
+PARENT_POLL_S = 0.5
+
+
+def mark_launcher() -> None:
+    """Record this process as the one launching dfkd's jobs (inherited by its workers)."""
+    os.environ[LAUNCHER_PID] = str(os.getpid())
+
+
+def launcher_parent() -> int | None:
+    """The launcher's pid when this process is a worker it started directly (a joblib / loky
+    worker running a job of a sweep), else None (the launcher itself, a job run elsewhere)."""
+    launcher = os.environ.get(LAUNCHER_PID, "")
+    if not launcher.isdigit() or int(launcher) == os.getpid():
+        return None
+    return int(launcher) if os.getppid() == int(launcher) else None
+
+
+def exit_if_orphaned(launcher: int | None) -> None:
+    """In a worker whose launcher (`launcher`, from launcher_parent at the job's start) has gone:
+    end the process once its job has written its files, rather than wait idle as an orphan for
+    jobs that will never come (exit code 128 + SIGTERM, as the launcher's)."""
+    if launcher is None or os.getppid() == launcher:
+        return
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signal.SIGTERM)
+
+
 class Interrupts:
     """Turns SIGINT / SIGTERM into a flag the training loop checks between epochs, so Ctrl-C or a
-    cluster's pre-emption ends the run at a clean point where its state can be saved."""
+    cluster's pre-emption ends the run at a clean point where its state can be saved.
+
+    In a worker of a sweep's launcher (hydra/launcher=joblib) the launcher's death counts as a
+    SIGTERM too: `kill -TERM <launcher>` ends the launcher at once, and its workers, which the
+    signal never reaches, would train on as orphans; instead each notices (its parent changes,
+    checked every PARENT_POLL_S) and stops as interrupted, checkpointed for resume=true."""
 
     def __init__(self):
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._done = threading.Event()
 
     def __enter__(self) -> "Interrupts":
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
+        launcher = launcher_parent()
+        if launcher is not None:
+            threading.Thread(target=self._watch, args=(launcher,), daemon=True,
+                             name="dfkd-launcher-watch").start()
         return self
+
+    def _watch(self, launcher: int) -> None:
+        while not self._done.wait(PARENT_POLL_S):
+            if os.getppid() != launcher:
+                if self.received is None:
+                    self.received = signal.SIGTERM
+                return
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None:  # a second Ctrl-C: stop now
@@ -94,6 +146,7 @@ class Interrupts:
         self.received = signum
 
     def __exit__(self, *exc: Any) -> None:
+        self._done.set()
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
