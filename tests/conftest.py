@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import logging
 import os
 import shutil
 import subprocess
@@ -19,7 +20,6 @@ import torch
 from hydra import compose, initialize_config_module
 
 from dfkd_cli import cli
-
 from dfkd_cli.commands import distill, probe, train_teacher
 from dfkd_cli.config import register_configs, validate
 from dfkd_cli.data.datasets import Split, load_table, split_for
@@ -149,8 +149,6 @@ def _working_directory(path: Path):
 def _forget_hydra_logging() -> None:
     """Drop the handlers a Hydra job attached to the loggers (its console stream, now a closed
     capture, and its log file), so that later runs and pytest's capture start clean."""
-    import logging
-
     for logger in [logging.getLogger(), *[logging.getLogger(n) for n in
                                           list(logging.root.manager.loggerDict)]]:
         for handler in list(getattr(logger, "handlers", [])):
