@@ -23,7 +23,7 @@ from dfkd_cli.errors import UserError
 from dfkd_cli.nets.checkpoints import load_checkpoint
 from dfkd_cli.report.write import write_report
 
-from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd_here
+from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, dfkd_here
 
 TINY = ["epochs=2", "steps_per_epoch=2", "log_every=1", "teacher.hidden=[64]", "progress=false"]
 STORE_TEACHER = Path("outputs/teachers/friedman/mlp64-tanh/seed1/teacher.pt")
