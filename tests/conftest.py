@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
 
 from dfkd_cli import cli
 from dfkd_cli.commands import distill, probe, train_teacher
@@ -106,7 +107,9 @@ def dfkd_here(*args: str, cwd: Path, env: dict | None = None, check: bool = True
     subprocess of `dfkd()` for what does not need a process of its own (an error and its exit
     code, a run's files), without the seconds of start-up. The exit code is SystemExit's, 0 when
     main returns, and 1 with the traceback on stderr for an uncaught exception, as Python's.
-    Hydra's logging, torch's thread count and the environment are put back afterwards."""
+    Hydra's logging and job config, torch's thread count and the environment are put back
+    afterwards (a later test that runs a command's function directly must not read this job's
+    Hydra config)."""
     saved_env, saved_argv, threads = dict(os.environ), list(sys.argv), torch.get_num_threads()
     out, err = io.StringIO(), io.StringIO()
     code = 0
@@ -128,6 +131,7 @@ def dfkd_here(*args: str, cwd: Path, env: dict | None = None, check: bool = True
         os.environ.update(saved_env)
         sys.argv = saved_argv
         torch.set_num_threads(threads)
+        HydraConfig.instance().cfg = None
         _forget_hydra_logging()
     proc = subprocess.CompletedProcess(["dfkd", *args], code, out.getvalue(), err.getvalue())
     if check and code != 0:
