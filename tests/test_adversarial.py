@@ -317,6 +317,8 @@ def test_dataset_name_cannot_leave_the_store(tmp_path, name):
 
 RESUMABLE = ["strategy=random", "epochs=20", "steps_per_epoch=2", "log_every=5",
              "checkpoint_every=5", "teacher.hidden=[64]", "progress=false"]
+# long enough that a real signal to a real process arrives before the run ends
+RESUMABLE_LONG = ["epochs=600" if a == "epochs=20" else a for a in RESUMABLE]
 
 
 def test_resume_refuses_a_changed_config(workdir, tmp_path, monkeypatch):
@@ -804,8 +806,8 @@ def test_sigterm_to_a_joblib_sweep_stops_its_workers_and_the_sweep_resumes(workd
 
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
-    args = ["distill", "-m", "optimizer.lr=1e-3,2e-3", *RESUMABLE, "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+    args = ["distill", "-m", "optimizer.lr=1e-3,2e-3", *RESUMABLE_LONG,
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
     with open(tmp_path / "launcher.log", "w") as log:
         launcher = subprocess.Popen([DFKD, *args], cwd=workdir, stdout=log, stderr=log)
     deadline = time.monotonic() + 180
