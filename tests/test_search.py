@@ -13,7 +13,7 @@ from dfkd_cli.config import validate
 from dfkd_cli.errors import UserError
 from dfkd_cli.tracking import search
 
-from conftest import QUICK_DISTILL, dfkd, dfkd_here, make_config
+from conftest import QUICK_DISTILL, dfkd_here, make_config
 
 
 def frame(**columns) -> pd.DataFrame:
