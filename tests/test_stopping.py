@@ -5,11 +5,13 @@ as it was before the rule existed (in-process, fast)."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
-from dfkd_cli.errors import UserError
+from dfkd_cli.commands import distill
 from dfkd_cli.config import DistillConfig
+from dfkd_cli.errors import UserError
 from dfkd_cli.loop.stopping import reasons
 from dfkd_cli.loop.student_loop import StudentLoop
 from dfkd_cli.nets import checkpoints, mlp
@@ -17,7 +19,7 @@ from dfkd_cli.strategies import STRATEGIES
 from dfkd_cli.teachers.loader import Teacher
 from dfkd_cli.utils.rng import Streams
 
-from conftest import make_config
+from conftest import QUICK_DISTILL, make_config
 
 CPU = torch.device("cpu")
 SEEDS = [3, 4, 5]
@@ -140,3 +142,18 @@ def test_reasons_and_checks():
                      ("stop_tolerance=1", "stop_tolerance=")):
         with pytest.raises(UserError, match=key):
             DistillConfig.check(make_config("distill", [bad]))
+
+
+def test_distill_writes_where_each_member_stopped_and_why(workdir, tmp_path):
+    """A run of `dfkd distill` with stop=plateau and selection=last (the fixed set is drawn for
+    the rule anyway): metrics.csv says the epoch the member stopped at and why."""
+    cfg = make_config("distill", ["stop=plateau", "stop_patience=1", "stop_tolerance=0.9",
+                                  "selection=last", *QUICK_DISTILL, "log_every=1",
+                                  f"teacher_store={workdir}/outputs/teachers", "progress=false"])
+    row = distill.run(cfg, tmp_path).iloc[0]
+    assert row.stop_reason == "plateau" and row.stopped_epoch == 1  # its first log point
+    assert row.epochs_run == 2 and row.selected_epoch == 1 and row.status == "ok"
+    off = distill.run(make_config("distill", [*QUICK_DISTILL, "progress=false",
+                                              f"teacher_store={workdir}/outputs/teachers"]),
+                      tmp_path / "off").iloc[0]
+    assert pd.isna(off.stop_reason) and off.epochs_run == 6
