@@ -22,6 +22,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from dfkd_cli.data.priors import PRIORS
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop.selection import SELECTIONS
+from dfkd_cli.loop.stopping import STOPS
 from dfkd_cli.nets.activations import ACTIVATIONS as ACTIVATION_SPECS
 from dfkd_cli.nets.optim import NAMES as OPTIMIZER_NAMES
 from dfkd_cli.nets.optim import check_steps_alone, optimizer_class
@@ -237,6 +238,12 @@ class DistillConfig(StudentRunConfig):
     # on: project every labelled sample onto the teacher's input domain (with the copula prior
     # it measured worse on every dataset: docs/results.md)
     domain: str = "off"
+    # plateau: each member stops alone once its best RMSE on the fixed synthetic set (drawn
+    # whatever the selection) has not improved by stop_tolerance (relative) for stop_patience
+    # log points; `epochs` is the cap and alpha keeps its schedule over it | off: run E epochs
+    stop: str = "off"
+    stop_patience: int = 20  # log points (of log_every epochs each) without an improvement
+    stop_tolerance: float = 0.001  # relative improvement of the best fidelity RMSE that counts
     label: Optional[str] = None  # the arm's name in tables (set by arm=...); None = derived
     checkpoint_every: int = 100  # epochs between resumable checkpoints (0 = only on a signal)
     resume: bool = False  # continue the run in this run directory from its checkpoint
@@ -256,6 +263,11 @@ class DistillConfig(StudentRunConfig):
                cfg.checkpoint_every)
         _check(cfg.prior in PRIORS, "prior", f"one of {PRIORS}", cfg.prior)
         _check(cfg.domain in DOMAIN_SWITCH, "domain", f"one of {DOMAIN_SWITCH}", cfg.domain)
+        _check(cfg.stop in STOPS, "stop", f"one of {STOPS}", cfg.stop)
+        _check(cfg.stop_patience >= 1, "stop_patience", "an integer >= 1 (log points)",
+               cfg.stop_patience)
+        _check(0 <= cfg.stop_tolerance < 1, "stop_tolerance", "a number in [0, 1)",
+               cfg.stop_tolerance)
         search.check(cfg)
 
 

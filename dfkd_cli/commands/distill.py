@@ -29,6 +29,7 @@ from dfkd_cli.data.datasets import Split, Table, load_table, stacked
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop import population, resume
 from dfkd_cli.loop.selection import selections
+from dfkd_cli.loop.stopping import reasons
 from dfkd_cli.loop.student_loop import StudentLoop, build_student
 from dfkd_cli.nets import checkpoints, metrics, seam
 from dfkd_cli.report.labels import alpha_label, arm_label
@@ -184,7 +185,9 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
 def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, student,
                rng: Streams, seeds: list[int]) -> StudentLoop:
     """The student loop: the strategy drawing from the run's prior, the validation rows, the
-    fixed set of selection=fidelity and the projection onto the teacher's domain (domain=on)."""
+    fixed set of selection=fidelity (and of stop=plateau, whatever the selection: it draws
+    from streams of its own, so the training is the same) and the projection onto the
+    teacher's domain (domain=on)."""
     device = rng.device
     means, sds = (torch.stack([getattr(s, k) for s in teacher.scalers]).to(device)
                   for k in ("x_mean", "x_std"))
@@ -197,7 +200,7 @@ def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, stude
     strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),
                               prior, project)
     fidelity = None
-    if "fidelity" in selections(cfg.selection):
+    if "fidelity" in selections(cfg.selection) or cfg.get("stop", "off") == "plateau":
         streams = Streams([s + FIDELITY_STREAM for s in seeds], device)
         fidelity = fidelity_set(teacher, prior.drawing_from(streams), project)
     return StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"),
@@ -268,6 +271,9 @@ def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
     statuses, interrupted = ending.statuses, ending.interrupted
     features, targets = column_names(teacher, table)
     diverged = loop.diverged_epoch.tolist()
+    ran = torch.where(loop.plateau.stopped, loop.plateau.epoch + 1, loop.epoch).tolist()
+    stops = reasons(loop.plateau.epoch.tolist(), diverged, loop.epoch - 1, interrupted,
+                    loop.plateau.on)
     rows: list[list[dict]] = [[] for _ in seeds]
     for n, selection in enumerate(selections(cfg.selection)):
         selected = [loop.epoch - 1] * len(seeds) if interrupted else loop.finish(selection)
@@ -285,7 +291,7 @@ def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
                                       else arch_label(cfg.teacher)),
                    "student_hidden": seam.arch_name(arch),
                    "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
-                   "batch_size": cfg.batch_size, "epochs_run": loop.epoch,
+                   "batch_size": cfg.batch_size, "epochs_run": ran[k], **stops[k],
                    "selected_epoch": selected[k], **scores[k],
                    **metrics.columns("fidelity_rmse_prior", prior[k], targets),
                    "wall_s": ending.wall, "members": len(seeds), "device": str(device),

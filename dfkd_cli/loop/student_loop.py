@@ -12,7 +12,10 @@ program over a population of K independent members; nothing inside an epoch read
 to the host. Every `log_every` epochs the loop writes a history row per member and checks that
 each member's losses and weights are finite: a member that is not is rolled back to its last
 finite weights and either stops (`on_nonfinite=stop`, status `diverged`) or carries on
-(`on_nonfinite=skip`). `state_dict()` holds everything needed to continue bit for bit.
+(`on_nonfinite=skip`). With `stop=plateau` each member stops alone when its fidelity on the
+fixed synthetic set has stopped improving (loop/stopping.py), frozen while the others train;
+the loop ends when no member is left training. `state_dict()` holds everything needed to
+continue bit for bit.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Callable
 import torch
 
 from dfkd_cli.loop.selection import SCORE_COLUMNS, selections
+from dfkd_cli.loop.stopping import Frozen, Plateau
 from dfkd_cli.nets import mlp, seam
 from dfkd_cli.nets.mlp import Snapshot, per_member
 from dfkd_cli.nets.optim import make_optimizer
@@ -85,12 +89,14 @@ class StudentLoop:
         self.opt = make_optimizer(cfg.optimizer, student.opt_params,
                                   fast=isinstance(student, mlp.StackedMLP))
         params = student.params
-        wanted = selections(cfg.selection)
+        self.plateau = Plateau(cfg, members, device)
+        self.frozen = Frozen(student, self.opt)
+        wanted = selections(cfg.selection) + (["fidelity"] if self.plateau.on else [])
         self.sets = {name: rows for name, rows in (("val", val), ("fidelity", fidelity))
                      if name in wanted}
         missing = [name for name, rows in self.sets.items() if rows is None]
         if missing:
-            raise ValueError(f"selection={cfg.selection} keeps the best epoch on the "
+            raise ValueError(f"selection={cfg.selection} (or stop=plateau) scores the "
                              f"{' and '.join(missing)} set, and none was given")
         self.best = {name: Snapshot(params) for name in self.sets}
         self.best_loss = {name: torch.full((members,), float("inf"), device=device)
@@ -119,7 +125,8 @@ class StudentLoop:
             on_log: Callable[[], None] = lambda: None) -> None:
         """Run epochs until the end, until every member has diverged, or until `should_stop()`
         (checked after every epoch). `checkpoint()` is called every `checkpoint_every` epochs,
-        `on_log()` after every history row (the trackers)."""
+        `on_log()` after every history row (the trackers). With stop=plateau it also ends when
+        every member has stopped or diverged."""
         cfg, T = self.cfg, self.teacher.module
         if not self.prepared:
             self.prepared_stats = self.strategy.prepare(T)  # joins the first history row
@@ -130,9 +137,9 @@ class StudentLoop:
             self._epoch(epoch)
             self.epoch = epoch + 1
             if self.epoch % cfg.log_every == 0 or self.done:
-                all_diverged = self._log(epoch)
+                none_left = self._log(epoch)
                 on_log()
-                if all_diverged:
+                if none_left:
                     break
             if checkpoint and cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0:
                 checkpoint()
@@ -161,6 +168,7 @@ class StudentLoop:
                 self.x_g = x[:, :n_g] if n_g else None
             y = self.strategy.labels(T, x, n_g)
             loss_g, loss_p = student_step(y, S, self.opt, x, n_g, weights)
+            self.frozen.apply()  # stopped members (stop=plateau) keep their weights
             epoch_g += loss_g
             epoch_p += loss_p
         self.sums["loss"] += alpha * epoch_g + (1 - alpha) * epoch_p
@@ -179,8 +187,9 @@ class StudentLoop:
 
     @torch.no_grad()
     def _log(self, epoch: int) -> bool:
-        """Write a history row per member and handle non-finite members; True when every member
-        has diverged (nothing left to train)."""
+        """Write a history row per member still training (or stopping here), handle non-finite
+        members and apply stop=plateau; True when every member has diverged or stopped (nothing
+        left to train)."""
         T, S = self.teacher.module, self.student
         stats = {k: v / max(self.steps_logged, 1) for k, v in self.sums.items()}
         stats |= self.prepared_stats | self.diagnostics
@@ -202,13 +211,26 @@ class StudentLoop:
         self.finite.take(kept)
         self.finite_epoch = torch.where(kept, epoch, self.finite_epoch)
         stats["nonfinite"] = (~finite).float()
+        logged = ~self.plateau.stopped  # a stopped member's history ends where it stopped
+        self._stop(epoch)
         columns = {k: v.tolist() for k, v in stats.items()}  # one host sync per log row
-        for k, rows in enumerate(self.history):
-            rows.append({"epoch": epoch, "alpha": self.alpha,
-                         **{name: values[k] for name, values in columns.items()}})
+        for k, (rows, write) in enumerate(zip(self.history, logged.tolist())):
+            if write:
+                rows.append({"epoch": epoch, "alpha": self.alpha,
+                             **{name: values[k] for name, values in columns.items()}})
         self.sums = {k: self.zero.clone() for k in self.sums}
         self.steps_logged = 0
-        return bool((self.diverged_epoch >= 0).all())
+        return bool(((self.diverged_epoch >= 0) | self.plateau.stopped).all())
+
+    def _stop(self, epoch: int) -> None:
+        """stop=plateau at a log point: count each training member's improvement of its best
+        fidelity RMSE, stop those past their patience and freeze them from now on."""
+        if not self.plateau.on:
+            return
+        active = ~self.plateau.stopped & (self.diverged_epoch < 0)
+        newly = self.plateau.update(self.best_loss["fidelity"], active, epoch)
+        if bool(newly.any()):
+            self.frozen.hold(self.plateau.stopped)
 
     def _reset_optimizer_state(self, members: torch.Tensor) -> None:
         """Zero the optimiser's per-parameter state (RMSprop / Adam averages, momentum) of the
@@ -233,7 +255,8 @@ class StudentLoop:
             self.best[selection].restore(torch.ones_like(diverged))
             return self.best_epoch[selection].tolist()
         self.finite.restore(diverged)
-        return torch.where(diverged, self.finite_epoch, self.epoch - 1).tolist()
+        last = torch.where(self.plateau.stopped, self.plateau.epoch, self.epoch - 1)
+        return torch.where(diverged, self.finite_epoch, last).tolist()
 
     def status(self) -> list[str]:
         return ["diverged" if e >= 0 else "ok" for e in self.diverged_epoch.tolist()]
@@ -251,7 +274,7 @@ class StudentLoop:
                 "finite": self.finite.kept, "finite_epoch": self.finite_epoch,
                 "diverged_epoch": self.diverged_epoch,
                 "skips": self.skips, "sums": self.sums, "steps_logged": self.steps_logged,
-                "history": self.history}
+                "plateau": self.plateau.state_dict(), "history": self.history}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -272,6 +295,9 @@ class StudentLoop:
         self.finite_epoch = state["finite_epoch"]
         self.sums, self.steps_logged = state["sums"], state["steps_logged"]
         self.history = state["history"]
+        if self.plateau.on:  # the stopped members' loaded weights are their frozen ones
+            self.plateau.load_state_dict(state["plateau"])
+            self.frozen.hold(self.plateau.stopped)
 
 
 def train_student(cfg, teacher, student, strategy,
