@@ -241,3 +241,16 @@ def test_a_teacher_file_of_another_network_is_labelled_by_what_it_holds(tmp_path
                                   "selection=last", *STEPS])
     row = distill.run(cfg, tmp_path / "run").iloc[0]
     assert row.teacher_hidden == seam.arch_name(arch) == "rbf-units7"
+
+
+def test_a_population_of_another_network_is_its_members_alone(teacher_file):
+    """Issue 24, item 9: a resmlp population under bounded is its members run alone, bit for
+    bit, when the MLP teacher runs member by member (fast_path=off). On the fast path the
+    teacher's batched sigmoid rounds its last bit differently with the population's size, and
+    bounded's normalised steps on x amplify that: close, not equal (README)."""
+    common = ["student=resmlp", "student.net.width=16", "strategy=bounded", "fast_path=off"]
+    _, population = train(teacher_file, [1, 2], common)
+    for k, seed in enumerate([1, 2]):
+        _, alone = train(teacher_file, [seed], common)
+        for a, b in zip(population.params, alone.params):
+            assert torch.equal(a[k], b[0])
