@@ -317,8 +317,10 @@ def test_dataset_name_cannot_leave_the_store(tmp_path, name):
 
 RESUMABLE = ["strategy=random", "epochs=20", "steps_per_epoch=2", "log_every=5",
              "checkpoint_every=5", "teacher.hidden=[64]", "progress=false"]
-# long enough that a real signal to a real process arrives before the run ends
-RESUMABLE_LONG = ["epochs=600" if a == "epochs=20" else a for a in RESUMABLE]
+# long enough that a real signal to a real process arrives before the run ends, also on a
+# quiet machine (600 epochs took 2.3 s there: one job could finish before the other's first
+# checkpoint; 3000 take about 11 s)
+RESUMABLE_LONG = ["epochs=3000" if a == "epochs=20" else a for a in RESUMABLE]
 
 
 def test_resume_refuses_a_changed_config(workdir, tmp_path, monkeypatch):
