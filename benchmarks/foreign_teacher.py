@@ -10,7 +10,9 @@ Arms, each a `dfkd distill` run of the default recipe at `--epochs` (bounded, do
 selection=fidelity, student mlp50), run one after another with OMP_NUM_THREADS=1 and skipped
 when their members' metrics.csv exist (so a stopped measurement resumes):
 - native: the store's mlp500 teachers (`dfkd train-teacher`), one population of the seeds,
-  prior=auto (the copula from the checkpoints);
+  prior=auto (the copula from the checkpoints); native-gaussian: the same with prior=gaussian;
+  native-autograd: the same with fast_path=off (the teacher through autograd, as a TorchScript
+  one is: how far float rounding alone moves a bounded run's ratio);
 - torchscript / onnx: each seed's teacher exported (`dfkd export`) and distilled per seed as a
   teacher from elsewhere with the spec `dfkd spec` wrote from that seed's training rows,
   prior=auto (the copula from the spec); `-gaussian`: the same with prior=gaussian (N(0, I),
@@ -22,7 +24,7 @@ when their members' metrics.csv exist (so a stopped measurement resumes):
 
 Prints per dataset and arm the per-seed validation ratio (student / teacher RMSE on the split's
 validation rows), its mean and sd, the test ratio (reported only), the mean wall per run and,
-paired by seed against the arm's reference, the mean change of the validation ratio in % with
+paired by seed against the arm's references, the mean change of the validation ratio in % with
 the seeds where it is lower.
 """
 
@@ -42,9 +44,9 @@ from dfkd_cli.data.datasets import load_table, split_for
 from dfkd_cli.report.text import markdown_table
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-REFERENCE = {"native": None, "torchscript": "native", "torchscript-gaussian": "native",
-             "native-random": None, "onnx": "native-random", "onnx-gaussian": "native-random",
-             "sklearn": None, "sklearn-nostats": "sklearn"}
+REFERENCES = {"native-autograd": ["native"], "torchscript": ["native"], "torchscript-gaussian": ["native", "native-gaussian"],
+              "onnx": ["native-random"], "onnx-gaussian": ["native-random"],
+              "sklearn-nostats": ["sklearn"]}
 
 
 def dfkd(log: Path, *args: str) -> None:
@@ -90,6 +92,8 @@ def measure(args: argparse.Namespace) -> None:
     for dataset in args.datasets:
         store = f"teacher_store={args.store}"
         distill(out, data, dataset, "native", seeds, epochs, store)
+        distill(out, data, dataset, "native-gaussian", seeds, epochs, store, "prior=gaussian")
+        distill(out, data, dataset, "native-autograd", seeds, epochs, store, "fast_path=off")
         if "onnx" in args.formats:
             distill(out, data, dataset, "native-random", seeds, epochs, store, "strategy=random")
         for seed in seeds:
@@ -135,11 +139,13 @@ def table(out: Path) -> pd.DataFrame:
                **{f"seed {s}": v for s, v in own.items()},
                "val ratio": f"{own.mean():.4f} ± {own.std():.4f}",
                "test ratio": cell.test_ratio.mean(), "wall_s per run": cell.wall_s.mean()}
-        ref = runs[(runs.dataset == dataset) & (runs.arm == REFERENCE.get(arm))]
-        change = (own / ref.set_index("seed").val_ratio.reindex(own.index) - 1).dropna()
-        row["val vs reference %"] = (f"{100 * change.mean():+.2f} ({int((change < 0).sum())}/"
-                                     f"{len(change)} lower) vs {REFERENCE[arm]}"
-                                     if len(change) else "-")
+        changes = []
+        for name in REFERENCES.get(arm, []):
+            ref = runs[(runs.dataset == dataset) & (runs.arm == name)].set_index("seed")
+            change = (own / ref.val_ratio.reindex(own.index) - 1).dropna()
+            changes += [f"{100 * change.mean():+.2f} ({int((change < 0).sum())}/{len(change)} "
+                        f"lower) vs {name}"] if len(change) else []
+        row["paired val ratio change %"] = "; ".join(changes) or "-"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     register_configs()
     if not args.table_only:
         measure(args)
-    print(markdown_table(table(args.out).round(4).fillna("-")))
+    print(markdown_table(table(args.out).round(4).astype(object).fillna("-")))
     return 0
 
 
