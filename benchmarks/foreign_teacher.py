@@ -25,7 +25,7 @@ when their members' metrics.csv exist (so a stopped measurement resumes):
 Prints per dataset and arm the per-seed validation ratio (student / teacher RMSE on the split's
 validation rows), its mean and sd, the test ratio (reported only), the mean wall per run and,
 paired by seed against the arm's references, the mean change of the validation ratio in % with
-the seeds where it is lower.
+the seeds where it is lower and higher (by more than 0.01%).
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ def table(out: Path) -> pd.DataFrame:
         for name in REFERENCES.get(arm, []):
             ref = runs[(runs.dataset == dataset) & (runs.arm == name)].set_index("seed")
             change = (own / ref.val_ratio.reindex(own.index) - 1).dropna()
-            changes += [f"{100 * change.mean():+.2f} ({int((change < 0).sum())}/{len(change)} "
-                        f"lower) vs {name}"] if len(change) else []
+            changes += [f"{100 * change.mean():+.2f} ({int((change < -1e-4).sum())} lower, "
+                        f"{int((change > 1e-4).sum())} higher) vs {name}"] if len(change) else []
         row["paired val ratio change %"] = "; ".join(changes) or "-"
         rows.append(row)
     return pd.DataFrame(rows)
