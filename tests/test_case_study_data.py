@@ -198,8 +198,10 @@ def test_the_mnist_preset_is_its_protocol():
     every job of the multirun as composed, so a preset key that overrode an arm's prior shows."""
     from test_report import sweep_params
 
-    _, params = sweep_params("mnist")
+    preset, params = sweep_params("mnist")
     assert params == {"student": ["cnn4", "mlp50"], "arm": list(MNIST_ARMS)}
+    # the sweep's report pairs every arm with the paper's baseline (random sampling)
+    assert preset.hydra.callbacks.sweep_summary.baseline == "paper_random_sampling"
     for student in params["student"]:
         for arm, (strategy, schedule, value, batch, prior, _) in MNIST_ARMS.items():
             cfg = make_config("distill", ["experiment=mnist", f"student={student}", f"arm={arm}"])
