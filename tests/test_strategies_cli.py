@@ -100,7 +100,8 @@ def test_probe_draws_from_the_prior_it_is_given(workdir, tmp_path):
                                         *keep], tmp_path / prior, workdir).set_index("strategy")
               for prior in ("gaussian", "copula", "auto")}
     assert list(tables["copula"].index) == ["test_rows", "random", "bounded"]
-    assert (tables["copula"].prior == "copula").all()
+    assert (tables["copula"].prior == "copula").all() and (tables["auto"].prior == "copula").all()
+    assert (tables["gaussian"].prior == "gaussian").all()
     assert tables["copula"].loc["random", "outside_box"] == 0
     assert tables["gaussian"].loc["random", "outside_box"] > 0.1
     # auto is the copula for a teacher that carries its input statistics

@@ -135,7 +135,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     rng = Streams([seed], device)
     _, student = build_student(cfg, teacher, rng)
     train = stacked([part], "train")
-    trainer = build_strategy(cfg.strategy, teacher, rng, train, build_prior(cfg, teacher, rng))
+    prior = build_prior(cfg, teacher, rng)
+    trainer = build_strategy(cfg.strategy, teacher, rng, train, prior)
     history, _ = train_student(cfg, teacher, student, trainer, stacked([part], "val"))
     tables.write_history(run_dir, history[0])
     student.requires_grad_(False)
@@ -160,7 +161,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     frame.insert(1, "seed", seed)
     frame["student_epochs"] = cfg.epochs
     frame["student_strategy"] = cfg.strategy.name
-    frame["prior"] = cfg.prior
+    frame["prior"] = prior.name  # auto resolved: copula or gaussian
     frame["student_rmse"] = student_rmse
     write_csv(frame, Path(run_dir) / PROBE)
     shape = list(cfg.dataset.input_shape or [])
