@@ -100,7 +100,8 @@ reproduce-quick: install  ## a first look: cpusmall, seeds 1-3, every arm, both 
 # The paper's case studies (docs/case_studies.md): the teachers, then the preset multirun.
 # protein: SVR teachers, rbf student, Gaussian and DE arms, 5 seeds, 1000 x 100 steps;
 # protein-mlp: the same arms and bounded / generator on an MLP teacher; mnist: cnn teachers,
-# the paper's three data-free arms, cnn and MLP students, 3 seeds. DISTILL_ARGS shortens a run
+# the paper's three data-free arms (N(0, I)), the product's recipe (datafree) and the real-data
+# references, a four-layer cnn and an MLP student, 3 seeds, 2000 x 10 steps. DISTILL_ARGS shortens a run
 # (e.g. DISTILL_ARGS=epochs=200).
 CASE_SEEDS ?= [1,2,3,4,5]
 
@@ -116,7 +117,7 @@ protein-mlp: install  ## the protein case study's arms on an MLP teacher, bounde
 	$(BIN)/dfkd distill -m experiment=protein_mlp "seeds=$(CASE_SEEDS)" data_dir=$(DATA_DIR) \
 		hydra.sweep.dir=outputs/case_studies/protein_mlp_$(STAMP) $(HYDRA_ARGS) $(DISTILL_ARGS)
 
-mnist: install  ## MNIST as regression: cnn teachers, random / generator / bounded, cnn and MLP students
+mnist: install  ## MNIST as regression: cnn teachers, the paper's arms, datafree, real_kd / real_data, cnn4 and MLP students
 	$(BIN)/dfkd train-teacher dataset=mnist teacher=cnn "teacher.net.channels=[16,32,64,64]" \
 		optimizer=adam epochs=25 patience=8 batch_size=64 "seeds=[1,2,3]" \
 		data_dir=$(DATA_DIR) progress=false

@@ -284,10 +284,15 @@ class ProbeConfig(StudentRunConfig):
     # probe_images.png and probe_predictions.png; null = when dataset.input_shape is an image
     figures: Optional[bool] = None
     images: int = 8  # samples drawn per strategy in probe_images.png
+    # where the student's strategy and every probed one draw x_p: gaussian N(0, I) (the paper's,
+    # the probe's figures so far) | auto | correlated | copula, as distill's prior= (which
+    # defaults to auto)
+    prior: str = "gaussian"
 
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
         super().check(cfg)
+        _check(cfg.prior in PRIORS, "prior", f"one of {PRIORS}", cfg.prior)
         _check(cfg.samples >= 1, "samples", "an integer >= 1", cfg.samples)
         _check(all(0 <= q <= 1 for q in cfg.quantiles), "quantiles", "numbers in [0, 1]",
                list(cfg.quantiles))

@@ -177,9 +177,52 @@ def test_case_study_presets_are_the_case_studies_protocols():
         composed = make_config("distill", ["experiment=protein_mlp", f"arm={arm}"])
         assert composed.batch_size == 10 and composed.label == arm
         assert (composed.epochs, composed.student.name) == (1000, "rbf")
-    digits, digit_params = sweep_params("mnist")
-    assert digit_params == {"student": ["cnn", "mlp50"],
-                            "arm": ["random_sampling", "generator", "bounded"]}
-    assert (digits.dataset.name, digits.teacher.name, list(digits.seeds)) == (
-        "mnist", "cnn", [1, 2, 3])
-    assert list(digits.teacher.net.channels) == [16, 32, 64, 64] and digits.domain == "off"
+
+
+# per arm of experiment=mnist: (strategy, alpha schedule, alpha value, batch, prior, its own
+# selection when the arm runs alone)
+MNIST_ARMS = {
+    "paper_random_sampling": ("random", "constant", 0.0, 100, "gaussian", "last"),
+    "paper_generator": ("generator", "decreasing", None, 50, "gaussian", "last"),
+    "paper_bounded": ("bounded", "decreasing", None, 50, "gaussian", "last"),
+    "datafree": ("bounded", "decreasing", None, 50, "auto", "fidelity"),
+    "real_kd": ("real_rows", "constant", 1.0, 100, "auto", "fidelity"),
+    "real_data": ("real_rows", "constant", 1.0, 100, "auto", "fidelity"),
+}
+
+
+def test_the_mnist_preset_is_its_protocol():
+    """experiment=mnist (issue 29): the four-layer cnn teacher, students that can learn digits
+    (a four-layer cnn and an MLP), the paper's three arms with N(0, I) beside the product's recipe
+    (the copula, prior=auto) and the real-data references, the paper's 2000 x 10 steps, 3 seeds;
+    every job of the multirun as composed, so a preset key that overrode an arm's prior shows."""
+    from test_report import sweep_params
+
+    preset, params = sweep_params("mnist")
+    assert params == {"student": ["cnn4", "mlp50"], "arm": list(MNIST_ARMS)}
+    # the sweep's report pairs every arm with the paper's baseline (random sampling)
+    assert preset.hydra.callbacks.sweep_summary.baseline == "paper_random_sampling"
+    for student in params["student"]:
+        for arm, (strategy, schedule, value, batch, prior, _) in MNIST_ARMS.items():
+            cfg = make_config("distill", ["experiment=mnist", f"student={student}", f"arm={arm}"])
+            validate(cfg)
+            assert (cfg.dataset.name, cfg.teacher.name, list(cfg.teacher.net.channels)) == (
+                "mnist", "cnn", [16, 32, 64, 64])
+            assert (cfg.epochs, cfg.steps_per_epoch, cfg.stop, list(cfg.seeds)) == (
+                2000, 10, "off", [1, 2, 3])
+            assert (cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay) == (
+                "rmsprop", 1e-3, 1e-5)
+            assert (cfg.label, cfg.strategy.name, cfg.alpha.schedule) == (arm, strategy, schedule)
+            if strategy == "real_rows":  # fitted to the teacher / to the digits themselves
+                assert cfg.strategy.labels == ("teacher" if arm == "real_kd" else "targets")
+            assert value is None or cfg.alpha.value == value
+            assert (cfg.batch_size, cfg.prior, cfg.domain, cfg.selection) == (
+                batch, prior, "off", "all")  # all: every selection from one training
+            if student == "cnn4":
+                assert cfg.student.name == "cnn" and list(cfg.student.net.channels) == [
+                    8, 16, 32, 32]  # four layers: the two-layer cnn cannot learn digits
+            else:
+                assert cfg.student.name == "mlp" and list(cfg.student.hidden) == [50]
+    for arm, (*_, prior, selection) in MNIST_ARMS.items():  # the arm alone: its own recipe
+        alone = make_config("distill", [f"arm={arm}"])
+        assert (alone.prior, alone.selection, alone.label) == (prior, selection, arm)

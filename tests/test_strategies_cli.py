@@ -85,3 +85,27 @@ def test_probe_strategy_options_and_errors(workdir, tmp_path):
     bad = dfkd_here("probe", TEACHER, "strategies.evolution.crossover=2", cwd=workdir, check=False)
     assert bad.returncode == 2
     assert "strategies.evolution.crossover=2.0 is not valid" in bad.stderr
+
+
+def test_probe_draws_from_the_prior_it_is_given(workdir, tmp_path):
+    """prior= reaches the student's strategy and every probed one, as distill's does: under the
+    teacher's copula the random draws lie in its stored marginals (inside its box), under N(0, I)
+    they do not; bounded starts from those draws."""
+    from conftest import run_here
+
+    keep = ["~strategy@strategies.impressions", "~strategy@strategies.generator",
+            "~strategy@strategies.uniform", "~strategy@strategies.lhs",
+            "~strategy@strategies.sobol", "~strategy@strategies.evolution"]
+    tables = {prior: run_here("probe", ["epochs=2", "samples=200", TEACHER, f"prior={prior}",
+                                        *keep], tmp_path / prior, workdir).set_index("strategy")
+              for prior in ("gaussian", "copula", "auto")}
+    assert list(tables["copula"].index) == ["test_rows", "random", "bounded"]
+    assert (tables["copula"].prior == "copula").all() and (tables["auto"].prior == "copula").all()
+    assert (tables["gaussian"].prior == "gaussian").all()
+    assert tables["copula"].loc["random", "outside_box"] == 0
+    assert tables["gaussian"].loc["random", "outside_box"] > 0.1
+    # auto is the copula for a teacher that carries its input statistics
+    assert tables["auto"].loc["random", "xnorm_mean"] == tables["copula"].loc[
+        "random", "xnorm_mean"]
+    assert tables["copula"].loc["bounded", "xnorm_mean"] != tables["gaussian"].loc[
+        "bounded", "xnorm_mean"]

@@ -9,6 +9,8 @@ measured by the per-sample squared disagreement (T(x) - S(x))^2 it carries and i
    the run's seed, is prepared (`prepare`) and updated once per epoch for the same `epochs`
    against the frozen student (so a generator has had as many steps as it would have had by
    then), and draws `samples` inputs in batches of `batch_size` (m).
+   Every strategy (the student's too) draws its x_p from `prior` (gaussian N(0, I) by default;
+   auto / copula / correlated as distill's prior=).
 3. One row per strategy (and one for the real test rows, the reference the strategies stand in
    for): the mean and the `quantiles` of (T - S)^2 and of ||x||, the fraction outside the
    teacher's feature box, the mean L-inf distance from the starting point (strategies that have
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dfkd_cli.data import priors
 from dfkd_cli.data.datasets import load_table, stacked
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop.student_loop import build_student, train_student
@@ -77,15 +80,24 @@ def measure(teacher, student, x: torch.Tensor, start: torch.Tensor | None, box
     return out
 
 
+def build_prior(cfg, teacher, rng: Streams) -> priors.Prior:
+    """The run's prior (prior=, as distill's) drawing from `rng`."""
+    means, sds = (torch.stack([getattr(s, k) for s in teacher.scalers]).to(rng.device)
+                  for k in ("x_mean", "x_std"))
+    return priors.Prior(cfg.prior, rng, teacher.input_dim, teacher.domains, means, sds,
+                        f"teacher {teacher.sources[0]}")
+
+
 def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int, device: torch.device,
                    train: tuple[torch.Tensor, torch.Tensor]
                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Prepare, warm up and sample one strategy (`train`: the split's training rows, for one
-    that draws them); its table row and its samples: the teacher's predictions on all ("pred",
-    standardised) and the first batch's inputs ("x")."""
+    that draws them) drawing from the run's prior; its table row and its samples: the teacher's
+    predictions on all ("pred", standardised) and the first batch's inputs ("x")."""
     T, S, m = teacher.module, student, int(cfg.batch_size)
+    rng = Streams([seed], device)
     try:
-        strategy = build_strategy(scfg, teacher, Streams([seed], device), train)
+        strategy = build_strategy(scfg, teacher, rng, train, build_prior(cfg, teacher, rng))
     except UserError as exc:  # e.g. a box strategy with a teacher that has no box
         log.warning("probe: skipping %s: %s", label, exc)
         return {"strategy": label, "note": str(exc)}, {}
@@ -123,7 +135,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     rng = Streams([seed], device)
     _, student = build_student(cfg, teacher, rng)
     train = stacked([part], "train")
-    trainer = build_strategy(cfg.strategy, teacher, rng, train)
+    prior = build_prior(cfg, teacher, rng)
+    trainer = build_strategy(cfg.strategy, teacher, rng, train, prior)
     history, _ = train_student(cfg, teacher, student, trainer, stacked([part], "val"))
     tables.write_history(run_dir, history[0])
     student.requires_grad_(False)
@@ -148,6 +161,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     frame.insert(1, "seed", seed)
     frame["student_epochs"] = cfg.epochs
     frame["student_strategy"] = cfg.strategy.name
+    frame["prior"] = prior.name  # auto resolved: copula or gaussian
     frame["student_rmse"] = student_rmse
     write_csv(frame, Path(run_dir) / PROBE)
     shape = list(cfg.dataset.input_shape or [])
