@@ -35,11 +35,14 @@ from dfkd_cli.utils.rng import Streams
 
 
 def alpha_at(cfg, epoch: int, epochs: int) -> float:
-    """alpha(t): decreasing 1 - (t+1)/E (the paper's), increasing (t+1)/E, or constant."""
+    """alpha(t): decreasing 1 - (t+1)/H (the paper's, with H = E), increasing (t+1)/H, or
+    constant; H is `alpha.horizon` (the run's E when null), after which alpha stays at its end."""
+    horizon = cfg.get("horizon") or epochs
+    done = min(epoch + 1, horizon) / horizon
     if cfg.schedule == "decreasing":
-        return 1.0 - (epoch + 1) / epochs
+        return 1.0 - done
     if cfg.schedule == "increasing":
-        return (epoch + 1) / epochs
+        return done
     return float(cfg.value)
 
 
