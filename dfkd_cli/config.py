@@ -246,7 +246,8 @@ class DistillConfig(StudentRunConfig):
     domain: str = "off"
     # plateau: each member stops alone once its best RMSE on the fixed synthetic set (drawn
     # whatever the selection) has not improved by stop_tolerance (relative) for stop_patience
-    # log points; `epochs` is the cap and alpha keeps its schedule over it | off: run E epochs
+    # log points counted once alpha has settled (alpha.horizon); `epochs` is the cap | off:
+    # run E epochs
     stop: str = "off"
     stop_patience: int = 20  # log points (of log_every epochs each) without an improvement
     stop_tolerance: float = 0.001  # relative improvement of the best fidelity RMSE that counts

@@ -46,6 +46,12 @@ def alpha_at(cfg, epoch: int, epochs: int) -> float:
     return float(cfg.value)
 
 
+def alpha_settled(cfg, epoch: int, epochs: int) -> bool:
+    """Whether alpha has reached the end of its schedule by epoch t (a constant alpha always
+    has): stop=plateau counts plateaus only from there."""
+    return cfg.schedule == "constant" or epoch + 1 >= (cfg.get("horizon") or epochs)
+
+
 def row_weights(n_g: int, n_p: int, alpha: float, device: torch.device) -> torch.Tensor:
     """dL_S/d(T - S) per row of x = [x_g; x_p], over 2 (T - S): alpha / n_g for the x_g rows and
     (1 - alpha) / n_p for the x_p rows, times 2; shape (1, n_g + n_p, 1). Constant in an epoch."""
@@ -226,9 +232,10 @@ class StudentLoop:
         return bool(((self.diverged_epoch >= 0) | self.plateau.stopped).all())
 
     def _stop(self, epoch: int) -> None:
-        """stop=plateau at a log point: count each training member's improvement of its best
+        """stop=plateau at a log point once alpha has settled (a plateau while alpha still moves
+        is not the end: docs/results.md): count each training member's improvement of its best
         fidelity RMSE, stop those past their patience and freeze them from now on."""
-        if not self.plateau.on:
+        if not self.plateau.on or not alpha_settled(self.cfg.alpha, epoch, self.cfg.epochs):
             return
         active = ~self.plateau.stopped & (self.diverged_epoch < 0)
         newly = self.plateau.update(self.best_loss["fidelity"], active, epoch)
