@@ -124,8 +124,11 @@ mnist: install  ## MNIST as regression: cnn teachers, the paper's arms, datafree
 	$(BIN)/dfkd distill -m experiment=mnist data_dir=$(DATA_DIR) \
 		hydra.sweep.dir=outputs/case_studies/mnist_$(STAMP) $(HYDRA_ARGS) $(DISTILL_ARGS)
 
-bench: install  ## distillation speed and memory (docs/performance.md); BENCH_ARGS="--help" lists options
+# WIDE_ARGS="--before <git revision>" adds that code's rows beside this tree's (docs/performance.md)
+WIDE_ARGS ?=
+bench: install  ## speed and memory (docs/performance.md), wide inputs too; BENCH_ARGS / WIDE_ARGS="--help"
 	DFKD_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/wide_inputs.py $(WIDE_ARGS)
 
 bench-de: install  ## the protein case study's DE arm, before / after (docs/performance.md); BENCH_ARGS="--help"
 	DFKD_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/de_speed.py $(BENCH_ARGS)

@@ -58,6 +58,7 @@ class DatasetConfig:
     nonfinite: str = "error"  # rows with missing / infinite values: error | drop (counted in the log)
     n_rows: int = 8000  # builtin only
     noise: float = 1.0  # builtin only
+    n_features: int = 10  # builtin only: Friedman #1's first 5 informative, the rest noise
     parts: List[str] = field(default_factory=lambda: ["t10k"])  # mnist only: IDX file prefixes
     # the shape of one row's inputs, e.g. [1, 28, 28] (a cnn's [channels, length] or [channels,
     # height, width]), flattened in the columns' order
@@ -131,8 +132,11 @@ class OptimizerConfig:
 class AlphaConfig:
     """alpha(t), the weight of the synthetic term in the student loss (paper Eq. 6)."""
 
-    schedule: str = "decreasing"  # decreasing: 1-(t+1)/E | increasing: (t+1)/E | constant
+    schedule: str = "decreasing"  # decreasing: 1-(t+1)/H | increasing: (t+1)/H | constant
     value: float = 1.0  # constant only
+    # H, the epochs over which alpha moves (then it stays at its end: 0 decreasing, 1
+    # increasing); null: H = epochs, the paper's schedule
+    horizon: Optional[int] = None
 
 
 @dataclass
@@ -218,6 +222,8 @@ class StudentRunConfig(RunConfig):
         _check(cfg.alpha.schedule in ALPHA_SCHEDULES, "alpha.schedule",
                f"one of {ALPHA_SCHEDULES}", cfg.alpha.schedule)
         _check(0 <= cfg.alpha.value <= 1, "alpha.value", "a number in [0, 1]", cfg.alpha.value)
+        _check(cfg.alpha.horizon is None or cfg.alpha.horizon >= 1, "alpha.horizon",
+               "null (the run's epochs) or an integer >= 1", cfg.alpha.horizon)
         _check_strategy("strategy", cfg.strategy)
         if cfg.dataset.source == "none" and STRATEGIES[cfg.strategy.name].needs_rows:
             raise no_rows(cfg.strategy.name)
@@ -240,7 +246,8 @@ class DistillConfig(StudentRunConfig):
     domain: str = "off"
     # plateau: each member stops alone once its best RMSE on the fixed synthetic set (drawn
     # whatever the selection) has not improved by stop_tolerance (relative) for stop_patience
-    # log points; `epochs` is the cap and alpha keeps its schedule over it | off: run E epochs
+    # log points counted once alpha has settled (alpha.horizon); `epochs` is the cap | off:
+    # run E epochs
     stop: str = "off"
     stop_patience: int = 20  # log points (of log_every epochs each) without an improvement
     stop_tolerance: float = 0.001  # relative improvement of the best fidelity RMSE that counts
@@ -406,6 +413,8 @@ def _check_dataset(ds: Any) -> None:
     _check(ds.nonfinite in ("error", "drop"), "dataset.nonfinite", "one of ('error', 'drop')",
            ds.nonfinite)
     _check(ds.n_train >= 2, "dataset.n_train", "an integer >= 2", ds.n_train)
+    _check(ds.n_features >= 5, "dataset.n_features", "an integer >= 5 (Friedman #1 uses 5)",
+           ds.n_features)
     _check(0 < ds.val_fraction < 1, "dataset.val_fraction", "a number in (0, 1)", ds.val_fraction)
     _check(0 < ds.max_train_fraction < 1, "dataset.max_train_fraction", "a number in (0, 1)",
            ds.max_train_fraction)

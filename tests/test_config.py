@@ -101,6 +101,7 @@ def test_strategy_keys_of_another_strategy_are_refused():
     ("student=custom", "student.net._target_"), ("fast_path=on", "fast_path"),
     ("optimizer.name=Adamm", "optimizer.name"), ("student.name=vit", "student.name"),
     ("dataset.input_shape=[4]", "dataset.input_shape"),
+    ("alpha.horizon=0", "alpha.horizon"), ("dataset.n_features=4", "dataset.n_features"),
 ])
 def test_out_of_range_values_name_the_key(override, key):
     cfg = make_config("distill", [override])

@@ -22,6 +22,19 @@ def test_builtin_dataset_is_deterministic():
     assert a.x.shape == (500, 10)
 
 
+def test_a_wide_friedman_table_is_friedman_one_with_noise_features():
+    """dataset.n_features widens Friedman #1 (the wide-input benchmark): the target is the same
+    function of the first five features; the rest are noise; `friedman_wide` is 500 x 20000."""
+    wide = friedman1(300, 0.0, n_features=40)
+    x = wide.x
+    y = (10 * np.sin(np.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2 + 10 * x[:, 3]
+         + 5 * x[:, 4])
+    assert x.shape == (300, 40) and wide.features[-1] == "x40"
+    np.testing.assert_allclose(wide.y[:, 0], y, rtol=0, atol=1e-12)
+    cfg = make_config("distill", ["dataset=friedman_wide"]).dataset
+    assert (cfg.n_features, cfg.n_rows, cfg.name) == (500, 20000, "friedman_wide")
+
+
 def test_split_sizes_and_training_only_scalers():
     table = friedman1(8000, 1.0)
     s = split(table, n_train=5000, val_fraction=0.1, seed=3)

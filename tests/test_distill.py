@@ -25,6 +25,22 @@ def test_alpha_schedules(schedule, expected):
     assert [student_loop.alpha_at(cfg, t, 4) for t in range(4)] == expected
 
 
+@pytest.mark.parametrize("schedule,expected", [
+    ("decreasing", [0.5, 0.0, 0.0, 0.0, 0.0]), ("increasing", [0.5, 1.0, 1.0, 1.0, 1.0]),
+])
+def test_alpha_moves_over_its_horizon_then_stays_at_its_end(schedule, expected):
+    """alpha.horizon=H: alpha falls (rises) over H epochs and stays at 0 (1) for the rest of
+    the run; horizon=null is the paper's schedule over the run's E, to the last bit."""
+    cfg = make_config("distill", [f"alpha={schedule}", "alpha.horizon=2"]).alpha
+    assert [student_loop.alpha_at(cfg, t, 5) for t in range(5)] == expected
+    assert distill.alpha_label(cfg) == f"{schedule}-h2"
+    paper = make_config("distill", [f"alpha={schedule}"]).alpha
+    assert paper.horizon is None and distill.alpha_label(paper) == schedule
+    sign = 1 if schedule == "increasing" else -1
+    assert [student_loop.alpha_at(paper, t, 7) for t in range(7)] == [
+        (1 - sign) / 2 + sign * (t + 1) / 7 for t in range(7)]
+
+
 def test_constant_alpha():
     cfg = make_config("distill", ["alpha=constant", "alpha.value=0.3"]).alpha
     assert {student_loop.alpha_at(cfg, t, 7) for t in range(7)} == {0.3}

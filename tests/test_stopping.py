@@ -24,8 +24,9 @@ from conftest import QUICK_DISTILL, make_config
 CPU = torch.device("cpu")
 SEEDS = [3, 4, 5]
 D = 4
-# members 0 and 1 plateau (at epochs 4 and 6) before the cap, member 2 runs to it (16)
-PLATEAU = ["stop=plateau", "stop_patience=3", "stop_tolerance=0.002"]
+# alpha settles at epoch 2 (its horizon of 3); members 0 and 1 plateau after it (at epochs 10
+# and 12) before the cap, member 2 runs to it (16)
+PLATEAU = ["stop=plateau", "stop_patience=3", "stop_tolerance=0.002", "alpha.horizon=3"]
 
 
 def teachers():
@@ -67,7 +68,7 @@ def ran(members: list[int], extra=()) -> StudentLoop:
 def test_a_plateaued_member_stops_alone_and_equals_its_own_run():
     population = ran([0, 1, 2], PLATEAU)
     stopped = population.plateau.epoch.tolist()
-    assert stopped == [4, 6, -1], stopped
+    assert stopped == [10, 12, -1], stopped
     assert population.epoch == 16
     alone = [ran([k], PLATEAU) for k in range(3)]
     for k, single in enumerate(alone):
@@ -90,12 +91,13 @@ def test_a_plateaued_member_stops_alone_and_equals_its_own_run():
 
 
 def test_resume_mid_plateau_is_bit_for_bit(tmp_path):
-    """Stopped after epoch 4 (epoch == 5): member 0 has stopped there, member 1 has gone a log
-    point without an improvement (it stops at 6); the resumed run ends as the straight one, counters, weights and all."""
+    """Stopped after epoch 10 (epoch == 11): member 0 has stopped there, member 1 has gone a
+    log point without an improvement (it stops at 12); the resumed run ends as the straight
+    one, counters, weights and all."""
     straight = ran([0, 1, 2], PLATEAU)
     first = loop_for([0, 1, 2], PLATEAU)
-    first.run(should_stop=lambda: first.epoch == 5)
-    assert first.plateau.epoch.tolist() == [4, -1, -1] and first.plateau.wait.tolist()[1] == 1
+    first.run(should_stop=lambda: first.epoch == 11)
+    assert first.plateau.epoch.tolist() == [10, -1, -1] and first.plateau.wait.tolist()[1] == 1
     torch.save(first.state_dict(), tmp_path / "state.pt")
     resumed = loop_for([0, 1, 2], PLATEAU)
     resumed.load_state_dict(checkpoints.load_weights_only(tmp_path / "state.pt"))
@@ -130,6 +132,18 @@ def test_stop_off_is_the_loop_before_the_rule():
         assert torch.equal(p, q)
 
 
+def test_no_member_stops_while_alpha_still_moves():
+    """A plateau counts only once alpha has settled: with patience 1 and a tolerance no
+    improvement meets, every member stops at the first log point after its horizon (epoch 5
+    for alpha.horizon=6), and with the paper's schedule over E (no horizon) none stops early."""
+    eager = ["stop=plateau", "stop_patience=1", "stop_tolerance=0.9"]
+    assert ran([0, 1, 2], [*eager, "alpha.horizon=6"]).plateau.epoch.tolist() == [6, 6, 6]
+    paper = ran([0, 1, 2], eager)
+    assert paper.plateau.epoch.tolist() == [-1, -1, -1] and paper.epoch == 16
+    constant = ran([0, 1, 2], [*eager, "alpha=constant", "alpha.value=0.5"])
+    assert constant.plateau.epoch.tolist() == [1, 1, 1]  # a constant alpha is settled at once
+
+
 def test_reasons_and_checks():
     assert reasons([3, -1, -1], [-1, -1, 2], 15, False, True) == [
         {"stopped_epoch": 3, "stop_reason": "plateau"},
@@ -148,7 +162,7 @@ def test_distill_writes_where_each_member_stopped_and_why(workdir, tmp_path):
     """A run of `dfkd distill` with stop=plateau and selection=last (the fixed set is drawn for
     the rule anyway): metrics.csv says the epoch the member stopped at and why."""
     cfg = make_config("distill", ["stop=plateau", "stop_patience=1", "stop_tolerance=0.9",
-                                  "selection=last", *QUICK_DISTILL, "log_every=1",
+                                  "alpha.horizon=1", "selection=last", *QUICK_DISTILL, "log_every=1",
                                   f"teacher_store={workdir}/outputs/teachers", "progress=false"])
     row = distill.run(cfg, tmp_path).iloc[0]
     assert row.stop_reason == "plateau" and row.stopped_epoch == 1  # its first log point

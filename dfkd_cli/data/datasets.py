@@ -112,16 +112,18 @@ def stacked(splits: list[Split], part: str) -> tuple[torch.Tensor, torch.Tensor]
             torch.stack([getattr(s, f"y_{part}") for s in splits]))
 
 
-def friedman1(n_rows: int, noise: float, seed: int = FRIEDMAN_SEED) -> Table:
-    """Friedman #1 (Friedman 1991): 10 features U[0, 1], 5 of them informative.
+def friedman1(n_rows: int, noise: float, seed: int = FRIEDMAN_SEED,
+              n_features: int = 10) -> Table:
+    """Friedman #1 (Friedman 1991): `n_features` features U[0, 1] (10 by default), the first 5
+    informative; more of them make a wide dataset (the wide-input benchmark).
 
     y = 10 sin(pi x1 x2) + 20 (x3 - 0.5)^2 + 10 x4 + 5 x5 + noise * N(0, 1)
     """
     rng = np.random.default_rng(seed)
-    x = rng.uniform(size=(n_rows, 10))
+    x = rng.uniform(size=(n_rows, n_features))
     y = (10 * np.sin(np.pi * x[:, 0] * x[:, 1]) + 20 * (x[:, 2] - 0.5) ** 2 + 10 * x[:, 3]
          + 5 * x[:, 4] + noise * rng.standard_normal(n_rows))
-    return Table("friedman", x, y[:, None], [f"x{i + 1}" for i in range(10)], ["y"])
+    return Table("friedman", x, y[:, None], [f"x{i + 1}" for i in range(n_features)], ["y"])
 
 
 def read_csv(path: Path, name: str, target: str | list[str] | None, drop: list[str],
@@ -241,7 +243,7 @@ def load_table(ds, data_dir: str) -> Table | None:
     if ds.source == "none":
         return None
     if ds.source == "builtin":
-        return friedman1(ds.n_rows, ds.noise)
+        return friedman1(ds.n_rows, ds.noise, n_features=ds.n_features)
     if ds.source == "csv":
         if not ds.path:
             raise UserError("dataset=csv needs dataset.path=<file.csv or file.csv.gz>")

@@ -55,7 +55,10 @@ class Prior:
         if name == "copula":
             q = torch.tensor([d.quantiles for d in domains], dtype=torch.float32,
                              device=rng.device)  # (K, d, Q), raw
-            self.quantiles = ((q - means.unsqueeze(2)) / sds.unsqueeze(2)).unsqueeze(1)
+            self.levels = q.shape[-1]
+            # standardised and flat, (K, d Q): one gather of a batch's (n, d) knots per member
+            self.quantiles = ((q - means.unsqueeze(2)) / sds.unsqueeze(2)).flatten(1)
+            self.offsets = torch.arange(dim, device=rng.device) * self.levels
 
     def drawing_from(self, rng) -> "Prior":
         """The same prior drawing from another random stream (selection=fidelity's fixed set),
@@ -71,9 +74,9 @@ class Prior:
         g = torch.bmm(z, self.root)
         if self.name == "correlated":
             return g
-        pos = torch.special.ndtr(g) * (self.quantiles.shape[-1] - 1)
-        left = pos.floor().clamp(0, self.quantiles.shape[-1] - 2)
-        q = self.quantiles.expand(*g.shape, -1)
-        lo = q.gather(-1, left.long().unsqueeze(-1)).squeeze(-1)
-        hi = q.gather(-1, left.long().unsqueeze(-1) + 1).squeeze(-1)
+        pos = torch.special.ndtr(g) * (self.levels - 1)
+        left = pos.floor().clamp(0, self.levels - 2)
+        knot = (left.long() + self.offsets).flatten(1)  # feature j's knot in the flat table
+        lo = self.quantiles.gather(1, knot).view_as(g)
+        hi = self.quantiles.gather(1, knot + 1).view_as(g)
         return torch.lerp(lo, hi, pos - left)

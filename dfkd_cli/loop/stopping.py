@@ -4,9 +4,11 @@ At every log point each member's best RMSE so far on the fixed synthetic set (th
 selection=fidelity scores; stop=plateau draws it whatever the selection) is compared with the
 value at its last counted improvement: it counts when it is below that value times
 (1 - stop_tolerance). A member that has gone `stop_patience` log points without one stops
-there (`stopped_epoch`, reason `plateau`); `epochs` is the cap (reason `cap`). The alpha schedule
-keeps running over the cap E, so a member that stops early stops with alpha where the E-epoch
-run has it at that epoch, and its trajectory up to there is the E-epoch run's.
+there (`stopped_epoch`, reason `plateau`); `epochs` is the cap (reason `cap`). Log points count
+only once alpha has settled (after `alpha.horizon` epochs; never before the cap when alpha
+moves over the whole run): while alpha still falls, the fidelity improves in steps with long
+flats between them, and a rule that stopped in one of them lost up to 9.5% (docs/results.md,
+"Stopping without data"). A member that stops is the uncapped run's member up to there.
 
 A stopped member's weights and optimiser state stay frozen while the others train (restored
 after every step from a copy taken when the set of stopped members changed: tensor ops on

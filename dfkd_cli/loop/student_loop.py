@@ -35,12 +35,21 @@ from dfkd_cli.utils.rng import Streams
 
 
 def alpha_at(cfg, epoch: int, epochs: int) -> float:
-    """alpha(t): decreasing 1 - (t+1)/E (the paper's), increasing (t+1)/E, or constant."""
+    """alpha(t): decreasing 1 - (t+1)/H (the paper's, with H = E), increasing (t+1)/H, or
+    constant; H is `alpha.horizon` (the run's E when null), after which alpha stays at its end."""
+    horizon = cfg.get("horizon") or epochs
+    done = min(epoch + 1, horizon) / horizon
     if cfg.schedule == "decreasing":
-        return 1.0 - (epoch + 1) / epochs
+        return 1.0 - done
     if cfg.schedule == "increasing":
-        return (epoch + 1) / epochs
+        return done
     return float(cfg.value)
+
+
+def alpha_settled(cfg, epoch: int, epochs: int) -> bool:
+    """Whether alpha has reached the end of its schedule by epoch t (a constant alpha always
+    has): stop=plateau counts plateaus only from there."""
+    return cfg.schedule == "constant" or epoch + 1 >= (cfg.get("horizon") or epochs)
 
 
 def row_weights(n_g: int, n_p: int, alpha: float, device: torch.device) -> torch.Tensor:
@@ -223,9 +232,10 @@ class StudentLoop:
         return bool(((self.diverged_epoch >= 0) | self.plateau.stopped).all())
 
     def _stop(self, epoch: int) -> None:
-        """stop=plateau at a log point: count each training member's improvement of its best
+        """stop=plateau at a log point once alpha has settled (a plateau while alpha still moves
+        is not the end: docs/results.md): count each training member's improvement of its best
         fidelity RMSE, stop those past their patience and freeze them from now on."""
-        if not self.plateau.on:
+        if not self.plateau.on or not alpha_settled(self.cfg.alpha, epoch, self.cfg.epochs):
             return
         active = ~self.plateau.stopped & (self.diverged_epoch < 0)
         newly = self.plateau.update(self.best_loss["fidelity"], active, epoch)

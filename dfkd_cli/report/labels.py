@@ -6,7 +6,12 @@ from dfkd_cli.strategies import STRATEGIES
 
 
 def alpha_label(cfg) -> str:
-    return f"constant{cfg.value:g}" if cfg.schedule == "constant" else cfg.schedule
+    """decreasing | increasing | constant<value>, with `-h<horizon>` when alpha moves over a
+    horizon of its own (alpha.horizon)."""
+    if cfg.schedule == "constant":
+        return f"constant{cfg.value:g}"
+    horizon = cfg.get("horizon")
+    return cfg.schedule + (f"-h{horizon}" if horizon else "")
 
 
 def arm_label(cfg) -> str:
