@@ -189,14 +189,12 @@ def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, stude
     from streams of its own, so the training is the same) and the projection onto the
     teacher's domain (domain=on)."""
     device = rng.device
-    means, sds = (torch.stack([getattr(s, k) for s in teacher.scalers]).to(device)
-                  for k in ("x_mean", "x_std"))
-    project = projection.Projection(teacher.domains, means, sds) if cfg.domain == "on" else None
+    project = (projection.Projection(teacher.domains, *teacher.input_scales(device))
+               if cfg.domain == "on" else None)
     remedy = (", or retrain it with dfkd train-teacher overwrite=true (a teacher from an older "
               "dfkd)" if cfg.teacher.format in ("dfkd", "sklearn") else
               ", or add them to its spec: dfkd spec --data <its training rows> writes them")
-    prior = priors.Prior(cfg.prior, rng, teacher.input_dim, teacher.domains, means, sds,
-                         f"teacher {teacher.sources[0]}", remedy)
+    prior = teacher.prior(cfg.prior, rng, remedy)
     strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),
                               prior, project)
     fidelity = None

@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dfkd_cli.data import priors
 from dfkd_cli.data.datasets import load_table, stacked
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop.student_loop import build_student, train_student
@@ -80,14 +79,6 @@ def measure(teacher, student, x: torch.Tensor, start: torch.Tensor | None, box
     return out
 
 
-def build_prior(cfg, teacher, rng: Streams) -> priors.Prior:
-    """The run's prior (prior=, as distill's) drawing from `rng`."""
-    means, sds = (torch.stack([getattr(s, k) for s in teacher.scalers]).to(rng.device)
-                  for k in ("x_mean", "x_std"))
-    return priors.Prior(cfg.prior, rng, teacher.input_dim, teacher.domains, means, sds,
-                        f"teacher {teacher.sources[0]}")
-
-
 def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int, device: torch.device,
                    train: tuple[torch.Tensor, torch.Tensor]
                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -97,7 +88,7 @@ def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int, device: t
     T, S, m = teacher.module, student, int(cfg.batch_size)
     rng = Streams([seed], device)
     try:
-        strategy = build_strategy(scfg, teacher, rng, train, build_prior(cfg, teacher, rng))
+        strategy = build_strategy(scfg, teacher, rng, train, teacher.prior(cfg.prior, rng))
     except UserError as exc:  # e.g. a box strategy with a teacher that has no box
         log.warning("probe: skipping %s: %s", label, exc)
         return {"strategy": label, "note": str(exc)}, {}
@@ -135,7 +126,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     rng = Streams([seed], device)
     _, student = build_student(cfg, teacher, rng)
     train = stacked([part], "train")
-    prior = build_prior(cfg, teacher, rng)
+    prior = teacher.prior(cfg.prior, rng)
     trainer = build_strategy(cfg.strategy, teacher, rng, train, prior)
     history, _ = train_student(cfg, teacher, student, trainer, stacked([part], "val"))
     tables.write_history(run_dir, history[0])

@@ -34,10 +34,15 @@ from dfkd_cli.utils import runtime
 from dfkd_cli.utils.rng import Streams
 
 
+def alpha_horizon(cfg, epochs: int) -> int:
+    """H, the epochs over which alpha moves: `alpha.horizon`, or the run's E when null."""
+    return cfg.get("horizon") or epochs
+
+
 def alpha_at(cfg, epoch: int, epochs: int) -> float:
     """alpha(t): decreasing 1 - (t+1)/H (the paper's, with H = E), increasing (t+1)/H, or
     constant; H is `alpha.horizon` (the run's E when null), after which alpha stays at its end."""
-    horizon = cfg.get("horizon") or epochs
+    horizon = alpha_horizon(cfg, epochs)
     done = min(epoch + 1, horizon) / horizon
     if cfg.schedule == "decreasing":
         return 1.0 - done
@@ -49,7 +54,7 @@ def alpha_at(cfg, epoch: int, epochs: int) -> float:
 def alpha_settled(cfg, epoch: int, epochs: int) -> bool:
     """Whether alpha has reached the end of its schedule by epoch t (a constant alpha always
     has): stop=plateau counts plateaus only from there."""
-    return cfg.schedule == "constant" or epoch + 1 >= (cfg.get("horizon") or epochs)
+    return cfg.schedule == "constant" or epoch + 1 >= alpha_horizon(cfg, epochs)
 
 
 def row_weights(n_g: int, n_p: int, alpha: float, device: torch.device) -> torch.Tensor:

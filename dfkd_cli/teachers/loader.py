@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dfkd_cli.data import domains
+from dfkd_cli.data import domains, priors
 from dfkd_cli.data.datasets import Box, Scaler, Split, Table, split_for
 from dfkd_cli.errors import UserError, reason
 from dfkd_cli.nets import mlp, seam
@@ -48,6 +48,17 @@ class Teacher:
     # per member, the input domain in raw units (dfkd_cli/data/domains.py); all continuous and
     # unbounded for a checkpoint written before domains existed
     domains: list[domains.Domain] = field(default_factory=list)
+
+    def input_scales(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each member's (K, d) input means and standard deviations (raw = mean + sd * x)."""
+        return tuple(torch.stack([getattr(s, k) for s in self.scalers]).to(device)
+                     for k in ("x_mean", "x_std"))
+
+    def prior(self, name: str, rng, remedy: str = "") -> priors.Prior:
+        """prior=<name> over this teacher's standardised inputs, drawing from `rng`."""
+        means, sds = self.input_scales(rng.device)
+        return priors.Prior(name, rng, self.input_dim, self.domains, means, sds,
+                            f"teacher {self.sources[0]}", remedy)
 
 
 class RawUnitsTeacher(seam.AutogradBackward, nn.Module):
