@@ -244,6 +244,9 @@ class DistillConfig(StudentRunConfig):
     # on: project every labelled sample onto the teacher's input domain (with the copula prior
     # it measured worse on every dataset: docs/results.md)
     domain: str = "off"
+    # move each synthetic image x_g by up to this many pixels each way before it is labelled
+    # (image-shaped rows: data/images.py RandomShift); 0: off
+    shift: int = 0
     # plateau: each member stops alone once its best RMSE on the fixed synthetic set (drawn
     # whatever the selection) has not improved by stop_tolerance (relative) for stop_patience
     # log points counted once alpha has settled (alpha.horizon); `epochs` is the cap | off:
@@ -270,6 +273,7 @@ class DistillConfig(StudentRunConfig):
                cfg.checkpoint_every)
         _check(cfg.prior in PRIORS, "prior", f"one of {PRIORS}", cfg.prior)
         _check(cfg.domain in DOMAIN_SWITCH, "domain", f"one of {DOMAIN_SWITCH}", cfg.domain)
+        _check(cfg.shift >= 0, "shift", "an integer >= 0 (pixels)", cfg.shift)
         _check(cfg.stop in STOPS, "stop", f"one of {STOPS}", cfg.stop)
         _check(cfg.stop_patience >= 1, "stop_patience", "an integer >= 1 (log points)",
                cfg.stop_patience)

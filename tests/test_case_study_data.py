@@ -98,8 +98,12 @@ def test_mnist_trains_a_cnn_teacher_and_distils_a_cnn_student(tmp_path):
     stored = load_checkpoint(tmp_path / row.teacher_path)
     assert stored["input_spec"]["input_shape"] == [1, 28, 28]
     assert stored["arch"]["kwargs"]["input_shape"] == [1, 28, 28]
-    for strategy in ("bounded", "random"):
-        dfkd_here("distill", *data, "student=cnn", f"strategy={strategy}", "epochs=2",
+    # with the image keys too (issue 29): a smoothness prior and shifts, a conv generator
+    runs = {"bounded": ["strategy=bounded"], "random": ["strategy=random"],
+            "images": ["strategy=bounded", "strategy.tv=1", "shift=2"],
+            "conv": ["strategy=generator", "strategy.arch=conv", "strategy.channels=[4,2]"]}
+    for strategy, keys in runs.items():
+        dfkd_here("distill", *data, "student=cnn", *keys, "epochs=2",
                   "steps_per_epoch=3", "batch_size=8", "log_every=1", "progress=false",
                   f"hydra.run.dir={strategy}", cwd=tmp_path)
         metrics = pd.read_csv(tmp_path / strategy / "metrics.csv").iloc[0]

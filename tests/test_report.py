@@ -343,3 +343,30 @@ def test_paper_quick_preset():
     cfg, params = sweep_params("paper_quick")
     assert list(cfg.seeds) == [1, 2, 3] and params["dataset"] == ["cpusmall"]
     assert len(params["arm"]) == 7 and cfg.selection == "both"
+
+
+def test_arms_that_differ_in_a_key_of_their_own_are_paired(sweep):
+    """A key each arm holds at one value is part of the arm (arm=datafree's prior=auto beside
+    the other arms' gaussian): such arms are paired by seed. A key that varies within an arm
+    stays a condition to pair on."""
+    for job, (seed, (student, teacher)) in enumerate(BOUNDED.items()):
+        write_run(sweep / f"own{job}", arm="datafree", prior="auto", seed=seed,
+                  student_rmse=student - 0.05, teacher_rmse=teacher)
+    for run in sweep.iterdir():  # the other two arms drew from N(0, I)
+        metrics = pd.read_csv(run / "metrics.csv")
+        if metrics.arm.item() != "datafree":
+            metrics.assign(prior="gaussian").to_csv(run / "metrics.csv", index=False)
+    table, _ = summary.summarize(gather.gather([sweep]), baseline="bounded")
+    own = cell(table, "datafree")
+    assert (own.n_pairs, own.wins, own.losses) == (3, 3, 0)
+    assert cell(table, "random_sampling").n_pairs == 3
+    # the baseline under both priors: prior is a condition now, each cell paired within it
+    for job, (seed, (student, teacher)) in enumerate(BOUNDED.items()):
+        write_run(sweep / f"auto{job}", arm="bounded", prior="auto", seed=seed,
+                  student_rmse=student - 0.1, teacher_rmse=teacher)
+    table, _ = summary.summarize(gather.gather([sweep]), baseline="bounded")
+    assert set(table.loc[table.arm == "bounded", "prior"]) == {"auto", "gaussian"}
+    own = cell(table, "datafree")
+    assert (own.n_pairs, own.wins, own.losses) == (3, 0, 3)  # against bounded's prior=auto
+    plain = cell(table, "random_sampling")
+    assert (plain.n_pairs, plain.wins, plain.losses) == (3, 1, 2)  # against its gaussian

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from dfkd_cli.commands import train_teacher
+from dfkd_cli.data.images import ImageView, total_variation
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop import student_loop
 from dfkd_cli.nets import mlp
@@ -37,9 +38,16 @@ def trained():
     return tch, student
 
 
+IMAGE = [1, 2, 5]  # the friedman teacher's 10 features seen as a 2 x 5 picture (image keys)
+
+
+def as_image(members: int = 1) -> ImageView:
+    return ImageView(IMAGE, torch.zeros(members, 10), torch.ones(members, 10))
+
+
 def bounded(seed=0, **overrides):
     cfg = make_config("distill", [f"strategy.{k}={v}" for k, v in overrides.items()])
-    return Bounded(cfg.strategy, 10, None, Streams([seed], CPU))
+    return Bounded(cfg.strategy, 10, None, Streams([seed], CPU), image=as_image())
 
 
 def test_bounded_raises_the_gap_and_stays_near_its_start(trained):
@@ -61,17 +69,21 @@ def test_bounded_raises_the_gap_and_stays_near_its_start(trained):
     assert ours["start_dist_mean"] > 1.0  # and it does use its budget
 
 
-def test_bounded_step_is_torch_rmsprop(trained):
-    """The written-out update equals torch.optim.RMSprop on x (lr 0.1, wd beta, fresh state)."""
+@pytest.mark.parametrize("tv", [0.0, 0.5])
+def test_bounded_step_is_torch_rmsprop(trained, tv):
+    """The written-out update equals torch.optim.RMSprop on x (lr 0.1, wd beta, fresh state),
+    with the smoothness term when tv > 0."""
     tch, student = trained
-    ours = bounded(seed=2)
+    ours = bounded(seed=2, tv=tv)
     cfg = ours.cfg
     x_ours = ours.sample(tch.module, student, 64)
     x = ours.start.clone().requires_grad_(True)
     opt = torch.optim.RMSprop([x], lr=cfg.lr, alpha=cfg.rho, weight_decay=cfg.beta)
     for _ in range(cfg.steps):
         s = student(x)
-        loss = (-(tch.module(x) - s).pow(2).sum(2) + cfg.gamma * s.pow(2).sum(2)).mean()
+        smooth = total_variation(as_image().to_images(x))
+        loss = (-(tch.module(x) - s).pow(2).sum(2) + cfg.gamma * s.pow(2).sum(2)
+                + tv * smooth).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -190,6 +202,23 @@ def test_bounded_radius_projects_onto_the_ball_around_the_start(trained):
                                bounded(seed=4).sample(tch.module, student, 64))
 
 
+def test_bounded_tv_smooths_the_samples_and_keeps_a_large_gap(trained):
+    """strategy.tv: from the same starts, the samples are smoother as pictures than tv=0's,
+    and still carry far more teacher-student gap than the starts (plain prior draws)."""
+    tch, student = trained
+    rough, smooth = bounded(seed=5), bounded(seed=5, tv=0.003)
+    x_rough, x_smooth = rough.sample(tch.module, student, 500), smooth.sample(tch.module,
+                                                                              student, 500)
+    assert torch.equal(rough.start, smooth.start)
+    view = as_image()
+    tv_rough, tv_smooth = (float(total_variation(view.to_images(x)).mean())
+                           for x in (x_rough, x_smooth))
+    assert tv_smooth < 0.8 * tv_rough
+    gap = {name: float(batch_diagnostics(tch.module, student, x, None, None)["gap_mean"])
+           for name, x in (("smooth", x_smooth), ("start", smooth.start))}
+    assert gap["smooth"] > 3 * gap["start"]
+
+
 def test_bounded_clip_to_box_stays_in_the_box(trained):
     tch, student = trained
     cfg = make_config("distill", ["strategy.clip_to_box=true"])
@@ -211,12 +240,16 @@ def generator(seeds=(0,), **overrides):
     overrides = {**SMALL_G, **overrides}
     cfg = make_config("distill", ["strategy=generator",
                                   *[f"strategy.{k}={v}" for k, v in overrides.items()]])
-    return STRATEGIES["generator"](cfg.strategy, 10, None, Streams(list(seeds), CPU))
+    return STRATEGIES["generator"](cfg.strategy, 10, None, Streams(list(seeds), CPU),
+                                   image=as_image(len(seeds)))
 
 
-def test_generator_gap_rises_while_its_loss_falls(trained):
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_generator_gap_rises_while_its_loss_falls(trained, arch):
+    """Kang & Kang's MLP generator, and the convolutional one (strategy.arch=conv) on the
+    features seen as a picture."""
     tch, student = trained
-    gen = generator()
+    gen = generator(arch=arch, channels="[8,4]")
     z = torch.randn(1, 500, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before = gen.objective(tch.module, student, z)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dfkd_cli.data import images
 from dfkd_cli.loop.student_loop import StudentLoop
 from dfkd_cli.nets import checkpoints, mlp
 from dfkd_cli.strategies import STRATEGIES
@@ -27,8 +28,15 @@ QUICK = {"generator": ["strategy.hidden=[16]", "strategy.latent_dim=5", "strateg
          "impressions": ["strategy.hidden=[16]", "strategy.latent_dim=5", "strategy.steps=15"],
          "evolution": ["strategy.generations=3", "strategy.coverage=0.5"],
          "bounded": ["strategy.radius=0.8", "strategy.clip_to_box=true"],
-         "real_rows_targets": ["strategy=real_rows", "strategy.labels=targets"]}
-CASES = sorted([*STRATEGIES, "real_rows_targets"])
+         "real_rows_targets": ["strategy=real_rows", "strategy.labels=targets"],
+         # the image keys (issue 29) on 1 x 2 x 2 'images'
+         "generator_conv": ["strategy=generator", "strategy.arch=conv", "strategy.channels=[3,2]",
+                            "strategy.latent_dim=5", "strategy.steps=2"],
+         "bounded_tv": ["strategy=bounded", "strategy.tv=2"],
+         "bounded_shift": ["strategy=bounded", "shift=1"]}
+CASES = sorted([*STRATEGIES, "real_rows_targets", "generator_conv", "bounded_tv",
+                "bounded_shift"])
+SHAPE = [1, 2, 2]  # D features as an image
 ROWS = 40  # training rows per member, for the strategies that draw them
 
 
@@ -63,9 +71,15 @@ def loop_for(name: str, members: list[int], states, boxes, extra=("log_every=1",
     rng = Streams([SEEDS[k] for k in members], CPU)
     student = mlp.StackedMLP(len(members), D, [5], "tanh").init_(rng)
     cls = STRATEGIES[cfg.strategy.name]
-    rows = {"rows": training_rows(members)} if cls.needs_rows else {}
-    strategy = cls(cfg.strategy, D, box, rng, **rows)
-    return StudentLoop(cfg, teacher, student, strategy, val)
+    extra = {"rows": training_rows(members)} if cls.needs_rows else {}
+    # each member its own pixel scales, so a view that mixed members up would show
+    scales = torch.tensor([[0.1 * SEEDS[k]] * D for k in members])
+    view = images.ImageView(SHAPE, scales, 1 + scales)
+    if cls.needs_image(cfg.strategy):
+        extra["image"] = view
+    strategy = cls(cfg.strategy, D, box, rng, **extra)
+    augment = images.RandomShift(view, cfg.shift, rng, box) if cfg.shift else None
+    return StudentLoop(cfg, teacher, student, strategy, val, augment=augment)
 
 
 def distil(name: str, members: list[int], states, boxes):

@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from dfkd_cli.data import domains, priors, projection
+from dfkd_cli.data import domains, images, priors, projection
 from dfkd_cli.data.datasets import Split, Table, load_table, stacked
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop import population, resume
@@ -195,14 +195,32 @@ def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, stude
               "dfkd)" if cfg.teacher.format in ("dfkd", "sklearn") else
               ", or add them to its spec: dfkd spec --data <its training rows> writes them")
     prior = teacher.prior(cfg.prior, rng, remedy)
+    view = images.image_view(cfg.dataset.input_shape or teacher.input_shape,
+                             *teacher.input_scales(device))
     strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),
-                              prior, project)
+                              prior, project, view)
+    augment = random_shift(cfg.shift, view, teacher, rng)
     fidelity = None
     if "fidelity" in selections(cfg.selection) or cfg.get("stop", "off") == "plateau":
         streams = Streams([s + FIDELITY_STREAM for s in seeds], device)
         fidelity = fidelity_set(teacher, prior.drawing_from(streams), project)
     return StudentLoop(cfg, teacher, student, strategy, splits and stacked(splits, "val"),
-                       fidelity, project)
+                       fidelity, project, augment)
+
+
+def random_shift(pixels: int, view: images.ImageView | None, teacher: teachers.Teacher,
+                 rng: Streams) -> images.RandomShift | None:
+    """shift=<pixels>'s augmentation of x_g (None at 0), or a UserError where the rows are not
+    images or the teacher records no per-pixel range."""
+    if not pixels:
+        return None
+    if view is None:
+        raise UserError(f"shift={pixels} moves synthetic images, and this run's rows are not "
+                        "image-shaped: give dataset.input_shape=[channels, height, width]")
+    if teacher.box is None:
+        raise UserError(f"shift={pixels} clamps the moved images to each pixel's training range, "
+                        f"and teacher {teacher.sources[0]} records none (a dfkd teacher does)")
+    return images.RandomShift(view, pixels, rng, teacher.box)
 
 
 @torch.no_grad()

@@ -93,12 +93,15 @@ class StudentLoop:
     def __init__(self, cfg, teacher, student, strategy,
                  val: tuple[torch.Tensor, torch.Tensor] | None,
                  fidelity: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 project: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
         """`val`: the real validation rows (x, y); `fidelity`: a fixed synthetic set (x, T(x));
         each selection that names one keeps each member's epoch of least RMSE on it.
-        `project`: the input domain's projection (None: none)."""
+        `project`: the input domain's projection (None: none); `augment`: what x_g goes
+        through before it is labelled (shift=: data/images.py RandomShift; None: nothing)."""
         self.cfg, self.teacher, self.student, self.strategy, self.project = (
             cfg, teacher, student, strategy, project)
+        self.augment = augment
         members, device = student.members, student.params[0].device
         self.opt = make_optimizer(cfg.optimizer, student.opt_params,
                                   fast=isinstance(student, mlp.StackedMLP))
@@ -173,6 +176,8 @@ class StudentLoop:
             batches = []
             if alpha > 0:
                 self.x_g = self.strategy.sample(T, S, m)
+                if self.augment is not None:
+                    self.x_g = self.augment(self.x_g)
                 batches.append(self.x_g)
             if alpha < 1:
                 batches.append(self.strategy.prior(m))

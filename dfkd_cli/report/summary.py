@@ -146,6 +146,18 @@ def _cells(ok: pd.DataFrame, bad: pd.DataFrame, keys: list[str]
     return cells, members
 
 
+def _pair_keys(ok: pd.DataFrame, keys: list[str]) -> list[str]:
+    """The keys on which a cell is paired with another arm's: the dataset, student and
+    selection, and every other cell key but those that make an arm (ARM_KEYS) and those each arm
+    holds at one value (arm=datafree's prior=auto beside arm=paper_bounded's gaussian, a
+    `shift=2` given to one labelled arm only): part of what the arm is, not a condition both
+    arms ran under."""
+    def per_arm(key: str) -> bool:
+        return bool(ok.groupby("arm")[key].nunique(dropna=False).le(1).all())
+    return [k for k in keys if k.split(".")[0] not in ARM_KEYS
+            and (k in KEYS or not (len(ok) and per_arm(k)))]
+
+
 def _compare(ok: pd.DataFrame, bad: pd.DataFrame, keys: list[str], baseline: str,
              reference_arm: str, notes: list[str]) -> list[dict]:
     """One row per cell: its statistics, paired against the baseline arm's cell and set against
@@ -155,7 +167,7 @@ def _compare(ok: pd.DataFrame, bad: pd.DataFrame, keys: list[str], baseline: str
     if len(ok) and base.empty:
         notes.append(f"baseline arm {baseline!r} is not among these runs: no paired comparison "
                      f"(--baseline picks another; arms here: {sorted(ok['arm'].astype(str).unique())})")
-    pair_keys = [k for k in keys if k.split(".")[0] not in ARM_KEYS]
+    pair_keys = _pair_keys(ok, keys)
 
     def per_seed(arm: str) -> dict[tuple, pd.Series]:
         return {tuple(c) if isinstance(c, tuple) else (c,): g.set_index("seed")["student_rmse"]

@@ -20,6 +20,7 @@ import torch
 from omegaconf import MISSING, OmegaConf
 
 from dfkd_cli.data.datasets import Box, Rows
+from dfkd_cli.data.images import ImageView
 from dfkd_cli.errors import UserError
 from dfkd_cli.nets.seam import Net
 from dfkd_cli.utils.rng import Streams
@@ -50,13 +51,14 @@ class Strategy:
     y_scale: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __init__(self, cfg: Any, input_dim: int, box: Box | None, rng: Streams,
-                 rows: Rows | None = None):
+                 rows: Rows | None = None, image: ImageView | None = None):
         # a plain dataclass: reading a DictConfig attribute costs microseconds, in the hot loop
         self.cfg = OmegaConf.to_object(cfg) if OmegaConf.is_config(cfg) else cfg
         self.input_dim = input_dim
         self.box = box
         self.rng = rng
         self.rows = rows
+        self.image = image  # the rows as pictures, for a strategy that needs_image
         self.start: torch.Tensor | None = None  # starting points of the last batch, if any
         if self.needs_box:
             self.need_box()  # fail before any training
@@ -72,6 +74,12 @@ class Strategy:
     def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
         """(key, ok, what is valid) for range checks on this strategy's config."""
         return ()
+
+    @classmethod
+    def needs_image(cls, cfg: Any) -> str | None:
+        """The setting (e.g. "arch=conv") that makes this config see its rows as images
+        (`self.image`, data/images.py), or None: build_strategy refuses it on other rows."""
+        return None
 
     def prior(self, n: int) -> torch.Tensor:
         """x_p from the run's prior (N(0, I) unless prior= says otherwise), shape (K, n, d)."""

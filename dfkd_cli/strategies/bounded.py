@@ -15,6 +15,10 @@ ball of radius r around its start X0 (x <- X0 + clamp(x - X0, -r, r)), and `clip
 clamps x after every step to the teacher's per-feature box [min, max] (needs a dfkd teacher).
 With both, x is clamped to the intersection of the two boxes, and to the feature box alone for a
 coordinate whose start lies more than r outside it.
+
+A smoothness prior for images, off by default: `tv=w` adds w * TV(x) to L_x, the squared total
+variation of each sample as a picture (data/images.py; DeepInversion's R_TV), so the steps that
+raise the gap also keep neighbouring pixels alike.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Iterable, Optional
 
 import torch
 
+from dfkd_cli.data.images import total_variation
 from dfkd_cli.nets.optim import EPS, rmsprop_
 from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
 from dfkd_cli.strategies.registry import register
@@ -39,6 +44,7 @@ class BoundedConfig(StrategyConfig):
     rho: float = 0.99  # RMSprop smoothing constant (torch's `alpha`)
     radius: Optional[float] = None  # project onto |x - X0|_inf <= radius after every step
     clip_to_box: bool = False  # clamp to the teacher's feature box after every step
+    tv: float = 0.0  # weight of the samples' squared total variation (image-shaped inputs)
 
 
 @register("bounded")
@@ -53,7 +59,12 @@ class Bounded(Strategy):
                 ("beta", cfg.beta >= 0, "a number >= 0"),
                 ("gamma", cfg.gamma >= 0, "a number >= 0"),
                 ("rho", 0 <= cfg.rho < 1, "a number in [0, 1)"),
-                ("radius", cfg.radius is None or cfg.radius > 0, "null or a number > 0")]
+                ("radius", cfg.radius is None or cfg.radius > 0, "null or a number > 0"),
+                ("tv", cfg.tv >= 0, "a number >= 0")]
+
+    @classmethod
+    def needs_image(cls, cfg: Any) -> str | None:
+        return "tv" if cfg.tv > 0 else None
 
     @property
     def needs_box(self) -> bool:
@@ -73,6 +84,8 @@ class Bounded(Strategy):
             diff = (t_saved[-1] - s) * (2 / n)
             grad = torch.sub(student.input_grad(s_saved, diff.add(s, alpha=2 * cfg.gamma / n)),
                              teacher.input_grad(t_saved, diff))
+            if cfg.tv:
+                grad += self.smoothness_grad(x, cfg.tv / n)
             # one step of torch.optim.RMSprop (no momentum, not centred) with its state
             # square_avg, through the kernel the fast path's optimiser runs
             rmsprop_(x, grad, square_avg, cfg.lr, cfg.rho, EPS, cfg.beta)
@@ -82,3 +95,10 @@ class Bounded(Strategy):
                 x = self.clamp_to_box(x)
         self.start = start
         return x
+
+    def smoothness_grad(self, x: torch.Tensor, weight: float) -> torch.Tensor:
+        """d(weight * sum of TV(x))/dx, (K, n, d): the tv term's share of dL_x/dx."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            tv = total_variation(self.image.to_images(x)).sum() * weight
+            return torch.autograd.grad(tv, x)[0]

@@ -12,18 +12,26 @@ penalties keep its samples and the student's outputs from running off. (Kang & K
 code loses the beta and gamma terms to a stray line break; here they act, and a test shows it.)
 The student then draws x_g = G(z) with fresh z for each of its steps; only G's weights move in
 the generator step, only the student's in the student step.
+
+`arch=conv` puts a convolutional decoder (nets/conv_generator.py, widths `channels`) in place of
+the MLP for image-shaped inputs (dataset.input_shape = (C, H, W)): its samples are images built
+from local patterns, in the standardised pixel space as the MLP's are.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable, List
 
 import torch
 
+from dfkd_cli.nets.conv_generator import StackedConvGenerator
 from dfkd_cli.strategies.base import Net
 from dfkd_cli.strategies.network import NetworkConfig, NetworkStrategy
 from dfkd_cli.strategies.registry import register
+
+
+ARCHS = ("mlp", "conv")
 
 
 @dataclass
@@ -32,6 +40,8 @@ class GeneratorConfig(NetworkConfig):
     steps: int = 1  # n_g generator steps per epoch
     beta: float = 1e-5  # weight of ||G(z)||^2
     gamma: float = 1e-5  # weight of S(G(z))^2
+    arch: str = "mlp"  # mlp (Kang & Kang's, `hidden`) | conv (image-shaped inputs, `channels`)
+    channels: List[int] = field(default_factory=lambda: [32, 16])  # conv only: map widths
 
 
 @register("generator")
@@ -43,11 +53,20 @@ class Generator(NetworkStrategy):
     @classmethod
     def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
         return [*super().checks(cfg), ("beta", cfg.beta >= 0, "a number >= 0"),
-                ("gamma", cfg.gamma >= 0, "a number >= 0")]
+                ("gamma", cfg.gamma >= 0, "a number >= 0"),
+                ("arch", cfg.arch in ARCHS, f"one of {ARCHS}"),
+                ("channels", len(cfg.channels) >= 1 and all(c >= 1 for c in cfg.channels),
+                 "a non-empty list of sizes >= 1")]
 
-    def __init__(self, cfg, input_dim, box, rng):
-        super().__init__(cfg, input_dim, box, rng)
-        self.build_network(self.cfg.latent_dim, input_dim)
+    @classmethod
+    def needs_image(cls, cfg: Any) -> str | None:
+        return "arch=conv" if cfg.arch == "conv" else None
+
+    def __init__(self, cfg, input_dim, box, rng, image=None):
+        super().__init__(cfg, input_dim, box, rng, image=image)
+        conv = (StackedConvGenerator(len(rng), cfg.latent_dim, list(image.shape),
+                                     list(cfg.channels)) if cfg.arch == "conv" else None)
+        self.build_network(self.cfg.latent_dim, input_dim, conv)
         self.beta, self.gamma = float(cfg.beta), float(cfg.gamma)
         self.steps, self.batch_size = int(cfg.steps), int(cfg.batch_size)
         self.latent_dim = int(cfg.latent_dim)

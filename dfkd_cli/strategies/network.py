@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable, List
 
 import torch
 from omegaconf import II
+from torch import nn
 
 from dfkd_cli.nets import mlp
 from dfkd_cli.strategies.base import Strategy, StrategyConfig
@@ -43,12 +44,12 @@ class NetworkStrategy(Strategy):
                 ("weight_decay", cfg.weight_decay >= 0, "a number >= 0"),
                 ("rho", 0 <= cfg.rho < 1, "a number in [0, 1)")]
 
-    def build_network(self, inputs: int, outputs: int) -> None:
-        """The network, inputs -> `hidden` tanh layers -> outputs (member k initialised from
-        the run's stream k), and its optimiser."""
+    def build_network(self, inputs: int, outputs: int, net: nn.Module | None = None) -> None:
+        """The network (`net`, or inputs -> `hidden` tanh layers -> outputs), member k
+        initialised from the run's stream k, and its optimiser."""
         cfg = self.cfg
-        self.net = mlp.StackedMLP(len(self.rng), inputs, list(cfg.hidden), "tanh",
-                                     outputs).to(self.rng.device).init_(self.rng)
+        net = net or mlp.StackedMLP(len(self.rng), inputs, list(cfg.hidden), "tanh", outputs)
+        self.net = net.to(self.rng.device).init_(self.rng)
         self.opt = torch.optim.RMSprop(self.net.parameters(), lr=cfg.lr, alpha=cfg.rho,
                                        weight_decay=cfg.weight_decay)
         self.params = list(self.net.parameters())
