@@ -139,12 +139,14 @@ def test_probe_draws_images_and_prediction_histograms(tmp_path):
     data = ["dataset=mnist", "data_dir=.", "dataset.n_train=200", "teacher.hidden=[16]"]
     dfkd_here("train-teacher", *data, "epochs=2", cwd=tmp_path)
     dfkd_here("probe", *data, "epochs=2", "samples=40", "batch_size=20", "images=3",
+              "strategies.bounded.tv=1",  # an image key reaches the probe's strategies
               "~strategy@strategies.impressions", "~strategy@strategies.generator",
               "~strategy@strategies.lhs", "~strategy@strategies.sobol", "hydra.run.dir=probe",
               cwd=tmp_path)
     for name in ("probe_images.png", "probe_predictions.png"):
         assert (tmp_path / "probe" / name).read_bytes()[:4] == b"\x89PNG"
     table = pd.read_csv(tmp_path / "probe" / "probe.csv").set_index("strategy")
+    assert table.loc["bounded", "gap_mean"] > 0 and pd.isna(table.get("note", {}).get("bounded"))
     cfg = make_config("probe", [*data, f"data_dir={tmp_path}",
                                 f"teacher_store={tmp_path / 'outputs/teachers'}"])
     table_rows = load_table(cfg.dataset, cfg.data_dir)

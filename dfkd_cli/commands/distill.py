@@ -195,8 +195,7 @@ def build_loop(cfg, teacher: teachers.Teacher, splits: list[Split] | None, stude
               "dfkd)" if cfg.teacher.format in ("dfkd", "sklearn") else
               ", or add them to its spec: dfkd spec --data <its training rows> writes them")
     prior = teacher.prior(cfg.prior, rng, remedy)
-    view = images.image_view(cfg.dataset.input_shape or teacher.input_shape,
-                             *teacher.input_scales(device))
+    view = teacher.images(cfg.dataset.input_shape, device)
     strategy = build_strategy(cfg.strategy, teacher, rng, splits and stacked(splits, "train"),
                               prior, project, view)
     augment = random_shift(cfg.shift, view, teacher, rng)

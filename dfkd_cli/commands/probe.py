@@ -88,7 +88,8 @@ def probe_strategy(cfg, label: str, scfg, teacher, student, seed: int, device: t
     T, S, m = teacher.module, student, int(cfg.batch_size)
     rng = Streams([seed], device)
     try:
-        strategy = build_strategy(scfg, teacher, rng, train, teacher.prior(cfg.prior, rng))
+        strategy = build_strategy(scfg, teacher, rng, train, teacher.prior(cfg.prior, rng),
+                                  image=teacher.images(cfg.dataset.input_shape, device))
     except UserError as exc:  # e.g. a box strategy with a teacher that has no box
         log.warning("probe: skipping %s: %s", label, exc)
         return {"strategy": label, "note": str(exc)}, {}
@@ -127,7 +128,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     _, student = build_student(cfg, teacher, rng)
     train = stacked([part], "train")
     prior = teacher.prior(cfg.prior, rng)
-    trainer = build_strategy(cfg.strategy, teacher, rng, train, prior)
+    trainer = build_strategy(cfg.strategy, teacher, rng, train, prior,
+                             image=teacher.images(cfg.dataset.input_shape, device))
     history, _ = train_student(cfg, teacher, student, trainer, stacked([part], "val"))
     tables.write_history(run_dir, history[0])
     student.requires_grad_(False)

@@ -17,6 +17,7 @@ from torch import nn
 
 from dfkd_cli.data import domains, priors
 from dfkd_cli.data.datasets import Box, Scaler, Split, Table, split_for
+from dfkd_cli.data.images import ImageView, image_view
 from dfkd_cli.errors import UserError, reason
 from dfkd_cli.nets import mlp, seam
 from dfkd_cli.teachers import onnx_population
@@ -53,6 +54,11 @@ class Teacher:
         """Each member's (K, d) input means and standard deviations (raw = mean + sd * x)."""
         return tuple(torch.stack([getattr(s, k) for s in self.scalers]).to(device)
                      for k in ("x_mean", "x_std"))
+
+    def images(self, shape: list[int] | None, device: torch.device) -> ImageView | None:
+        """The rows as pictures (data/images.py) when they are image-shaped: `shape` (the
+        run's dataset.input_shape) or else the checkpoint's; None for other rows."""
+        return image_view(shape or self.input_shape, *self.input_scales(device))
 
     def prior(self, name: str, rng, remedy: str = "") -> priors.Prior:
         """prior=<name> over this teacher's standardised inputs, drawing from `rng`."""
