@@ -91,15 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     result = table(rows(args.sweeps, chosen), args.baseline, args.reference)
     if result.empty:
         sys.exit(f"no finished distill rows under {', '.join(args.sweeps)}")
-    print(result.to_markdown(index=False) if _has_tabulate() else result.to_string(index=False))
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    print(result.to_string(index=False))
 
 
 if __name__ == "__main__":

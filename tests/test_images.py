@@ -28,6 +28,9 @@ def test_image_view_is_raw_units_over_the_mean_sd_and_back():
     torch.testing.assert_close(view.to_rows(pictures), x)
     assert images.image_view([1, 6], means, sds) is None  # a 1-D signal is not a picture
     assert images.image_view(None, means, sds) is None
+    # a recorded shape that does not hold the features (a crafted checkpoint) is refused
+    with pytest.raises(UserError, match=r"input_shape \[1, 2, 2\] does not hold the rows' 6"):
+        images.image_view([1, 2, 2], means, sds)
 
 
 def test_total_variation_is_the_mean_squared_neighbour_difference():

@@ -9,7 +9,11 @@ and done there, as for pictures.
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from dfkd_cli.errors import UserError
 
 
 class ImageView:
@@ -17,8 +21,13 @@ class ImageView:
 
     def __init__(self, shape: list[int], means: torch.Tensor, sds: torch.Tensor):
         """`shape` (C, H, W); `means`, `sds`: each member's (K, d) input scales
-        (raw = mean + sd * x)."""
+        (raw = mean + sd * x). A shape that does not hold the d features (a checkpoint's
+        recorded input_shape is read from a file) is refused by name."""
         self.shape = tuple(int(s) for s in shape)
+        if math.prod(self.shape) != means.shape[1] or min(self.shape) < 1:
+            raise UserError(f"input_shape {list(self.shape)} does not hold the rows' "
+                            f"{means.shape[1]} features: give dataset.input_shape=[channels, "
+                            "height, width] whose product is the number of features")
         self.means, self.sds = means.unsqueeze(1), sds.unsqueeze(1)
         self.unit = sds.mean(dim=1).view(-1, 1, 1)  # (K, 1, 1): the features' mean sd
 
