@@ -84,6 +84,9 @@ def register_resolvers() -> None:
 
 
 _composed = False  # set when a job starts: Hydra composed its config
+# jobs of this process's sweep refused for their run directory (another run's files), which
+# write no metrics row of their own
+REFUSED: list[str] = []
 
 
 def _is_multirun() -> bool:
@@ -100,6 +103,7 @@ def _task(run: Callable) -> Callable[[Any], object]:
     from hydra.core.hydra_config import HydraConfig
 
     from dfkd_cli.config import validate
+    from dfkd_cli.utils.run_dirs import RunDirTaken
     from dfkd_cli.utils import runtime
     from dfkd_cli.utils.files import hold_run_lock, release_run_lock
     from dfkd_cli.utils.run_tables import write_metrics
@@ -117,6 +121,7 @@ def _task(run: Callable) -> Callable[[Any], object]:
                 print(f"dfkd: error: {exc}", file=sys.stderr)
                 sys.exit(2)
             log.error("job not run: %s", exc)
+            REFUSED.append(str(exc))
             return None
         try:
             validate(cfg)
@@ -132,6 +137,10 @@ def _task(run: Callable) -> Callable[[Any], object]:
                     print(f"dfkd: error: {message}", file=sys.stderr)
                     sys.exit(2)
                 raise
+            if isinstance(exc, RunDirTaken):  # another run's files: write nothing over them
+                log.error("job not run: %s", exc)
+                REFUSED.append(str(exc))
+                return None
             log.error("job failed: %s\n%s", exc, traceback.format_exc())
             write_metrics(run_dir, {"command": cfg.command, "dataset": cfg.dataset.name,
                                     "seed": cfg.seed, "status": "failed",
@@ -183,6 +192,7 @@ def _hydra_command(command: str, config_name: str, run: Callable, rest: list[str
     global _composed
     _composed = False  # this command's own: main may run again in one process (the tests)
     callbacks.SWEEP_END.clear()
+    REFUSED.clear()
     register_configs()
     register_resolvers()
     runtime.mark_launcher()  # the jobs of a joblib sweep stop when this process goes
@@ -199,6 +209,9 @@ def _hydra_command(command: str, config_name: str, run: Callable, rest: list[str
     finally:
         release_run_locks()  # the command is over (main may run again in one process)
     end = callbacks.SWEEP_END
+    if REFUSED:
+        print(f"dfkd: error: {len(REFUSED)} job(s) not run: {REFUSED[0]}", file=sys.stderr)
+        sys.exit(2)
     if end.get("error"):
         print(f"dfkd: error: {end['error']}", file=sys.stderr)
         sys.exit(1)

@@ -182,7 +182,11 @@ class TrainTeacherConfig(RunConfig):
     log_every: int = 1
     patience: int = 50  # early stopping on validation loss
     lr_factor: float = 0.5  # ReduceLROnPlateau
+    # retrain a teacher already in the store (and replace a finished run in this run directory)
     overwrite: bool = False
+    # a run directory holding a finished run: leave it as it is (nothing to do); without it (or
+    # overwrite=true) a rerun there is refused
+    resume: bool = False
 
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
@@ -257,8 +261,8 @@ class DistillConfig(StudentRunConfig):
     label: Optional[str] = None  # the arm's name in tables (set by arm=...); None = derived
     checkpoint_every: int = 100  # epochs between resumable checkpoints (0 = only on a signal)
     resume: bool = False  # continue the run in this run directory from its checkpoint
-    # start over in a run directory that holds a resumable checkpoint.pt (replacing it); without
-    # it (or resume=true) such a rerun is refused, as train-teacher keeps a stored teacher
+    # start over in a run directory that holds a finished run or a resumable checkpoint.pt
+    # (replacing it); without it (or resume=true) such a rerun is refused
     overwrite: bool = False
     # what the job returns to a sweeper (dfkd_cli/tracking/search.py): a metrics column, mean over members
     objective: str = "fidelity_rmse_prior"

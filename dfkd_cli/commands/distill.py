@@ -28,6 +28,7 @@ from dfkd_cli.data import domains, images, priors, projection
 from dfkd_cli.data.datasets import Split, Table, load_table, stacked
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop import population, resume
+from dfkd_cli.utils import run_dirs
 from dfkd_cli.loop.selection import selections
 from dfkd_cli.loop.stopping import reasons
 from dfkd_cli.loop.student_loop import StudentLoop, build_student
@@ -48,14 +49,12 @@ log = logging.getLogger(__name__)
 SUMMARY = ["dataset", "seed", "arm", "strategy", "alpha", "selection", "teacher_rmse",
            "student_rmse", "fidelity_rmse", "fidelity_rmse_prior", "student_r2", "wall_s", "device",
            "status"]
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = run_dirs.CHECKPOINT
 PRIOR_ROWS = 10_000  # prior draws for fidelity_rmse_prior
 PRIOR_STREAM = 7_919_000  # offset of their random stream from the member's seed
 # status=unstable when the student's fidelity RMSE on the prior draws ends more than this many
 # times the untrained student's (docs/reliability.md says why 10)
 UNSTABLE_RATIO = 10.0
-FINISHED = ("ok", "diverged", "unstable")  # statuses of a run that ran to its end
-
 
 UNTRAINED = ("no finite weights after training began: these are the untrained start's "
              "(selected_epoch -1)")
@@ -72,15 +71,6 @@ class Ending:
     wall: float
     interrupted: bool
     untrained: torch.Tensor
-
-
-def finished(dirs: list[Path]) -> bool:
-    """True when every member's metrics row says the run finished (ok or diverged)."""
-    for d in dirs:
-        path = d / tables.METRICS
-        if not path.is_file() or pd.read_csv(path).status.iloc[0] not in FINISHED:
-            return False
-    return True
 
 
 def save_state(loop: StudentLoop, path: Path, config: dict) -> None:
@@ -107,24 +97,25 @@ def stored_run(state_path: Path, dirs: list[Path]) -> tuple[dict | None, dict | 
             raise UserError(f"{state_path} is not a dfkd resumable checkpoint")
         return state, state.get("run_config")
     student = dirs[0] / "student.pt"
-    if finished(dirs) and student.is_file():
-        return None, {"config": checkpoints.load_checkpoint(student).get("config")}
+    if run_dirs.finished(dirs) and student.is_file():
+        saved = checkpoints.load_checkpoint(student)
+        return None, saved.get("run_config") or {"config": saved.get("config")}
     return None, None
 
 
-def refuse_restart(cfg, run_dir: Path, state_path: Path) -> None:
-    """A run directory holding a resumable checkpoint.pt (an interrupted run) is continued with
-    resume=true or started over with overwrite=true; a plain rerun there is refused (it would
-    restart at epoch 0 and overwrite the checkpoint), with the .hydra/ files put back."""
-    if cfg.resume or cfg.overwrite or not state_path.is_file():
-        return
+def refuse_rerun(cfg, run_dir: Path, dirs: list[Path], state_path: Path) -> None:
+    """A run directory holding a finished run, or an interrupted one's resumable checkpoint.pt,
+    is continued with resume=true or started over with overwrite=true; a plain rerun there is
+    refused (loop/run_dir.py), with the .hydra/ files Hydra wrote put back as they were."""
     try:
-        stored = checkpoints.load_weights_only(state_path).get("run_config")
-    except Exception:  # noqa: BLE001 - unreadable: the run-start callback's copy, if any
-        stored = None
-    resume.put_back(run_dir, stored)
-    raise UserError(f"{run_dir} holds a resumable {CHECKPOINT} (an interrupted run); "
-                    "resume=true continues it, overwrite=true starts over and replaces it")
+        run_dirs.refuse_taken(dirs, run_dir, cfg.resume, cfg.overwrite)
+    except run_dirs.RunDirTaken:
+        try:
+            stored = stored_run(state_path, dirs)[1]
+        except Exception:  # noqa: BLE001 - unreadable: the run-start callback's copy, if any
+            stored = None
+        resume.put_back(run_dir, stored)
+        raise
 
 
 def run(cfg, run_dir: Path) -> pd.DataFrame | None:
@@ -134,10 +125,11 @@ def run(cfg, run_dir: Path) -> pd.DataFrame | None:
     members = population.members(cfg, run_dir)
     seeds, dirs = members.seeds, members.dirs
     state_path = run_dir / CHECKPOINT
-    refuse_restart(cfg, run_dir, state_path)
+    refuse_rerun(cfg, run_dir, dirs, state_path)
     state, stored = stored_run(state_path, dirs) if cfg.resume else (None, None)
     resume.check(cfg, run_dir, stored)
-    if cfg.resume and finished(dirs):
+    if cfg.resume and run_dirs.finished(dirs):
+        resume.put_back(run_dir, stored)  # left as it is: .hydra/ too
         log.info("resume=true: %s has finished already; nothing to do", run_dir)
         return pd.concat(pd.read_csv(d / tables.METRICS) for d in dirs)
     table = load_table(cfg.dataset, cfg.data_dir)
@@ -290,6 +282,7 @@ def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
     stops = reasons(loop.plateau.epoch.tolist(), diverged, loop.epoch - 1, interrupted,
                     loop.plateau.on)
     rows: list[list[dict]] = [[] for _ in seeds]
+    run_config = resume.saved(cfg)  # what a later resume=true compares and puts back
     for n, selection in enumerate(selections(cfg.selection)):
         selected = [loop.epoch - 1] * len(seeds) if interrupted else loop.finish(selection)
         scores = test_scores(splits, teacher, loop.student, targets)
@@ -321,7 +314,7 @@ def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
                 arch=arch,
                 scaler=scaler.payload(), features=list(features), targets=list(targets),
                 dataset=cfg.dataset.name, seed=seed, metrics=row,
-                config=OmegaConf.to_yaml(cfg))
+                config=OmegaConf.to_yaml(cfg), run_config=run_config)
             rows[k].append(row)
     for member_dir, history in zip(dirs, loop.history):
         tables.write_history(member_dir, history)

@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 from dfkd_cli.data import domains
 from dfkd_cli.data.datasets import Split, load_table, split_for, stacked
 from dfkd_cli.errors import UserError
-from dfkd_cli.loop import population
+from dfkd_cli.loop import population, resume
+from dfkd_cli.utils import run_dirs
 from dfkd_cli.nets import checkpoints, metrics, mlp, seam
 from dfkd_cli.nets.optim import make_optimizer
 from dfkd_cli.teachers import scikit_learn as sklearn_teacher
@@ -157,6 +158,15 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     device = runtime.resolve_device(cfg.device)
     members = population.members(cfg, run_dir)
     seeds, dirs = members.seeds, members.dirs
+    try:
+        run_dirs.refuse_taken(dirs, run_dir, cfg.resume, cfg.overwrite)
+    except run_dirs.RunDirTaken:
+        resume.put_back(run_dir, None)  # the .hydra/ files as they were before Hydra wrote
+        raise
+    if cfg.resume and run_dirs.finished(dirs):
+        resume.put_back(run_dir, None)  # left as it is: .hydra/ too
+        log.info("resume=true: %s has finished already; nothing to do", run_dir)
+        return pd.concat([pd.read_csv(d / tables.METRICS) for d in dirs], ignore_index=True)
     paths = [teacher_store.store_path(cfg, seed) for seed in seeds]
     table = load_table(cfg.dataset, cfg.data_dir)
     if cfg.domain_spec:  # a bad one is found before any training (applied once fitted)

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop import resume
+from dfkd_cli.utils import run_dirs
 from dfkd_cli.report import gather
 from dfkd_cli.report import write as report
 from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE
@@ -64,9 +65,11 @@ class WritableOutput(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = str(config.hydra.run.dir)
         self._check(run_dir, "hydra.run.dir")
-        # before Hydra writes .hydra/ there: the run directory is this process's alone, and a
-        # refused run can put back every .hydra/ file as it was
+        # before Hydra writes .hydra/ there: no link inside sends a write elsewhere, the run
+        # directory is this process's alone, and a refused run can put back every .hydra/ file
+        # as it was
         try:
+            run_dirs.refuse_symlinks(run_dir, "hydra.run.dir")
             hold_run_lock(run_dir)
         except UserError as exc:
             print(f"dfkd: error: {exc}", file=sys.stderr)
@@ -74,7 +77,41 @@ class WritableOutput(Callback):
         resume.remember_hydra_files(run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+        sweep_dir = str(config.hydra.sweep.dir)
+        self._check(sweep_dir, "hydra.sweep.dir")
+        # before any job writes: the same rules as a single run's, for every job directory
+        try:
+            run_dirs.refuse_symlinks(sweep_dir, "hydra.sweep.dir")
+            if _numbered(config):
+                _refuse_finished_jobs(Path(sweep_dir), config)
+        except UserError as exc:
+            print(f"dfkd: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+
+def _numbered(config: DictConfig) -> bool:
+    """True when the sweep's jobs write into <sweep dir>/<job number> (Hydra's default)."""
+    subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+    return subdir == "${hydra.job.num}"
+
+
+def _refuse_finished_jobs(sweep_dir: Path, config: DictConfig) -> None:
+    """Refuse a sweep, before any job starts, whose directory holds finished or interrupted
+    jobs, unless resume=true (they are skipped or continued) or overwrite=true."""
+    if config.get("resume", False) or config.get("overwrite", False) or not sweep_dir.is_dir():
+        return
+    taken = []
+    for job in sorted((p for p in sweep_dir.iterdir() if p.name.isdigit() and p.is_dir()),
+                      key=lambda p: int(p.name)):
+        members = [job, *sorted(p for p in job.glob("seed*") if p.is_dir())]
+        if run_dirs.taken(members, job):
+            taken.append(job.name)
+    if taken:
+        shown = ", ".join(taken[:10]) + (", ..." if len(taken) > 10 else "")
+        raise run_dirs.RunDirTaken(
+            f"{sweep_dir} holds finished or interrupted jobs ({shown}); resume=true runs only "
+            "what did not finish, overwrite=true starts every job over, or set "
+            "hydra.sweep.dir=<a new folder>")
 
 
 class SweepSummary(Callback):

@@ -3,8 +3,10 @@ a file) and an exclusive lock for work that concurrent processes must do only on
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +46,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.remove(tmp)
 
 
+def open_lock_file(path: Path):
+    """Open (creating) a lock file for reading and writing without following a symbolic link;
+    a link, or anything but a plain file with one name, is refused (locking truncates and
+    writes the file: through a link that would be another file's content)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(f"{path} is a symbolic link; dfkd's lock is a plain file it "
+                            "creates: remove the link") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise UserError(f"{path} is not a plain file of its own (a device, or a hard link to "
+                        "another file); dfkd's lock is a plain file it creates: remove it")
+    return os.fdopen(fd, "r+")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -59,7 +80,7 @@ def exclusive_lock(path: str | Path) -> Iterator[None]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a")
+        handle = open_lock_file(path)
     except OSError:
         if not path.parent.is_dir():
             raise
@@ -88,14 +109,14 @@ def hold_run_lock(folder: str | Path) -> None:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / RUN_LOCK, "a+")
+        handle = open_lock_file(folder / RUN_LOCK)
     except OSError:
         return
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.seek(0)
-        holder = handle.read().strip()
+        holder = handle.read(32).strip()
         handle.close()
         raise UserError(f"{folder} is in use by another dfkd process"
                         f"{f' (pid {holder})' if holder else ''}: two runs writing one run "
