@@ -26,8 +26,8 @@ from dfkd_cli.loop.stopping import STOPS
 from dfkd_cli.nets.activations import ACTIVATIONS as ACTIVATION_SPECS
 from dfkd_cli.nets.optim import NAMES as OPTIMIZER_NAMES
 from dfkd_cli.nets.optim import check_steps_alone, optimizer_class
-from dfkd_cli.nets.seam import BUILTINS, FAST_PATHS, TARGET
-from dfkd_cli.nets.seam import NAMES as NET_NAMES
+from dfkd_cli.nets.architecture import BUILTINS, FAST_PATHS, TARGET
+from dfkd_cli.nets.architecture import NAMES as NET_NAMES
 from dfkd_cli.strategies import STRATEGIES
 from dfkd_cli.strategies.base import no_rows
 from dfkd_cli.tracking import search
@@ -70,7 +70,7 @@ class DatasetConfig:
 
 @dataclass
 class NetConfig:
-    """A network (dfkd_cli/nets/seam.py): `name` mlp (input -> hidden... -> outputs, one
+    """A network (dfkd_cli/nets/architecture.py): `name` mlp (input -> hidden... -> outputs, one
     activation throughout), a built-in of dfkd_cli/nets/builtin.py (rbf, resmlp, cnn) with its keyword
     arguments in `net`, or custom: the class `net._target_` with the rest of `net` as keyword
     arguments. Input and output sizes come from the dataset and the teacher."""

@@ -629,7 +629,7 @@ def test_no_architecture_imports_anything_whatever_its_nesting(monkeypatch, tmp_
 
     import hydra._internal.utils as hydra_utils
 
-    from dfkd_cli.nets import seam
+    from dfkd_cli.nets import factory
 
     imported: list[str] = []
     real_import = importlib.import_module
@@ -663,9 +663,9 @@ def test_no_architecture_imports_anything_whatever_its_nesting(monkeypatch, tmp_
         before = set(sys.modules)
         payload = {"arch": arch, "state_dict": {}}
         with pytest.raises(UserError):
-            seam.from_checkpoint(payload, HARMLESS, "--net-target", "crafted")
+            factory.from_checkpoint(payload, HARMLESS, "--net-target", "crafted")
         with pytest.raises(UserError):
-            seam.make_module(arch)
+            factory.make_module(arch)
         assert imported == [] and set(sys.modules) == before, (imported, set(sys.modules) - before)
 
     check()

@@ -137,18 +137,18 @@ class NoParameters(nn.Module):
 ])
 def test_a_custom_network_that_cannot_be_fitted_is_refused_in_one_line(target, message):
     """Issue 24, item 7: both were tracebacks (a shape error mid-step; an empty optimiser)."""
-    from dfkd_cli.nets import seam
+    from dfkd_cli.nets import factory
     from dfkd_cli.utils.rng import Streams
     arch = {"name": "custom", "target": target, "input_dim": 4, "output_dim": 1, "kwargs": {}}
     with pytest.raises(UserError, match=message):
-        seam.build(arch, Streams([1], torch.device("cpu")))
+        factory.build(arch, Streams([1], torch.device("cpu")))
 
 
 def test_a_damaged_rbf_checkpoint_is_refused_in_one_line():
     """Issue 24, item 7: weights of the wrong shape for the architecture were a traceback."""
-    from dfkd_cli.nets import seam
+    from dfkd_cli.nets import factory
     arch = {"name": "rbf", "input_dim": 4, "output_dim": 1, "kwargs": {"units": 5}}
-    state = seam.make_module(arch).state_dict()
+    state = factory.make_module(arch).state_dict()
     state["centres"] = state["centres"][:3]
     with pytest.raises(UserError, match=r"the weights do not fit network rbf-units5 .*centres"):
-        seam.from_states(arch, [state])
+        factory.from_states(arch, [state])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dfkd_cli.commands import export
-from dfkd_cli.nets import checkpoints, mlp, seam
+from dfkd_cli.nets import checkpoints, factory, mlp
 
 from conftest import QUICK_DISTILL, dfkd_here
 
@@ -19,7 +19,7 @@ def explicit(payload: dict, x: torch.Tensor) -> torch.Tensor:
     """The checkpoint's MLP on raw x in float64: (x - mean) / sd -> mlp -> y * sd + mean."""
     s = {k: torch.as_tensor(v, dtype=torch.float64).reshape(-1)
          for k, v in payload["scaler"].items()}
-    model = seam.from_checkpoint(payload, None, "", "").double()
+    model = factory.from_checkpoint(payload, None, "", "").double()
     with torch.no_grad():
         return model((x.double() - s["x_mean"]) / s["x_std"]) * s["y_std"] + s["y_mean"]
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from dfkd_cli.data.datasets import Scaler, friedman1
 from dfkd_cli.errors import UserError
-from dfkd_cli.nets import checkpoints, metrics, seam
+from dfkd_cli.nets import checkpoints, factory, metrics
 from dfkd_cli.teachers import loader as teachers
 from dfkd_cli.teachers import spec as teacher_spec
 
@@ -73,7 +73,7 @@ def test_torchscript_teacher_to_exported_student_end_to_end(tmp_path):
     # the PyTorch student, applied by hand: standardise, the checkpoint's MLP, unstandardise
     scaler = Scaler.from_payload(payload["scaler"])
     with torch.no_grad():
-        z = seam.from_checkpoint(payload, None, "", "")(
+        z = factory.from_checkpoint(payload, None, "", "")(
             scaler.standardise_x(torch.tensor(table.x).float()))
     pred = (z * scaler.y_std + scaler.y_mean).double()
     y = torch.tensor(table.y)

@@ -11,7 +11,7 @@ from dfkd_cli.commands import distill, train_teacher
 from dfkd_cli.data.datasets import Scaler, load_table, split_for
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop.student_loop import StudentLoop
-from dfkd_cli.nets import checkpoints, mlp, seam
+from dfkd_cli.nets import architecture, checkpoints, factory, mlp, population
 from dfkd_cli.nets.checkpoints import load_checkpoint
 from dfkd_cli.strategies import STRATEGIES, build_strategy
 from dfkd_cli.teachers import loader as teachers
@@ -40,7 +40,7 @@ def teacher_file(tmp_path_factory):
     """A dfkd checkpoint of an MLP teacher (5 -> 16 tanh -> 1) with a feature box."""
     arch = {"name": "mlp", "input_dim": D, "output_dim": 1, "hidden": [16],
             "activation": "tanh"}
-    net = seam.build(arch, Streams([100], CPU))
+    net = factory.build(arch, Streams([100], CPU))
     path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
     scaler = Scaler(torch.zeros(D), torch.ones(D), torch.zeros(1), torch.ones(1))
     checkpoints.save_checkpoint(path, net.member_state_dict(0), arch=arch, scaler=scaler.payload(),
@@ -76,7 +76,7 @@ def test_fast_and_autograd_paths_train_an_mlp_alike(teacher_file, strategy):
     fast, fast_student = train(teacher_file, [1], ["fast_path=auto", *common])
     slow, slow_student = train(teacher_file, [1], ["fast_path=off", *common])
     assert isinstance(fast_student, mlp.StackedMLP)
-    assert isinstance(slow_student, seam.ModulePopulation)
+    assert isinstance(slow_student, population.ModulePopulation)
     for key in ("loss", "loss_g", "loss_p"):
         ours = torch.tensor([row[key] for row in slow.history[0]])
         theirs = torch.tensor([row[key] for row in fast.history[0]])
@@ -104,10 +104,10 @@ def test_an_autograd_population_is_its_members_alone(teacher_file, student, stra
 def test_rbf_population_forward_is_its_members_forward():
     """Without gradients an rbf population runs as one batched program (population_forward);
     with them, and under fast_path=off, member by member; the outputs agree to rounding."""
-    arch = seam.describe(make_config("distill", ["student=rbf"]).student, D, 2)
-    batched = seam.build(arch, Streams([1, 2, 3], CPU))
-    looped = seam.build(arch, Streams([1, 2, 3], CPU), "off")
-    assert batched.batched is not None and looped.batched is None
+    arch = architecture.describe(make_config("distill", ["student=rbf"]).student, D, 2)
+    batched = factory.build(arch, Streams([1, 2, 3], CPU))
+    looped = factory.build(arch, Streams([1, 2, 3], CPU), "off")
+    assert batched.batched_forward is not None and looped.batched_forward is None
     x = torch.randn(3, 7, D)
     with torch.no_grad():
         fast, slow = batched(x), looped(x)
@@ -151,26 +151,26 @@ def test_builtin_networks_learn_by_name(teacher_file, name):
     """A built-in student's loss falls over a short run on the autograd path."""
     loop, student = train(teacher_file, [1], [f"student={name}", "strategy=random",
                                               "optimizer.lr=0.01"])
-    assert isinstance(student, seam.ModulePopulation)
+    assert isinstance(student, population.ModulePopulation)
     losses = [row["loss"] for row in loop.history[0]]
     assert losses[-1] < losses[0]
 
 
 def test_cnn_takes_the_dataset_input_shape():
     arch = {"name": "cnn", "input_dim": 12, "output_dim": 2, "kwargs": {"input_shape": [3, 2, 2]}}
-    net = seam.make_module(arch)
+    net = factory.make_module(arch)
     assert isinstance(net.features[0], torch.nn.Conv2d) and net(torch.randn(4, 12)).shape == (4, 2)
     with pytest.raises(UserError, match="input_shape"):
-        seam.make_module(arch | {"input_dim": 10})
+        factory.make_module(arch | {"input_dim": 10})
 
 
 def test_a_custom_checkpoint_needs_its_target_named():
     arch = {"name": "custom", "target": "my_nets.Wide", "input_dim": 3, "output_dim": 1,
             "kwargs": {}}
-    seam.check_target(arch, "my_nets.Wide", "teacher.net._target_", "t.pt")  # named: fine
+    architecture.check_target(arch, "my_nets.Wide", "teacher.net._target_", "t.pt")  # named: fine
     for named in (None, "other.Net"):
         with pytest.raises(UserError, match="pass teacher.net._target_=my_nets.Wide$"):
-            seam.check_target(arch, named, "teacher.net._target_", "t.pt")
+            architecture.check_target(arch, named, "teacher.net._target_", "t.pt")
 
 
 def test_an_autograd_teacher_population_is_its_members_alone():
@@ -230,7 +230,7 @@ def test_a_teacher_file_of_another_network_is_labelled_by_what_it_holds(tmp_path
     """Issue 24, item 8: a distill from an rbf teacher.path wrote teacher_hidden=mlp500-tanh
     (the teacher config's default), not the loaded teacher's architecture."""
     arch = {"name": "rbf", "input_dim": D, "output_dim": 1, "kwargs": {"units": 7}}
-    net = seam.build(arch, Streams([100], CPU))
+    net = factory.build(arch, Streams([100], CPU))
     path = tmp_path / "rbf.pt"
     scaler = Scaler(torch.zeros(D), torch.ones(D), torch.zeros(1), torch.ones(1))
     checkpoints.save_checkpoint(path, net.member_state_dict(0), arch=arch,
@@ -240,7 +240,7 @@ def test_a_teacher_file_of_another_network_is_labelled_by_what_it_holds(tmp_path
     cfg = make_config("distill", ["dataset=none", f"teacher.path={path}", "strategy=random",
                                   "selection=last", *STEPS])
     row = distill.run(cfg, tmp_path / "run").iloc[0]
-    assert row.teacher_hidden == seam.arch_name(arch) == "rbf-units7"
+    assert row.teacher_hidden == architecture.arch_name(arch) == "rbf-units7"
 
 
 def test_a_population_of_another_network_is_its_members_alone(teacher_file):

@@ -32,7 +32,7 @@ from dfkd_cli.utils import run_dirs
 from dfkd_cli.loop.selection import selections
 from dfkd_cli.loop.stopping import reasons
 from dfkd_cli.loop.student_loop import StudentLoop, build_student
-from dfkd_cli.nets import checkpoints, metrics, seam
+from dfkd_cli.nets import architecture, checkpoints, metrics
 from dfkd_cli.report.labels import alpha_label, arm_label
 from dfkd_cli.strategies import build_strategy
 from dfkd_cli.teachers import loader as teachers
@@ -295,9 +295,9 @@ def write_members(cfg, loop: StudentLoop, arch: dict, table: Table | None,
                    "arm": arm_label(cfg), "strategy": cfg.strategy.name,
                    "alpha": alpha_label(cfg.alpha), "selection": selection,
                    "prior": cfg.prior, "domain": cfg.domain,
-                   "teacher_hidden": (seam.arch_name(teacher.arch) if teacher.arch
+                   "teacher_hidden": (architecture.arch_name(teacher.arch) if teacher.arch
                                       else arch_label(cfg.teacher)),
-                   "student_hidden": seam.arch_name(arch),
+                   "student_hidden": architecture.arch_name(arch),
                    "epochs": cfg.epochs, "steps_per_epoch": cfg.steps_per_epoch,
                    "batch_size": cfg.batch_size, "epochs_run": ran[k], **stops[k],
                    "selected_epoch": selected[k], **scores[k],

@@ -23,7 +23,7 @@ from torch import nn
 
 from dfkd_cli import __version__
 from dfkd_cli.errors import UserError
-from dfkd_cli.nets import seam
+from dfkd_cli.nets import architecture
 from dfkd_cli.teachers.model_files import ONNX_EXTRA, load_model_file
 from dfkd_cli.teachers.raw_units import (
     CHECKPOINT,
@@ -145,7 +145,7 @@ def model_card(source: Path, payload: dict, checks: list[Check]) -> str:
     features = feature_names(payload) or [f"column {i + 1}" for i in range(d)]
     targets = target_names(payload) or (["y"] if k == 1 else [f"y{i + 1}" for i in range(k)])
     role = "teacher" if metrics.get("command") == "train-teacher" else "student"
-    if arch.get("name", "mlp") == "mlp":
+    if architecture.kind(arch) == "mlp":
         widths = " -> ".join(str(w) for w in [d, *arch["hidden"], k])
         described = [("architecture", widths), ("activation", arch["activation"])]
         intro = (f"A dfkd {role}: a multilayer perceptron ({widths}, {arch['activation']}). "
@@ -153,9 +153,9 @@ def model_card(source: Path, payload: dict, checks: list[Check]) -> str:
                  "targets: the scalers are folded into the first and last layers.")
     else:
         name = arch.get("target", arch["name"])
-        described = [("architecture", seam.arch_name(arch)), ("network", name),
+        described = [("architecture", architecture.arch_name(arch)), ("network", name),
                      ("keyword arguments", arch.get("kwargs", {}))]
-        intro = (f"A dfkd {role}: the network {name} ({seam.arch_name(arch)}). The exports "
+        intro = (f"A dfkd {role}: the network {name} ({architecture.arch_name(arch)}). The exports "
                  "take the raw features, in the order below, and give the raw targets: the "
                  "scalers are explicit layers before and after the network.")
     lines = [f"# Model card: {source.name}", "", intro, ""]

@@ -23,7 +23,7 @@ from dfkd_cli.data.datasets import Split, load_table, split_for, stacked
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop import population, resume
 from dfkd_cli.utils import run_dirs
-from dfkd_cli.nets import checkpoints, metrics, mlp, seam
+from dfkd_cli.nets import architecture, checkpoints, factory, metrics, mlp
 from dfkd_cli.nets.optim import make_optimizer
 from dfkd_cli.teachers import scikit_learn as sklearn_teacher
 from dfkd_cli.teachers import store as teacher_store
@@ -94,9 +94,9 @@ def fit(cfg, splits: list[Split], seeds: list[int], device: torch.device):
     architecture, each member's history and best epoch."""
     members = len(seeds)
     rng = Streams(seeds, device)
-    arch = seam.describe(cfg.teacher, splits[0].input_dim, len(splits[0].targets),
+    arch = architecture.describe(cfg.teacher, splits[0].input_dim, len(splits[0].targets),
                              cfg.dataset.input_shape)
-    model = seam.build(arch, rng, cfg.fast_path)
+    model = factory.build(arch, rng, cfg.fast_path)
     opt = make_optimizer(cfg.optimizer, model.opt_params,
                          fast=isinstance(model, mlp.StackedMLP))
     best = mlp.Snapshot(model.params)
@@ -236,7 +236,7 @@ def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
             path, model.member_state_dict(k),
             arch=arch,
             input_spec={"features": list(part.features),
-                        "input_shape": seam.plain(cfg.dataset.input_shape),
+                        "input_shape": architecture.to_plain(cfg.dataset.input_shape),
                         "low": part.x_train.min(0).values.cpu(),
                         "high": part.x_train.max(0).values.cpu(),
                         "domain": found[k].payload()},

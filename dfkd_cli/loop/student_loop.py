@@ -26,7 +26,7 @@ import torch
 
 from dfkd_cli.loop.selection import SCORE_COLUMNS, selections
 from dfkd_cli.loop.stopping import Frozen, Plateau
-from dfkd_cli.nets import mlp, seam
+from dfkd_cli.nets import architecture, factory, mlp
 from dfkd_cli.nets.mlp import Snapshot, per_member
 from dfkd_cli.nets.optim import make_optimizer
 from dfkd_cli.strategies import batch_diagnostics
@@ -334,6 +334,6 @@ def build_student(cfg, teacher, rng: Streams):
     """The student population `cfg.student` names, sized for the teacher (inputs, outputs, a
     row's shape from the dataset or the teacher), member k initialised from rng's stream k;
     returns (architecture, population)."""
-    arch = seam.describe(cfg.student, teacher.input_dim, teacher.output_dim,
+    arch = architecture.describe(cfg.student, teacher.input_dim, teacher.output_dim,
                              cfg.dataset.input_shape or teacher.input_shape)
-    return arch, seam.build(arch, rng, cfg.fast_path)
+    return arch, factory.build(arch, rng, cfg.fast_path)

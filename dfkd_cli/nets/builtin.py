@@ -1,5 +1,5 @@
 """dfkd's built-in networks besides the MLP: plain `nn.Module`s of (n, d) -> (n, k) that run on
-the autograd path (dfkd_cli/nets/seam.py), like any network a user names by `_target_`.
+the autograd path (dfkd_cli/nets/population.py), like any network a user names by `_target_`.
 
 Every constructor takes `input_dim` and `output_dim` (filled in from the dataset and the teacher)
 and keyword arguments of its own (`student.net.<key>=...`).

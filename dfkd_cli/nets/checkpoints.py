@@ -2,7 +2,7 @@
 
 A checkpoint is a dict of tensors, numbers, strings and lists, written atomically with
 torch.save and read back with `torch.load(weights_only=True)`, so loading never runs code; its
-architecture is read by `seam.read_arch` (a known name, plain keyword arguments, no `_target_`),
+architecture is read by `architecture.read_arch` (a known name, plain keyword arguments, no `_target_`),
 so building its network never runs code the file names either.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from dfkd_cli.errors import UserError, reason
-from dfkd_cli.nets import seam
+from dfkd_cli.nets import architecture
 from dfkd_cli.nets.mlp import mlp
 from dfkd_cli.utils.files import atomic_path
 
@@ -54,14 +54,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if payload.get("version") != VERSION:
         raise UserError(f"checkpoint {path} has format version {payload.get('version')}; "
                         f"this dfkd reads version {VERSION}")
-    seam.refuse_targets(payload.get("arch"), f"checkpoint {path}")
+    architecture.refuse_targets(payload.get("arch"), f"checkpoint {path}")
     try:
         _check_structure(payload)
     except Exception as exc:  # a missing key, a wrong type or shape, whatever it raises
         raise UserError(f"checkpoint {path} is incomplete or damaged (a dfkd checkpoint has "
                         f"arch, state_dict and scaler that fit together): "
                         f"{type(exc).__name__}: {reason(exc)}") from exc
-    payload["arch"] = seam.read_arch(payload["arch"], f"checkpoint {path}")  # data only
+    payload["arch"] = architecture.read_arch(payload["arch"], f"checkpoint {path}")  # data only
     bad = [k for k, v in payload["state_dict"].items() if not torch.isfinite(v).all()]
     if bad:
         raise UserError(f"checkpoint {path} has non-finite weights in {bad}")
@@ -76,7 +76,7 @@ def _check_structure(payload: dict[str, Any]) -> None:
     d, k = int(arch["input_dim"]), int(arch.get("output_dim", 1))
     if not all(torch.is_tensor(v) for v in payload["state_dict"].values()):
         raise TypeError("state_dict holds values that are not tensors")
-    if arch.get("name", "mlp") == "mlp":
+    if architecture.kind(arch) == "mlp":
         mlp(d, list(arch["hidden"]), arch["activation"], k).load_state_dict(payload["state_dict"])
     scaler = {key: torch.as_tensor(payload["scaler"][key]).reshape(-1)
               for key in ("x_mean", "x_std", "y_mean", "y_std")}

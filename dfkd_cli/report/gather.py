@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop.resume import MAY_CHANGE
-from dfkd_cli.nets.seam import config_arch_name
+from dfkd_cli.nets.architecture import config_arch_name
 from dfkd_cli.report.labels import arm_label
 from dfkd_cli.teachers.store import arch_label
 from dfkd_cli.utils.run_tables import METRICS

@@ -22,7 +22,7 @@ from omegaconf import MISSING, OmegaConf
 from dfkd_cli.data.datasets import Box, Rows
 from dfkd_cli.data.images import ImageView
 from dfkd_cli.errors import UserError
-from dfkd_cli.nets.seam import Net
+from dfkd_cli.nets.population import Net
 from dfkd_cli.utils.rng import Streams
 
 

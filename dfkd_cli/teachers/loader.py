@@ -19,7 +19,7 @@ from dfkd_cli.data import domains, priors
 from dfkd_cli.data.datasets import Box, Scaler, Split, Table, split_for
 from dfkd_cli.data.images import ImageView, image_view
 from dfkd_cli.errors import UserError, reason
-from dfkd_cli.nets import mlp, seam
+from dfkd_cli.nets import architecture, factory, mlp, population
 from dfkd_cli.teachers import onnx_population
 from dfkd_cli.teachers import scikit_learn as sklearn_teacher
 from dfkd_cli.teachers import spec as teacher_spec
@@ -44,7 +44,7 @@ class Teacher:
     # per member, what a dfkd teacher's checkpoint records of the data it was trained on
     # (dataset, seed, features, targets, split); None for a foreign teacher
     recorded: list[dict[str, Any]] | None = None
-    arch: dict[str, Any] | None = None  # a dfkd teacher's architecture (seam.describe)
+    arch: dict[str, Any] | None = None  # a dfkd teacher's architecture (architecture.describe)
     input_shape: list[int] | None = None  # the shape of a row, when its checkpoint records one
     # per member, the input domain in raw units (dfkd_cli/data/domains.py); all continuous and
     # unbounded for a checkpoint written before domains existed
@@ -67,7 +67,7 @@ class Teacher:
                             f"teacher {self.sources[0]}", remedy)
 
 
-class RawUnitsTeacher(seam.AutogradBackward, nn.Module):
+class RawUnitsTeacher(population.AutogradBackward, nn.Module):
     """A network of raw features -> raw targets (a TorchScript, torch.export or ONNX file) as a
     teacher: applied to every member of a population, (K, n, d) -> (K, n, k) in standardised
     units, T(z) = (net(mean + sd * z) - y_mean) / y_sd.
@@ -118,11 +118,11 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
     archs = {json.dumps({"name": "mlp", **p["arch"]}, sort_keys=True) for p in payloads}
     if len(archs) > 1:
         raise UserError(f"teachers {sources} differ in architecture: {sorted(archs)}")
-    arch = seam.checkpoint_arch(payloads[0]["arch"], teacher_store.named_target(spec),
+    arch = architecture.checkpoint_arch(payloads[0]["arch"], teacher_store.named_target(spec),
                                 "teacher=custom teacher.net._target_",
                                 f"teacher checkpoint {sources[0]}")
-    module = seam.from_states(arch, [p["state_dict"] for p in payloads], cfg.fast_path)
-    if seam.fast(arch, cfg.fast_path) and arch["activation"] == "tanh":
+    module = factory.from_states(arch, [p["state_dict"] for p in payloads], cfg.fast_path)
+    if architecture.uses_fast_path(arch, cfg.fast_path) and arch["activation"] == "tanh":
         module = mlp.sigmoid_form(module)  # the same function, cheaper to evaluate
     box = (torch.stack([p["input_spec"]["low"] for p in payloads]),
            torch.stack([p["input_spec"]["high"] for p in payloads]))

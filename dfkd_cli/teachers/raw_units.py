@@ -18,7 +18,7 @@ from torch import nn
 
 from dfkd_cli.data.datasets import Scaler
 from dfkd_cli.errors import UserError
-from dfkd_cli.nets import checkpoints, mlp, seam
+from dfkd_cli.nets import architecture, checkpoints, factory, mlp
 from dfkd_cli.nets.activations import ACTIVATIONS, Activation
 
 CHECKPOINT = "student.pt"  # what a run directory holds
@@ -46,7 +46,7 @@ def network(payload: dict, net_target: str | None, source: str = "the checkpoint
             ) -> nn.Module:
     """The checkpoint's network (standardised units), its weights loaded; a custom network's
     class only when `net_target` names it, else a UserError naming the key to pass."""
-    return seam.from_checkpoint(payload, net_target, TARGET_KEY, source)
+    return factory.from_checkpoint(payload, net_target, TARGET_KEY, source)
 
 
 def scaled_predict(payload: dict, x: torch.Tensor, net_target: str | None = None
@@ -92,7 +92,7 @@ def raw_model(payload: dict, net_target: str | None = None) -> nn.Sequential:
         raise UserError(f"the output scaler has {len(y_mean)} columns but the model gives "
                         f"{arch.get('output_dim', 1)} outputs")
     net = network(payload, net_target)
-    if arch.get("name", "mlp") != "mlp":
+    if architecture.kind(arch) != "mlp":
         x_mean, x_std, y_mean, y_std = scaler(payload)
         return nn.Sequential(Standardise(x_mean, x_std), net, Unstandardise(y_mean, y_std)).eval()
     layers = [ACTIVATIONS[m.name].module() if isinstance(m, Activation) else m for m in net]

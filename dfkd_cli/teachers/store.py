@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from dfkd_cli.data.datasets import Split
 from dfkd_cli.errors import UserError
-from dfkd_cli.nets import checkpoints, seam
+from dfkd_cli.nets import architecture, checkpoints
 from dfkd_cli.teachers import scikit_learn as sklearn_teacher
 
 DEFAULT_STORE = "outputs/teachers"
@@ -23,7 +23,7 @@ DEFAULT_STORE = "outputs/teachers"
 
 def named_target(net_cfg) -> str | None:
     """The custom network class the user named for this config, if any."""
-    return net_cfg.net.get(seam.TARGET) if net_cfg.get("name") == "custom" else None
+    return net_cfg.net.get(architecture.TARGET) if net_cfg.get("name") == "custom" else None
 
 
 def store_path(cfg, seed: int) -> Path:
@@ -52,12 +52,12 @@ def store_key(tcfg) -> str:
         for k, text, v in sklearn_teacher.estimator_args(tcfg):
             _token(f"{k}{text}", f"teacher.estimator.{k}", v)
     elif tcfg.format == "dfkd":
-        arch = seam.describe(tcfg, 0, 0)
+        arch = architecture.describe(tcfg, 0, 0)
         if arch["name"] == "custom":
             _token(str(arch["target"]), "teacher.net._target_", arch["target"])
         elif arch["name"] == "mlp":
             _token(str(arch["activation"]), "teacher.activation", arch["activation"])
-        for k, text in seam.kwarg_parts(arch):
+        for k, text in architecture.kwarg_parts(arch):
             _token(f"{k}{text}", f"teacher.net.{k}", arch["kwargs"][k])
     label = arch_label(tcfg, qualified=True)
     return _token(label, "teacher", label)
@@ -105,7 +105,7 @@ def train_command(cfg, seed: int) -> str:
         if custom:
             keys["teacher.net._target_"] = custom
         keys |= {f"{'+' if custom else ''}teacher.net.{k}": v
-                 for k, v in cfg.teacher.net.items() if k != seam.TARGET}
+                 for k, v in cfg.teacher.net.items() if k != architecture.TARGET}
     if ds.source not in ("builtin", "csv") and "data_dir" not in keys:
         keys["data_dir"] = cfg.data_dir
     if cfg.teacher_store != DEFAULT_STORE:
@@ -147,11 +147,11 @@ def split_mismatch(cfg, source: str, trained: tuple[int, int] | None, part: Spli
 
 def arch_label(tcfg, qualified: bool = True) -> str:
     """The teacher's architecture in the store and the tables: a dfkd network's name
-    ('mlp500-tanh', 'rbf-units50', 'my_nets.Wide-width16': seam.arch_name, a custom class with
+    ('mlp500-tanh', 'rbf-units50', 'my_nets.Wide-width16': architecture.arch_name, a custom class with
     its module), a scikit-learn estimator's name ('svr'), or the format of a file the user
     names."""
     if tcfg.format == "sklearn":
         return sklearn_teacher.estimator_name(tcfg)
     if tcfg.format == "dfkd":
-        return seam.config_arch_name(tcfg, qualified)
+        return architecture.config_arch_name(tcfg, qualified)
     return tcfg.format
