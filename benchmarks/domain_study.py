@@ -21,7 +21,7 @@ import sys
 import pandas as pd
 
 from dfkd_cli.report.gather import gather
-from dfkd_cli.report.paired import paired_test
+from dfkd_cli.report.paired import paired_test, relative_change
 from dfkd_cli.report.text import markdown_table
 
 RECIPE = ["arm", "domain", "prior", "selection"]
@@ -44,14 +44,12 @@ def tables(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows = []
     for key, cell in ok.groupby([*CELL, *RECIPE]):
         paired = cell.set_index(PAIRED).student_rmse
-        ref = base.reindex(paired.index)
-        change = (paired / ref - 1).dropna()
-        p, _ = paired_test((paired - ref).dropna().tolist()) if len(change) else (float("nan"),
-                                                                                  "")
+        change = relative_change(paired, base)
+        p, _ = paired_test((paired - base.reindex(paired.index)).dropna().tolist())
         rows.append({**dict(zip([*CELL, *RECIPE], key)), "n": len(cell),
                      "student_rmse": cell.student_rmse.mean(), "ratio": cell.ratio.mean(),
-                     "val_ratio": cell.val_ratio.mean(), "vs_default_%": 100 * change.mean(),
-                     "wins": f"{int((change < 0).sum())}/{len(change)}", "p": p})
+                     "val_ratio": cell.val_ratio.mean(), "vs_default_%": change["change_%"],
+                     "wins": f"{change['better']}/{change['n']}", "p": p})
     table = pd.DataFrame(rows)
     free = table[table.selection.isin(["last", "fidelity"]) & (table.epochs == 2000)]
     ranking = (free.groupby(["student_hidden", *RECIPE]).agg(datasets=("dataset", "nunique"),

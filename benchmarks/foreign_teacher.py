@@ -70,7 +70,7 @@ def training_rows(data: str, dataset: str, seed: int, path: Path) -> pd.DataFram
     with initialize_config_module(config_module="dfkd_cli.configs", version_base="1.3"):
         cfg = compose(config_name="distill", overrides=[f"dataset={dataset}", f"data_dir={data}"])
     table = load_table(cfg.dataset, cfg.data_dir)
-    rows = split_for(cfg, table, seed).rows[0]
+    rows = split_for(cfg.dataset, table, seed).rows[0]
     frame = pd.DataFrame(table.x[rows], columns=table.features).assign(
         **{t: table.y[rows, i] for i, t in enumerate(table.targets)})
     frame.to_csv(path, index=False, float_format="%.17g")

@@ -2,7 +2,7 @@
 
 `make search` runs, per dataset, an Optuna sweep of configs/hparams_search/bounded_optuna.yaml
 into <root>/<dataset>/ and the default settings into <root>/<dataset>_default/; this script
-prints one Markdown table per dataset: each trial's settings, its objective (fidelity_rmse_prior),
+prints one Markdown table per dataset: each trial's settings, its objective (fidelity_rmse_gaussian),
 validation and test RMSE (means over the population's seeds), the Spearman rank correlation of
 the objective and of the validation RMSE with the test RMSE, and where the objective's pick
 lands among the trials by test RMSE.
@@ -22,7 +22,7 @@ import yaml
 from dfkd_cli.report.gather import gather
 
 PARAMS = ["strategy.steps", "strategy.lr", "alpha"]
-SCORES = ["fidelity_rmse_prior", "val_rmse", "student_rmse"]
+SCORES = ["fidelity_rmse_gaussian", "val_rmse", "student_rmse"]
 
 
 def job_params(job_dir: Path) -> dict[str, str]:
@@ -68,22 +68,22 @@ def section(root: Path, dataset: str) -> str:
         shown = pd.concat([found, row], ignore_index=True)
     else:
         shown = found
-    pick = found.loc[found.fidelity_rmse_prior.idxmin()]
+    pick = found.loc[found.fidelity_rmse_gaussian.idxmin()]
     test_rank = int((found.student_rmse < pick.student_rmse).sum()) + 1
-    better_half = found.nsmallest(len(found) // 2, "fidelity_rmse_prior")
+    better_half = found.nsmallest(len(found) // 2, "fidelity_rmse_gaussian")
     lines = [f"### {dataset}", "",
-             "| trial | strategy.steps | strategy.lr | alpha | objective: fidelity_rmse_prior "
+             "| trial | strategy.steps | strategy.lr | alpha | objective: fidelity_rmse_gaussian "
              "| val_rmse | test student_rmse |", "|---|---|---|---|---|---|---|"]
     for _, r in shown.iterrows():
         lr = f"{float(r['strategy.lr']):.3g}" if r["strategy.lr"] else ""
         lines.append(f"| {r.trial} | {r['strategy.steps']} | {lr} | {r.alpha} | "
-                     f"{r.fidelity_rmse_prior:.4f} | {r.val_rmse:.4f} | {r.student_rmse:.4f} |")
+                     f"{r.fidelity_rmse_gaussian:.4f} | {r.val_rmse:.4f} | {r.student_rmse:.4f} |")
     lines += ["",
               f"- Spearman rank correlation with the test RMSE over the {len(found)} trials: "
-              f"objective {spearman(found.fidelity_rmse_prior, found.student_rmse):+.2f}, "
+              f"objective {spearman(found.fidelity_rmse_gaussian, found.student_rmse):+.2f}, "
               f"validation RMSE {spearman(found.val_rmse, found.student_rmse):+.2f}; over "
               f"the {len(better_half)} trials with the lowest objective: objective "
-              f"{spearman(better_half.fidelity_rmse_prior, better_half.student_rmse):+.2f}, "
+              f"{spearman(better_half.fidelity_rmse_gaussian, better_half.student_rmse):+.2f}, "
               f"validation RMSE {spearman(better_half.val_rmse, better_half.student_rmse):+.2f}.",
               f"- The objective's pick (trial {pick.trial}) has test RMSE "
               f"{pick.student_rmse:.4f}, rank {test_rank} of {len(found)} by test RMSE; the best "

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfkd_cli.report.gather import add_config_columns, gather
+from dfkd_cli.report.paired import relative_change
 from dfkd_cli.report.text import markdown_table
 
 REFERENCE = "E=8000"
@@ -55,8 +56,7 @@ def table(ok: pd.DataFrame) -> pd.DataFrame:
     ref_cpu = ref.groupby("dataset").cpu_s.first()
     rows = []
     for (dataset, arm), cell in ok.groupby(["dataset", "arm"]):
-        own = cell.set_index(["dataset", "seed"])
-        change = (own.val_ratio / ref.val_ratio.reindex(own.index) - 1).dropna()
+        change = relative_change(cell.set_index(["dataset", "seed"]).val_ratio, ref.val_ratio)
         cpu = cell.cpu_s.iloc[0]
         rows.append({
             "dataset": dataset, "arm": arm, "n": len(cell), "cpu_s": cpu,
@@ -64,8 +64,8 @@ def table(ok: pd.DataFrame) -> pd.DataFrame:
             "population epochs": cell.epochs_run.max(),
             "mean epochs": round(cell.epochs_run.mean()),
             "val ratio": cell.val_ratio.mean(), "test ratio": cell.test_ratio.mean(),
-            "val vs E=8000 %": (f"{100 * change.mean():+.2f} ({int((change <= 0).sum())}"
-                                f"/{len(change)})" if len(change) else "-")})
+            "val vs E=8000 %": (f"{change['change_%']:+.2f} ({change['no_worse']}"
+                                f"/{change['n']})" if change["n"] else "-")})
     return pd.DataFrame(rows)
 
 

@@ -30,7 +30,7 @@ def _distill(cfg, run_dir: Path) -> Any:
     from dfkd_cli.commands import distill
     from dfkd_cli.tracking import search
 
-    return search.returning_objective(distill.run)(cfg, run_dir)
+    return search.objective(cfg.objective, cfg.selection, distill.run(cfg, run_dir))
 
 
 # command -> (primary config name, what it runs, one-line help); a command without a config
@@ -103,9 +103,9 @@ def _task(run: Callable) -> Callable[[Any], object]:
     from hydra.core.hydra_config import HydraConfig
 
     from dfkd_cli.config import validate
-    from dfkd_cli.utils.run_dirs import RunDirTaken
     from dfkd_cli.utils import runtime
     from dfkd_cli.utils.files import hold_run_lock, release_run_lock
+    from dfkd_cli.utils.run_dirs import RunDirTaken
     from dfkd_cli.utils.run_tables import write_metrics
 
     def task(cfg) -> object:

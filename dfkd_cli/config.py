@@ -22,15 +22,15 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from dfkd_cli.data.priors import PRIORS
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop.selection import SELECTIONS
-from dfkd_cli.loop.stopping import STOPS
+from dfkd_cli.loop.settings import STOPS
 from dfkd_cli.nets.activations import ACTIVATIONS as ACTIVATION_SPECS
-from dfkd_cli.nets.optim import NAMES as OPTIMIZER_NAMES
-from dfkd_cli.nets.optim import check_steps_alone, optimizer_class
 from dfkd_cli.nets.architecture import BUILTINS, FAST_PATHS, TARGET
 from dfkd_cli.nets.architecture import NAMES as NET_NAMES
-from dfkd_cli.strategies import STRATEGIES
-from dfkd_cli.strategies.base import no_rows
-from dfkd_cli.tracking import search
+from dfkd_cli.nets.optim import NAMES as OPTIMIZER_NAMES
+from dfkd_cli.nets.optim import check_steps_alone, optimizer_class
+from dfkd_cli.strategies.schemas import SCHEMAS as STRATEGIES
+from dfkd_cli.strategies.schemas import no_rows
+from dfkd_cli.tracking import objectives
 
 ACTIVATIONS = tuple(ACTIVATION_SPECS)
 OPTIMIZERS = tuple(OPTIMIZER_NAMES)
@@ -265,7 +265,7 @@ class DistillConfig(StudentRunConfig):
     # (replacing it); without it (or resume=true) such a rerun is refused
     overwrite: bool = False
     # what the job returns to a sweeper (dfkd_cli/tracking/search.py): a metrics column, mean over members
-    objective: str = "fidelity_rmse_prior"
+    objective: str = "fidelity_rmse_gaussian"
     logger: Dict[str, Any] = field(default_factory=dict)  # the `logger=` group (tracking/trackers.py)
 
     needs_rows: ClassVar[bool] = False  # dataset=none: distil only, scored on prior draws
@@ -283,7 +283,7 @@ class DistillConfig(StudentRunConfig):
                cfg.stop_patience)
         _check(0 <= cfg.stop_tolerance < 1, "stop_tolerance", "a number in [0, 1)",
                cfg.stop_tolerance)
-        search.check(cfg)
+        objectives.check(cfg.objective, has_rows=cfg.dataset.source != "none")
 
 
 @dataclass
@@ -331,8 +331,8 @@ def register_configs() -> None:
     cs.store(group="schema/teacher", name="teacher", node=TeacherConfig)
     cs.store(group="schema/optimizer", name="optimizer", node=OptimizerConfig)
     cs.store(group="schema/alpha", name="alpha", node=AlphaConfig)
-    for name, strategy in STRATEGIES.items():
-        cs.store(group="schema/strategy", name=name, node=strategy.Config)
+    for name, schema in STRATEGIES.items():
+        cs.store(group="schema/strategy", name=name, node=schema)
 
 
 def _check(ok: bool, key: str, valid: str, value: Any) -> None:

@@ -4,6 +4,9 @@ one-line explanation of the other failures a user can fix: no memory, no disk, n
 from __future__ import annotations
 
 import errno
+import functools
+import sys
+from typing import Callable
 
 # what an allocator says when memory runs out: torch (CPU and CUDA) and Python
 OUT_OF_MEMORY = ("can't allocate memory", "out of memory", "cannot allocate memory")
@@ -46,3 +49,20 @@ def explain(exc: BaseException, memory_hint: str = "") -> str | None:
         where = f" {exc.filename}" if exc.filename else ""
         return f"cannot use{where}: {exc.strerror or reason(exc)}"
     return None
+
+
+def one_line_errors(prog: str, rewrite: Callable[[str], str] = str) -> Callable:
+    """Decorate an argparse command's `main(argv) -> exit code`: a UserError it raises prints
+    `<prog>: error: <message>` (`rewrite` can reword it) on stderr and returns 2."""
+
+    def decorate(main: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def wrapped(*args, **kwargs) -> int:
+            try:
+                return main(*args, **kwargs)
+            except UserError as exc:
+                print(f"{prog}: error: {rewrite(str(exc))}", file=sys.stderr)
+                return 2
+        return wrapped
+
+    return decorate

@@ -21,9 +21,10 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 
 from dfkd_cli import cli
-from dfkd_cli.commands import distill, probe, train_teacher
+from dfkd_cli.commands import distill, probe, records, train_teacher
 from dfkd_cli.config import register_configs, validate
 from dfkd_cli.data.datasets import Split, load_table, split_for
+from dfkd_cli.teachers import loader
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "datasets"
@@ -61,9 +62,48 @@ def run_here(command: str, overrides: list[str], run_dir: Path, root: Path | Non
     return run(cfg, Path(run_dir))
 
 
+def load_teacher(cfg, seeds: list[int], table, device):
+    """The teacher a run config names, as `dfkd distill` loads it (records.teacher_source)."""
+    return loader.load(records.teacher_source(cfg), seeds, table, device)
+
+
+def member_splits(cfg, teacher, table, seeds: list[int], device):
+    """Each member's split, as `dfkd distill` makes them."""
+    return loader.member_splits(records.teacher_source(cfg), teacher, table, seeds, device)
+
+
+def finish(loop, selection: str) -> list[int]:
+    """Put `selection`'s weights in the loop's student; returns its epochs per member."""
+    loop.use(selection)
+    return loop.selected_epochs(selection)
+
+
+def small_population(members: list[int], seeds: list[int], d: int,
+                     device: torch.device = torch.device("cpu")):
+    """(teacher, rng, student) of a small hand-made population on `device`: member k of
+    `members` has the random 12-unit teacher and feature box of seeds[k] (members differ in
+    both), a 5-unit student and the random stream of its seed."""
+    from dfkd_cli.nets import mlp
+    from dfkd_cli.utils.rng import Streams
+
+    cpu = torch.device("cpu")
+    states, boxes = [], []
+    for seed in seeds:
+        net = mlp.StackedMLP(1, d, [12], "tanh").init_(Streams([100 + seed], cpu))
+        states.append(net.member_state_dict(0))
+        low = -1.5 - torch.rand(d, generator=torch.Generator().manual_seed(seed))
+        boxes.append((low, low + 3.0))
+    module = mlp.StackedMLP.from_state_dicts([states[k] for k in members], "tanh").to(device)
+    box = tuple(torch.stack([boxes[k][i] for k in members]).to(device) for i in (0, 1))
+    teacher = loader.Teacher(module.requires_grad_(False), d, box, ["t"] * len(members))
+    rng = Streams([seeds[k] for k in members], device)
+    student = mlp.StackedMLP(len(members), d, [5], "tanh").to(device).init_(rng)
+    return teacher, rng, student
+
+
 def load_split(cfg) -> Split:
     """The split a run config describes (dataset, data_dir, seed)."""
-    return split_for(cfg, load_table(cfg.dataset, cfg.data_dir), cfg.seed)
+    return split_for(cfg.dataset, load_table(cfg.dataset, cfg.data_dir), cfg.seed)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -99,6 +139,18 @@ def dfkd(*args: str, cwd: Path, env: dict | None = None, check: bool = True,
         raise AssertionError(f"dfkd {' '.join(args)} exited {proc.returncode}\n"
                              f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+def one_line_error(proc, *needles: str) -> str:
+    """Exit 2 and a single `error:` line on stderr holding every needle, no traceback; the
+    line."""
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
 
 
 def dfkd_here(*args: str, cwd: Path, env: dict | None = None, check: bool = True):

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
+from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, dfkd_here, load_teacher, one_line_error
 from omegaconf import OmegaConf
 
 from dfkd_cli.commands import report
@@ -23,20 +24,8 @@ from dfkd_cli.errors import UserError
 from dfkd_cli.nets.checkpoints import load_checkpoint
 from dfkd_cli.report.write import write_report
 
-from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, dfkd_here
-
 TINY = ["epochs=2", "steps_per_epoch=2", "log_every=1", "teacher.hidden=[64]", "progress=false"]
 STORE_TEACHER = Path("outputs/teachers/friedman/mlp64-tanh/seed1/teacher.pt")
-
-
-def one_line_error(proc, *needles: str) -> None:
-    """Exit 2 and a single `error:` line on stderr holding every needle, no traceback."""
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if "error:" in line]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def labelled_csv(path: Path, rows: int = 300, features: int = 10) -> Path:
@@ -154,9 +143,9 @@ def test_no_feature_columns_left(tmp_path):
     ("seed=-1", "seed="), ("seed=4294967296", "seed="), ("seeds=[-2,3]", "seeds="),
     ("seeds=[]", "seeds="), ("epochs=100000000000000000000", "epochs=")])
 def test_seeds_and_epochs_out_of_range(override, key):
-    from dfkd_cli.config import validate
-
     from conftest import make_config
+
+    from dfkd_cli.config import validate
 
     with pytest.raises(UserError, match=key):
         validate(make_config("distill", [override]))
@@ -543,23 +532,22 @@ def crafted(tmp_path, monkeypatch):
 def _in_store(store: Path, evil: Path) -> Path:
     """A store for `dfkd distill teacher=custom teacher.net._target_=harmless_net.Net` holding
     `evil` where that teacher for seed 1 lives."""
-    from dfkd_cli.teachers.store import store_path
-
     from conftest import make_config
+
+    from dfkd_cli.commands.records import teacher_store
 
     cfg = make_config("distill", [f"teacher_store={store}", "teacher=custom",
                                   f"teacher.net._target_={HARMLESS}"])
-    target = store_path(cfg, 1)
+    target = teacher_store(cfg).path(1)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(evil.read_bytes())
     return target
 
 
 def test_crafted_architectures_run_nothing_in_any_reader(crafted, tmp_path):
-    from dfkd_cli.commands import distill, evaluate, export
-    from dfkd_cli.teachers import loader
-
     from conftest import make_config
+
+    from dfkd_cli.commands import distill, evaluate, export
 
     paths, marker, _, csv = crafted
     safe = tmp_path / "safe.pt"
@@ -575,7 +563,7 @@ def test_crafted_architectures_run_nothing_in_any_reader(crafted, tmp_path):
                           [*teacher, f"teacher_store={tmp_path / 'store' / shape}"]):
             _in_store(tmp_path / "store" / shape, evil)
             with pytest.raises(UserError, match="arch|custom network"):
-                loader.load(make_config("distill", overrides), [1], None, torch.device("cpu"))
+                load_teacher(make_config("distill", overrides), [1], None, torch.device("cpu"))
         run = tmp_path / "runs" / shape  # a finished run asked to resume: its student.pt
         run.mkdir(parents=True)
         (run / "student.pt").write_bytes(evil.read_bytes())
@@ -624,10 +612,9 @@ def test_no_architecture_imports_anything_whatever_its_nesting(monkeypatch, tmp_
     class named or not) is refused, and reading or building it imports nothing."""
     import importlib
 
+    import hydra._internal.utils as hydra_utils
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
-
-    import hydra._internal.utils as hydra_utils
 
     from dfkd_cli.nets import factory
 
@@ -685,13 +672,13 @@ TRAVERSALS = [(["teacher=rbf", "+teacher.net.tag=../../.."], "teacher.net.tag=")
 
 @pytest.mark.parametrize("overrides, key", TRAVERSALS)
 def test_store_key_values_cannot_leave_the_store(overrides, key, tmp_path):
-    from dfkd_cli.teachers.store import store_path
-
     from conftest import make_config
+
+    from dfkd_cli.commands.records import teacher_store
 
     cfg = make_config("train_teacher", [f"teacher_store={tmp_path / 'store'}", *overrides])
     with pytest.raises(UserError, match=f"^{key}.*plain token"):
-        store_path(cfg, 1)
+        teacher_store(cfg).path(1)
 
 
 def test_store_key_traversal_writes_nothing_outside_the_store(tmp_path):
@@ -706,12 +693,12 @@ def test_store_key_traversal_writes_nothing_outside_the_store(tmp_path):
 
 
 def test_custom_classes_of_one_name_in_two_modules_have_their_own_store_folders(tmp_path):
-    from dfkd_cli.teachers.store import store_path
-
     from conftest import make_config
 
-    paths = [store_path(make_config("train_teacher", [
-        "teacher=custom", f"teacher.net._target_={module}.Wide", "+teacher.net.width=16"]), 1)
+    from dfkd_cli.commands.records import teacher_store
+
+    paths = [teacher_store(make_config("train_teacher", [
+        "teacher=custom", f"teacher.net._target_={module}.Wide", "+teacher.net.width=16"])).path(1)
         for module in ("a", "b")]
     assert paths[0] != paths[1]
     assert [p.parts[-3] for p in paths] == ["a.Wide-width16", "b.Wide-width16"]

@@ -5,12 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import (
+    SHARED_DATA,
+    dfkd_here,
+    fake_mnist,
+    load_split,
+    member_splits,
+    load_teacher,
+    make_config,
+    write_idx,
+)
 
 from dfkd_cli.config import validate
 from dfkd_cli.data.datasets import friedman1, read_idx, read_mnist, split
 from dfkd_cli.errors import UserError
-
-from conftest import SHARED_DATA, dfkd_here, fake_mnist, load_split, make_config, write_idx
 
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/datasets")
 
@@ -131,8 +139,6 @@ def test_probe_draws_images_and_prediction_histograms(tmp_path):
     import torch
 
     from dfkd_cli.data.datasets import load_table
-    from dfkd_cli.teachers import loader as teachers
-    from dfkd_cli.teachers.loader import member_splits
 
     pytest.importorskip("matplotlib")
     fake_mnist(tmp_path)
@@ -150,7 +156,7 @@ def test_probe_draws_images_and_prediction_histograms(tmp_path):
     cfg = make_config("probe", [*data, f"data_dir={tmp_path}",
                                 f"teacher_store={tmp_path / 'outputs/teachers'}"])
     table_rows = load_table(cfg.dataset, cfg.data_dir)
-    teacher = teachers.load(cfg, [1], table_rows, torch.device("cpu"))
+    teacher = load_teacher(cfg, [1], table_rows, torch.device("cpu"))
     part = member_splits(cfg, teacher, table_rows, [1], torch.device("cpu"))[0]
     with torch.no_grad():
         raw = teacher.module(part.x_test[None])[0, :, 0] * part.scaler.y_std + part.scaler.y_mean

@@ -12,13 +12,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import (
+    DFKD,
+    QUICK_DISTILL,
+    QUICK_TEACHER,
+    REPO,
+    SHARED_DATA,
+    TEACHER_RUN,
+    dfkd,
+    dfkd_here,
+)
 
 from dfkd_cli import cli
 from dfkd_cli.nets.checkpoints import load_checkpoint
 from dfkd_cli.utils import runtime
-
-from conftest import (DFKD, QUICK_DISTILL, QUICK_TEACHER, REPO, SHARED_DATA, TEACHER_RUN, dfkd,
-                      dfkd_here)
 
 METRIC_COLUMNS = ["dataset", "seed", "strategy", "alpha", "selection", "teacher_rmse",
                   "student_rmse", "fidelity_rmse", "wall_s", "device", "status"]
@@ -101,7 +108,7 @@ def test_selection_both_is_the_two_runs_in_one(workdir):
     assert list(both.index) == ["last", "val"]
     for selection in ("last", "val"):
         alone = rows[selection].iloc[0]
-        for column in ("student_rmse", "fidelity_rmse", "selected_epoch", "fidelity_rmse_prior"):
+        for column in ("student_rmse", "fidelity_rmse", "selected_epoch", "fidelity_rmse_gaussian"):
             assert both.loc[selection, column] == alone[column]
     kept = load_checkpoint(workdir / "sel_both" / "student_val.pt")["state_dict"]
     alone = load_checkpoint(workdir / "sel_val" / "student.pt")["state_dict"]

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO, make_config
 from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -13,8 +14,6 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 from dfkd_cli.config import register_configs, validate
 from dfkd_cli.errors import UserError
-
-from conftest import REPO, make_config
 
 GROUPS = {"distill": ["dataset", "teacher", "student", "strategy", "optimizer", "alpha", "arm"],
           "train_teacher": ["dataset", "teacher", "optimizer"]}

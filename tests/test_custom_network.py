@@ -11,13 +11,12 @@ import subprocess
 import pandas as pd
 import pytest
 import torch
+from conftest import DFKD, dfkd
 from torch import nn
 
 from dfkd_cli.commands import evaluate
 from dfkd_cli.errors import UserError
 from dfkd_cli.nets.checkpoints import load_checkpoint
-
-from conftest import DFKD, dfkd
 
 TARGET = "test_custom_network.Wide"
 

@@ -8,11 +8,10 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA, load_split, make_config
 
 from dfkd_cli.data.datasets import friedman1, read_csv, split
 from dfkd_cli.errors import UserError
-
-from conftest import SHARED_DATA, load_split, make_config
 
 
 def test_builtin_dataset_is_deterministic():

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import load_teacher, make_config, member_splits, run_here
 
 from dfkd_cli.commands import distill
 from dfkd_cli.data import domains
@@ -23,8 +24,6 @@ from dfkd_cli.teachers import loader as teachers
 from dfkd_cli.utils import runtime
 from dfkd_cli.utils.rng import Streams
 
-from conftest import make_config, run_here
-
 CPU = torch.device("cpu")
 FEATURES = ["a", "b", "count", "p1", "p2", "p3"]
 COUNT, PARTS = 2, [3, 4, 5]
@@ -33,7 +32,7 @@ COUNT, PARTS = 2, [3, 4, 5]
 QUICK = ["epochs=8", "steps_per_epoch=3", "log_every=2", "batch_size=20", "teacher.hidden=[16]",
          "optimizer.lr=0.03"]
 LR = "optimizer.lr=0.001"  # the paper's
-ROW_COLUMNS = ("selected_epoch", "student_rmse", "fidelity_rmse", "fidelity_rmse_prior",
+ROW_COLUMNS = ("selected_epoch", "student_rmse", "fidelity_rmse", "fidelity_rmse_gaussian",
                "val_rmse", "teacher_rmse")
 
 
@@ -74,11 +73,11 @@ def built(where, seeds: list[int], *overrides):
     with its teacher and splits."""
     cfg = config(where, *overrides)
     table = load_table(cfg.dataset, cfg.data_dir)
-    teacher = teachers.load(cfg, seeds, table, CPU)
-    splits = teachers.member_splits(cfg, teacher, table, seeds, CPU)
+    teacher = load_teacher(cfg, seeds, table, CPU)
+    splits = member_splits(cfg, teacher, table, seeds, CPU)
     runtime.seed_everything(seeds[0])
     rng = Streams(seeds, CPU)
-    _, student = build_student(cfg, teacher, rng)
+    _, student = build_student(cfg.student, cfg.dataset.input_shape, cfg.fast_path, teacher, rng)
     return distill.build_loop(cfg, teacher, splits, student, rng, seeds), teacher, splits
 
 
@@ -140,7 +139,7 @@ def test_the_selected_student_never_depends_on_the_validation_labels(root, tmp_p
     rows = [pd.read_csv(d / "metrics.csv").iloc[0] for d in (first, second)]
     assert rows[0].val_rmse != rows[1].val_rmse  # the validation labels did change
     assert rows[0].selected_epoch == rows[1].selected_epoch
-    assert rows[0].fidelity_rmse_prior == rows[1].fidelity_rmse_prior
+    assert rows[0].fidelity_rmse_gaussian == rows[1].fidelity_rmse_gaussian
     weights = [load_checkpoint(d / "student.pt")["state_dict"] for d in (first, second)]
     assert all(torch.equal(weights[0][n], weights[1][n]) for n in weights[0])
 

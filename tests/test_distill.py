@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_config
 
-from dfkd_cli.commands import distill
+from dfkd_cli.commands import distill, records
+from dfkd_cli.commands.records import loop_settings
 from dfkd_cli.config import register_configs
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop import student_loop
+from dfkd_cli.loop.selection import selections
 from dfkd_cli.nets import mlp
-from dfkd_cli.strategies import STRATEGIES, Strategy
+from dfkd_cli.strategies.base import Strategy
+from dfkd_cli.strategies.registry import STRATEGIES
 from dfkd_cli.teachers.loader import Teacher
 from dfkd_cli.utils.rng import Streams, member_seeds
-
-from conftest import make_config
 
 
 @pytest.mark.parametrize("schedule,expected", [
     ("decreasing", [0.75, 0.5, 0.25, 0.0]), ("increasing", [0.25, 0.5, 0.75, 1.0]),
 ])
 def test_alpha_schedules(schedule, expected):
-    cfg = make_config("distill", [f"alpha={schedule}"]).alpha
-    assert [student_loop.alpha_at(cfg, t, 4) for t in range(4)] == expected
+    cfg = make_config("distill", [f"alpha={schedule}"])
+    assert [records.alpha(cfg).at(t, 4) for t in range(4)] == expected
 
 
 @pytest.mark.parametrize("schedule,expected", [
@@ -31,20 +33,20 @@ def test_alpha_schedules(schedule, expected):
 def test_alpha_moves_over_its_horizon_then_stays_at_its_end(schedule, expected):
     """alpha.horizon=H: alpha falls (rises) over H epochs and stays at 0 (1) for the rest of
     the run; horizon=null is the paper's schedule over the run's E, to the last bit."""
-    cfg = make_config("distill", [f"alpha={schedule}", "alpha.horizon=2"]).alpha
-    assert [student_loop.alpha_at(cfg, t, 5) for t in range(5)] == expected
-    assert distill.alpha_label(cfg) == f"{schedule}-h2"
-    paper = make_config("distill", [f"alpha={schedule}"]).alpha
-    assert paper.horizon is None and distill.alpha_label(paper) == schedule
+    cfg = make_config("distill", [f"alpha={schedule}", "alpha.horizon=2"])
+    assert [records.alpha(cfg).at(t, 5) for t in range(5)] == expected
+    assert records.labels(cfg)["alpha"] == f"{schedule}-h2"
+    paper = make_config("distill", [f"alpha={schedule}"])
+    assert paper.alpha.horizon is None and records.labels(paper)["alpha"] == schedule
     sign = 1 if schedule == "increasing" else -1
-    assert [student_loop.alpha_at(paper, t, 7) for t in range(7)] == [
+    assert [records.alpha(paper).at(t, 7) for t in range(7)] == [
         (1 - sign) / 2 + sign * (t + 1) / 7 for t in range(7)]
 
 
 def test_constant_alpha():
-    cfg = make_config("distill", ["alpha=constant", "alpha.value=0.3"]).alpha
-    assert {student_loop.alpha_at(cfg, t, 7) for t in range(7)} == {0.3}
-    assert distill.alpha_label(cfg) == "constant0.3"
+    cfg = make_config("distill", ["alpha=constant", "alpha.value=0.3"])
+    assert {records.alpha(cfg).at(t, 7) for t in range(7)} == {0.3}
+    assert records.labels(cfg)["alpha"] == "constant0.3"
 
 
 class Counting(Strategy):
@@ -74,8 +76,7 @@ def test_a_term_with_zero_weight_is_not_drawn(alpha, value, synthetic, prior):
     teacher = Teacher(mlp.StackedMLP(1, 3, [8], "tanh").init_(rng).requires_grad_(False), 3,
                       None, ["t"])
     strategy = Counting()
-    history, selected = student_loop.train_student(
-        cfg, teacher, mlp.StackedMLP(1, 3, [4], "tanh").init_(rng), strategy, None)
+    history, selected = student_loop.train_student(loop_settings(cfg), teacher, mlp.StackedMLP(1, 3, [4], "tanh").init_(rng), strategy, None)
     assert (strategy.synthetic, strategy.prior_draws) == (synthetic, prior)
     assert [row["epoch"] for row in history[0]] == [0, 1, 2, 3] and selected == [3]
 
@@ -83,15 +84,15 @@ def test_a_term_with_zero_weight_is_not_drawn(alpha, value, synthetic, prior):
 def test_selection_both_reports_last_then_val():
     """selection=both is one training with two rows: last first (its weights are student.pt),
     then val (finish("val") overwrites the weights, so it must come second)."""
-    assert student_loop.selections("both") == ["last", "val"]
-    assert student_loop.selections("val") == ["val"] and student_loop.selections("last") == ["last"]
+    assert selections("both") == ["last", "val"]
+    assert selections("val") == ["val"] and selections("last") == ["last"]
 
 
 def test_member_seeds_name_the_population():
-    assert member_seeds(make_config("distill", ["seed=4"])) == [4]
-    assert member_seeds(make_config("distill", ["seed=4", "seeds=[3,1]"])) == [3, 1]
+    assert member_seeds(4, None) == [4]
+    assert member_seeds(4, [3, 1]) == [3, 1]
     with pytest.raises(UserError, match=r"seeds=\[2, 2\] repeats a seed"):
-        member_seeds(make_config("distill", ["seeds=[2,2]"]))
+        member_seeds(1, [2, 2])
 
 
 def test_selection_val_restores_each_members_best_epoch():
@@ -105,13 +106,38 @@ def test_selection_val_restores_each_members_best_epoch():
     val_x = rng.randn(30, 3)
     val_y = teacher.module(val_x) + 0.3 * rng.randn(30, 1)  # noisy: not monotone in epochs
     strategy = STRATEGIES["random"](cfg.strategy, 3, None, rng)
-    history, selected = student_loop.train_student(cfg, teacher, student, strategy,
+    history, selected = student_loop.train_student(loop_settings(cfg), teacher, student, strategy,
                                                    (val_x, val_y))
     for k in range(2):
         val = [row["val_rmse"] for row in history[k]]
         assert selected[k] == min(range(12), key=val.__getitem__)
         final = (student(val_x) - val_y).pow(2).mean(dim=(1, 2)).sqrt()[k].detach()
         assert float(final) == pytest.approx(min(val), rel=1e-6)
+
+
+def test_the_selected_weights_do_not_depend_on_the_order_they_are_used():
+    """selection=all reports last, fidelity and val from one training: each selection's weights
+    are its own whichever was put in the student before (the loop keeps the end of training's
+    weights aside the first time `use` runs)."""
+    cfg = make_config("distill", ["epochs=10", "steps_per_epoch=2", "selection=both",
+                                  "log_every=1", "strategy=random", "optimizer.lr=0.05"])
+    rng = Streams([0, 1], torch.device("cpu"))
+    teacher = Teacher(mlp.StackedMLP(2, 3, [8], "tanh").init_(rng).requires_grad_(False), 3,
+                      None, ["t", "t"])
+    student = mlp.StackedMLP(2, 3, [4], "tanh").init_(rng)
+    val_x = rng.randn(30, 3)
+    val = (val_x, teacher.module(val_x) + 0.3 * rng.randn(30, 1))
+    loop = student_loop.StudentLoop(loop_settings(cfg), teacher, student,
+                                    STRATEGIES["random"](cfg.strategy, 3, None, rng), val)
+    loop.run()
+    weights = {}
+    for order in (["last", "val"], ["val", "last"]):
+        for selection in order:
+            loop.use(selection)
+            weights.setdefault(selection, [p.clone() for p in student.params])
+            assert all(torch.equal(a, b) for a, b in zip(weights[selection], student.params))
+    assert loop.selected_epochs("last") == [9, 9]
+    assert not all(torch.equal(a, b) for a, b in zip(weights["last"], weights["val"]))
 
 
 def test_stacked_mlp_matches_nn_sequential():

@@ -8,18 +8,18 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import finish, make_config
 
+from dfkd_cli.commands.records import loop_settings
 from dfkd_cli.data import domains as domain
 from dfkd_cli.data import priors, projection
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop import student_loop
 from dfkd_cli.loop.student_loop import StudentLoop
 from dfkd_cli.nets import checkpoints, mlp
-from dfkd_cli.strategies import STRATEGIES, build_strategy
+from dfkd_cli.strategies.registry import STRATEGIES, build_strategy
 from dfkd_cli.teachers.loader import Teacher
 from dfkd_cli.utils.rng import Streams
-
-from conftest import make_config
 
 CPU = torch.device("cpu")
 FEATURES = ["count", "code", "flag", "a", "b", "c"]
@@ -161,14 +161,14 @@ def population(name: str, members: list[int], project: bool, prior: str = "gauss
     projector = projection.Projection(teacher.domains, means, sds)
     # real_rows draws training rows: stand-in rows, off the domain until projected
     x = torch.randn(K, 40, 6, generator=torch.Generator().manual_seed(7))
-    rows = (x, module(x).detach()) if STRATEGIES[name].needs_rows else None
+    rows = (x, module(x).detach()) if STRATEGIES[name].Config.needs_rows else None
     strategy = build_strategy(cfg.strategy, teacher, rng, rows,
                               priors.Prior(prior, rng, 6, teacher.domains, means, sds, "t"))
     fidelity = None
     if selection in ("fidelity", "all"):
         fx = projector(Streams([900 + k for k in members], CPU).randn(40, 6))
         fidelity = (fx, module(fx))
-    return StudentLoop(cfg, teacher, student, strategy, None, fidelity,
+    return StudentLoop(loop_settings(cfg), teacher, student, strategy, None, fidelity,
                        projector if project else None)
 
 
@@ -201,11 +201,11 @@ def test_population_with_a_prior_and_fidelity_equals_separate_runs(prior):
     run: same history, same selected epoch, same weights."""
     together = population("bounded", [0, 1], True, prior, "fidelity")
     together.run()
-    epochs = together.finish("fidelity")
+    epochs = finish(together, "fidelity")
     for k in range(2):
         alone = population("bounded", [k], True, prior, "fidelity")
         alone.run()
-        assert alone.finish("fidelity") == [epochs[k]]
+        assert finish(alone, "fidelity") == [epochs[k]]
         for row, expected in zip(together.history[k], alone.history[0]):
             assert row == pytest.approx(expected, rel=1e-4, abs=1e-6)
         for p, q in zip(together.student.parameters(), alone.student.parameters()):
@@ -257,7 +257,7 @@ def test_bad_domain_specs_fail_with_one_line(values, message):
 def test_fidelity_selection_keeps_the_best_epoch_on_the_fixed_set():
     loop = population("random", [0, 1], True, selection="fidelity")
     loop.run()
-    last, fidelity = loop.finish("last"), loop.finish("fidelity")
+    last, fidelity = finish(loop, "last"), finish(loop, "fidelity")
     for k in range(2):
         scores = [row["synthetic_fidelity_rmse"] for row in loop.history[k]]
         assert fidelity[k] == int(np.argmin(scores)) and last[k] == 2
@@ -347,9 +347,8 @@ def test_foreign_teacher_spec_with_domains_end_to_end(tmp_path, form):
     ("simplex: [[x4]]", "a simplex group needs at least 2 features"),
 ])
 def test_bad_domain_spec_exits_2_with_one_line(tmp_path, line, message):
-    from test_foreign_teachers import write_spec_yaml
-
     from conftest import dfkd_here
+    from test_foreign_teachers import write_spec_yaml
     write_spec_yaml(tmp_path / "spec.yaml", friedman_spec(tmp_path))
     with open(tmp_path / "spec.yaml", "a") as f:
         f.write(line + "\n")

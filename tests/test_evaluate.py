@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import QUICK_DISTILL, dfkd_here
 from test_export import explicit, hand_checkpoint
 
 from dfkd_cli.commands import evaluate, export
@@ -16,8 +17,6 @@ from dfkd_cli.data import datasets as data
 from dfkd_cli.errors import UserError
 from dfkd_cli.nets import checkpoints
 from dfkd_cli.teachers.raw_units import feature_names, target_names
-
-from conftest import QUICK_DISTILL, dfkd_here
 
 
 def direct_scores(pred: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_config
 
 from dfkd_cli.config import validate
 from dfkd_cli.errors import UserError
-from dfkd_cli.strategies import STRATEGIES
 from dfkd_cli.strategies.evolution import draw_generations, mutants
+from dfkd_cli.strategies.registry import STRATEGIES
 from dfkd_cli.utils.rng import Streams
-
-from conftest import make_config
 
 CPU = torch.device("cpu")
 D = 6
@@ -105,7 +104,7 @@ def test_all_generations_drawn_at_once_are_the_draws_generation_by_generation():
             trial_fit = evo.objective(teacher, student, trial, r)
             x = torch.where((trial_fit >= fit).unsqueeze(2), trial, x)
             fit = torch.maximum(trial_fit, fit)
-        return torch.cat([x, start], 1) if evo.cfg.include_starts else x
+        return torch.cat([x, start], 1) if evo.config.include_starts else x
 
     for overrides in ([], [*PAPER, "strategy.generations=25"]):
         ours, theirs = evolution(*overrides, seed=4), evolution(*overrides, seed=4)

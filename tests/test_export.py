@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import QUICK_DISTILL, dfkd_here
 from torch import nn
 
 from dfkd_cli.commands import export
 from dfkd_cli.nets import checkpoints, factory, mlp
-
-from conftest import QUICK_DISTILL, dfkd_here
 
 
 def explicit(payload: dict, x: torch.Tensor) -> torch.Tensor:

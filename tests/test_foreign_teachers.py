@@ -8,15 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import QUICK_DISTILL, dfkd_here, load_teacher, make_config
 from torch import nn
 
 from dfkd_cli.data.datasets import Scaler, friedman1
 from dfkd_cli.errors import UserError
 from dfkd_cli.nets import checkpoints, factory, metrics
-from dfkd_cli.teachers import loader as teachers
 from dfkd_cli.teachers import spec as teacher_spec
-
-from conftest import QUICK_DISTILL, dfkd_here, make_config
 
 QUICK = ["epochs=6", "steps_per_epoch=3", "log_every=2", "progress=false"]
 
@@ -90,7 +88,7 @@ def test_spec_in_units_and_estimated_output_scaler(tmp_path):
         tmp_path / "spec.csv", index=False)
     cfg = make_config("distill", ["teacher=torchscript", f"teacher.path={tmp_path / 't.ts'}",
                                   f"teacher.spec={tmp_path / 'spec.csv'}"])
-    teacher = teachers.load(cfg, [1, 2], None, torch.device("cpu"))
+    teacher = load_teacher(cfg, [1, 2], None, torch.device("cpu"))
     assert (teacher.input_dim, teacher.output_dim, teacher.box) == (10, 1, None)
     z = torch.randn(2, 5000, 10, generator=torch.Generator().manual_seed(1))
     out = teacher.module(z)
@@ -109,7 +107,7 @@ def test_torch_export_file_loads_as_a_teacher(tmp_path):
     torch.export.save(program, str(tmp_path / "t.pt2"))
     cfg = make_config("distill", ["teacher=torchscript", f"teacher.path={tmp_path / 't.pt2'}",
                                   "teacher.input_dim=10"])
-    teacher = teachers.load(cfg, [1], None, torch.device("cpu"))
+    teacher = load_teacher(cfg, [1], None, torch.device("cpu"))
     assert teacher.differentiable and teacher.output_dim == 1
     x = torch.randn(1, 7, 10)
     saved = teacher.module.trace(x)  # the gradient strategies' path works through autograd
@@ -147,7 +145,7 @@ def test_spec_errors_name_the_problem(tmp_path):
     model, _ = raw_friedman_model(steps=1)
     torch.jit.script(model).save(str(tmp_path / "t.ts"))
     with pytest.raises(UserError, match="input dimension of .* is unknown"):
-        teachers.load(make_config("distill", ["teacher=torchscript",
+        load_teacher(make_config("distill", ["teacher=torchscript",
                                               f"teacher.path={tmp_path / 't.ts'}"]),
                       [1], None, torch.device("cpu"))
 
@@ -220,7 +218,7 @@ def test_no_data_at_all(tmp_path):
               cwd=tmp_path)
     row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
     assert row.status == "ok" and row.dataset == "none" and "student_rmse" not in row
-    assert 0 < row.fidelity_rmse_prior_price and 0 < row.fidelity_rmse_prior_volume
+    assert 0 < row.fidelity_rmse_gaussian_price and 0 < row.fidelity_rmse_gaussian_volume
     payload = checkpoints.load_checkpoint(tmp_path / "run" / "student.pt")
     assert payload["targets"] == ["price", "volume"] and payload["features"] == [
         f"x{i}" for i in range(1, 6)]

@@ -9,18 +9,17 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from test_strategy_population import QUICK, SEEDS, D, teachers
+from conftest import QUICK_DISTILL, dfkd, small_population
+from test_strategy_population import QUICK, SEEDS, D
 
+from dfkd_cli.commands.records import loop_settings
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop.student_loop import StudentLoop
 from dfkd_cli.nets import checkpoints, mlp
 from dfkd_cli.nets.checkpoints import load_checkpoint
-from dfkd_cli.strategies import STRATEGIES
-from dfkd_cli.teachers.loader import Teacher
+from dfkd_cli.strategies.registry import STRATEGIES
 from dfkd_cli.utils import runtime
 from dfkd_cli.utils.rng import Streams
-
-from conftest import QUICK_DISTILL, dfkd
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -51,16 +50,12 @@ def test_hand_written_gradients_on_cuda(members):
 
 def cuda_loop(name: str, members: list[int]) -> StudentLoop:
     from conftest import make_config
-    states, boxes = teachers()
     cfg = make_config("distill", [f"strategy={name}", "epochs=4", "steps_per_epoch=2",
                                   "batch_size=6", "log_every=2", "selection=last",
                                   *QUICK.get(name, [])])
-    module = mlp.StackedMLP.from_state_dicts([states[k] for k in members], "tanh").to(CUDA)
-    box = tuple(torch.stack([boxes[k][i] for k in members]).to(CUDA) for i in (0, 1))
-    teacher = Teacher(module.requires_grad_(False), D, box, ["t"] * len(members))
-    rng = Streams([SEEDS[k] for k in members], CUDA)
-    student = mlp.StackedMLP(len(members), D, [5], "tanh").to(CUDA).init_(rng)
-    return StudentLoop(cfg, teacher, student, STRATEGIES[name](cfg.strategy, D, box, rng), None)
+    teacher, rng, student = small_population(members, SEEDS, D, CUDA)
+    return StudentLoop(loop_settings(cfg), teacher, student,
+                       STRATEGIES[name](cfg.strategy, D, teacher.box, rng), None)
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_config
 
 from dfkd_cli.commands.distill import random_shift
 from dfkd_cli.data import images
 from dfkd_cli.errors import UserError
-from dfkd_cli.strategies import build_strategy
+from dfkd_cli.strategies.registry import build_strategy
 from dfkd_cli.teachers.loader import Teacher
 from dfkd_cli.utils.rng import Streams
-
-from conftest import make_config
 
 CPU = torch.device("cpu")
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import QUICK_DISTILL, dfkd
 
 # 4 jobs: 2 arms x 2 selections. log_every goes through the `mod` resolver, so a worker that

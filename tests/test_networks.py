@@ -6,18 +6,17 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from conftest import dfkd_here, load_teacher, make_config
 
 from dfkd_cli.commands import distill, train_teacher
+from dfkd_cli.commands.records import loop_settings
 from dfkd_cli.data.datasets import Scaler, load_table, split_for
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop.student_loop import StudentLoop
 from dfkd_cli.nets import architecture, checkpoints, factory, mlp, population
 from dfkd_cli.nets.checkpoints import load_checkpoint
-from dfkd_cli.strategies import STRATEGIES, build_strategy
-from dfkd_cli.teachers import loader as teachers
+from dfkd_cli.strategies.registry import STRATEGIES, build_strategy
 from dfkd_cli.utils.rng import Streams
-
-from conftest import dfkd_here, make_config
 
 CPU = torch.device("cpu")
 D = 5
@@ -53,13 +52,13 @@ def train(teacher_file, seeds, overrides):
     """Distil the teacher file into a student population; (loop, student)."""
     cfg = make_config("distill", ["dataset=none", f"teacher.path={teacher_file}",
                                   "teacher.hidden=[16]", *STEPS, *overrides])
-    teacher = teachers.load(cfg, seeds, None, CPU)
+    teacher = load_teacher(cfg, seeds, None, CPU)
     rng = Streams(seeds, CPU)
-    _, student = distill.build_student(cfg, teacher, rng)
+    _, student = distill.build_student(cfg.student, cfg.dataset.input_shape, cfg.fast_path, teacher, rng)
     # dataset=none: a strategy that draws training rows (real_rows) gets fixed stand-in rows
     x = torch.randn(len(seeds), 40, D, generator=torch.Generator().manual_seed(7))
-    rows = (x, teacher.module(x).detach()) if STRATEGIES[cfg.strategy.name].needs_rows else None
-    loop = StudentLoop(cfg, teacher, student, build_strategy(cfg.strategy, teacher, rng, rows),
+    rows = (x, teacher.module(x).detach()) if STRATEGIES[cfg.strategy.name].Config.needs_rows else None
+    loop = StudentLoop(loop_settings(cfg), teacher, student, build_strategy(cfg.strategy, teacher, rng, rows),
                        None)
     loop.run()
     return loop, student
@@ -179,7 +178,7 @@ def test_an_autograd_teacher_population_is_its_members_alone():
     cfg = make_config("train_teacher", ["teacher=rbf", "epochs=4", "batch_size=64", "patience=1",
                                         "dataset.n_train=400"])
     table = load_table(cfg.dataset, cfg.data_dir)
-    splits = {s: split_for(cfg, table, s) for s in (1, 2)}
+    splits = {s: split_for(cfg.dataset, table, s) for s in (1, 2)}
     together, _, history, best = train_teacher.fit(cfg, [splits[1], splits[2]], [1, 2], CPU)
     for k, seed in enumerate([1, 2]):
         alone, _, alone_history, alone_best = train_teacher.fit(cfg, [splits[seed]], [seed], CPU)

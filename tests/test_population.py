@@ -12,19 +12,18 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd_here, make_config
 
 from dfkd_cli.commands import train_teacher
 from dfkd_cli.data.datasets import load_table, split
 from dfkd_cli.nets.checkpoints import load_checkpoint
-
-from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd_here, make_config
 
 CPU = torch.device("cpu")
 
 SEEDS = [1, 2, 3]
 RTOL, ATOL = 1e-5, 1e-7  # metrics and history
 WEIGHT_RTOL, WEIGHT_ATOL = 1e-4, 1e-5
-COLUMNS = ("teacher_rmse", "student_rmse", "fidelity_rmse", "fidelity_rmse_prior",
+COLUMNS = ("teacher_rmse", "student_rmse", "fidelity_rmse", "fidelity_rmse_gaussian",
            "selected_epoch")
 
 

@@ -10,16 +10,16 @@ import itertools
 
 import pytest
 import torch
+from conftest import make_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dfkd_cli.commands import export
+from dfkd_cli.commands.records import loop_settings
 from dfkd_cli.nets import checkpoints, mlp
 from dfkd_cli.nets.activations import ACTIVATIONS
-from dfkd_cli.strategies import STRATEGIES
+from dfkd_cli.strategies.registry import STRATEGIES
 from dfkd_cli.utils.rng import Streams
-
-from conftest import make_config
 
 CPU = torch.device("cpu")
 FEW = settings(max_examples=12, deadline=None)
@@ -122,7 +122,7 @@ def test_evolution_crosses_at_least_one_coordinate(seed, d, n):
 
 
 @settings(max_examples=6, deadline=None)
-@given(name=st.sampled_from(sorted(n for n, c in STRATEGIES.items() if not c.needs_rows)),
+@given(name=st.sampled_from(sorted(n for n, c in STRATEGIES.items() if not c.Config.needs_rows)),
        seeds_=st.lists(seeds, min_size=2, max_size=3, unique=True),
        d=st.integers(2, 4))
 def test_population_member_equals_its_run_alone(name, seeds_, d):
@@ -146,7 +146,7 @@ def test_population_member_equals_its_run_alone(name, seeds_, d):
         teacher = Teacher(module.requires_grad_(False), d, box, ["t"] * len(members))
         rng = Streams([seeds_[k] for k in members], CPU)
         student = mlp.StackedMLP(len(members), d, [4], "tanh").init_(rng)
-        loop = StudentLoop(cfg, teacher, student, STRATEGIES[name](cfg.strategy, d, box, rng),
+        loop = StudentLoop(loop_settings(cfg), teacher, student, STRATEGIES[name](cfg.strategy, d, box, rng),
                            None)
         loop.run()
         return loop

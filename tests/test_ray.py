@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import QUICK_DISTILL, USER_ENV, dfkd
 
 REASON = "run by `make test-ray` (docs/testing.md)"

@@ -7,13 +7,18 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from conftest import (
+    QUICK_DISTILL,
+    QUICK_TEACHER,
+    dfkd_here,
+    load_teacher,
+    make_config,
+    member_splits,
+)
 
-from dfkd_cli.commands import distill
+from dfkd_cli.commands import distill, records
 from dfkd_cli.data.datasets import load_table
 from dfkd_cli.strategies.real_rows import RealRows
-from dfkd_cli.teachers import loader as teachers
-
-from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd_here, make_config
 
 CPU = torch.device("cpu")
 
@@ -50,8 +55,8 @@ def test_reference_arms_train_on_the_training_rows_only(workdir, tmp_path, monke
     distill.run(cfg, tmp_path)
     assert len(seen) == 6 * 3  # epochs x steps: every batch is x_g (alpha = 1)
     table = load_table(cfg.dataset, cfg.data_dir)
-    teacher = teachers.load(cfg, [1, 2], table, CPU)
-    splits = teachers.member_splits(cfg, teacher, table, [1, 2], CPU)
+    teacher = load_teacher(cfg, [1, 2], table, CPU)
+    splits = member_splits(cfg, teacher, table, [1, 2], CPU)
     x = torch.cat([batch for batch, _ in seen], dim=1)
     y = torch.cat([labels for _, labels in seen], dim=1)
     for k, part in enumerate(splits):
@@ -83,8 +88,8 @@ def test_a_population_of_reference_runs_equals_the_separate_runs(workdir, tmp_pa
 def test_a_strategy_label_distinguishes_the_labels():
     targets = make_config("distill", ["strategy=real_rows", "strategy.labels=targets"])
     teacher = make_config("distill", ["strategy=real_rows"])
-    assert distill.arm_label(targets) == "real_rows_targets_decreasing_m50"
-    assert distill.arm_label(teacher) == "real_rows_decreasing_m50"
+    assert records.labels(targets)["arm"] == "real_rows_targets_decreasing_m50"
+    assert records.labels(teacher)["arm"] == "real_rows_decreasing_m50"
 
 
 def test_without_a_dataset_it_refuses_in_one_line(tmp_path):

@@ -14,11 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, dfkd_here
 
 from dfkd_cli.errors import UserError
 from dfkd_cli.nets.checkpoints import FORMAT, VERSION, load_checkpoint, load_weights_only
-
-from conftest import DFKD, QUICK_DISTILL, QUICK_TEACHER, dfkd_here
 
 LONG = ["strategy=bounded", "selection=val", "epochs=300", "steps_per_epoch=2", "log_every=5",
         "checkpoint_every=5", "teacher.hidden=[64]", "progress=false"]

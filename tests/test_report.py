@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import QUICK_DISTILL, REPO, dfkd_here, make_config
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from dfkd_cli.commands import report
 from dfkd_cli.config import register_configs
 from dfkd_cli.report import gather, paired, summary, text, write
-
-from conftest import QUICK_DISTILL, REPO, dfkd_here, make_config
 
 
 def write_run(run_dir: Path, **values) -> Path:
@@ -370,3 +369,30 @@ def test_arms_that_differ_in_a_key_of_their_own_are_paired(sweep):
     assert (own.n_pairs, own.wins, own.losses) == (3, 0, 3)  # against bounded's prior=auto
     plain = cell(table, "random_sampling")
     assert (plain.n_pairs, plain.wins, plain.losses) == (3, 1, 2)  # against its gaussian
+
+
+def test_the_keys_that_never_split_a_cell_hold_every_key_a_resume_may_change():
+    """The report's own list of keys that are not a sweep's axes covers the replicates and every
+    key that does not change what a run computes (loop/resume.py's MAY_CHANGE)."""
+    from dfkd_cli.loop.resume import MAY_CHANGE
+    from dfkd_cli.report.gather import NOT_AXES
+
+    assert {"seed", "seeds", *MAY_CHANGE} <= set(NOT_AXES)
+
+
+def test_a_metrics_file_of_an_older_dfkd_is_read_under_todays_column_names(tmp_path):
+    """fidelity_rmse_gaussian was fidelity_rmse_prior: the report and objective= read both."""
+    from dfkd_cli.report.gather import gather
+    from dfkd_cli.tracking.search import objective
+
+    for name, folder in (("fidelity_rmse_prior", "old"), ("fidelity_rmse_gaussian", "new")):
+        (tmp_path / folder).mkdir()
+        pd.DataFrame([{"status": "ok", "seed": 1, "selection": "last", name: 0.25,
+                       f"{name}_y2": 0.5}]).to_csv(tmp_path / folder / "metrics.csv",
+                                                   index=False)
+    runs = gather([tmp_path])
+    assert runs.fidelity_rmse_gaussian.tolist() == [0.25, 0.25]
+    assert runs.fidelity_rmse_gaussian_y2.tolist() == [0.5, 0.5]
+    assert "fidelity_rmse_prior" not in runs.columns
+    for old_or_new in ("fidelity_rmse_prior", "fidelity_rmse_gaussian"):
+        assert objective(old_or_new, "last", runs.iloc[:1]) == 0.25

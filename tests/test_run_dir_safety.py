@@ -10,26 +10,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import QUICK_TEACHER, dfkd_here, one_line_error
 
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop import resume
 from dfkd_cli.utils.files import exclusive_lock, hold_run_lock, release_run_locks
 
-from conftest import QUICK_TEACHER, dfkd_here
-
 TINY = ["epochs=2", "steps_per_epoch=2", "log_every=1", "teacher.hidden=[64]", "progress=false"]
 ESCAPES = ("../../../../PWNED.sh", "../PWNED.sh", "/tmp/dfkd-test-PWNED.sh", "sub/../../PWNED.sh",
            ".", "..", "config.yaml/../../PWNED.sh")
-
-
-def one_line_error(proc, *needles: str) -> str:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if "error:" in line]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def files_under(root: Path) -> dict[str, bytes]:

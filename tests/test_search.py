@@ -8,37 +8,36 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import QUICK_DISTILL, dfkd_here, make_config
 
 from dfkd_cli.config import validate
 from dfkd_cli.errors import UserError
-from dfkd_cli.tracking import search
-
-from conftest import QUICK_DISTILL, dfkd_here, make_config
+from dfkd_cli.tracking import objectives, search
 
 
 def frame(**columns) -> pd.DataFrame:
     base = {"seed": [1, 2], "selection": ["last", "last"], "status": ["ok", "ok"],
-            "fidelity_rmse_prior": [0.2, 0.4], "val_rmse": [0.5, 0.7]}
+            "fidelity_rmse_gaussian": [0.2, 0.4], "val_rmse": [0.5, 0.7]}
     return pd.DataFrame(base | columns)
 
 
 def test_the_objective_is_the_named_column_averaged_over_members():
     cfg = make_config("distill", ["seeds=[1,2]", "selection=last"])
-    assert search.objective(cfg, frame()) == pytest.approx(0.3)
+    assert search.objective(cfg.objective, cfg.selection, frame()) == pytest.approx(0.3)
     cfg = make_config("distill", ["seeds=[1,2]", "selection=last", "objective=val_rmse"])
-    assert search.objective(cfg, frame()) == pytest.approx(0.6)
+    assert search.objective(cfg.objective, cfg.selection, frame()) == pytest.approx(0.6)
 
 
 def test_selection_both_scores_the_last_students():
-    rows = pd.concat([frame(), frame(selection=["val", "val"], fidelity_rmse_prior=[9.0, 9.0])])
+    rows = pd.concat([frame(), frame(selection=["val", "val"], fidelity_rmse_gaussian=[9.0, 9.0])])
     cfg = make_config("distill", ["seeds=[1,2]", "selection=both"])
-    assert search.objective(cfg, rows) == pytest.approx(0.3)
+    assert search.objective(cfg.objective, cfg.selection, rows) == pytest.approx(0.3)
 
 
 def test_a_member_not_ok_makes_the_trial_fail():
     """None, not NaN: the Optuna plugin's failed-trial path tells a NaN twice and crashes."""
     cfg = make_config("distill", ["seeds=[1,2]", "selection=last"])
-    assert search.objective(cfg, frame(status=["ok", "diverged"])) is None
+    assert search.objective(cfg.objective, cfg.selection, frame(status=["ok", "diverged"])) is None
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -72,8 +71,8 @@ def test_an_optuna_sweep_of_the_preset_writes_the_best_parameters(workdir, tmp_p
     jobs = sweep_jobs(sweep)
     assert len(jobs) == 4 and set(jobs.status) == {"ok"}
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    winner = jobs.loc[jobs.fidelity_rmse_prior.idxmin()]
-    assert best["best_value"] == pytest.approx(winner.fidelity_rmse_prior)
+    winner = jobs.loc[jobs.fidelity_rmse_gaussian.idxmin()]
+    assert best["best_value"] == pytest.approx(winner.fidelity_rmse_gaussian)
     assert sorted(best["best_params"]) == ["alpha", "strategy.lr", "strategy.steps"]
     assert {f"{k}={v}" for k, v in best["best_params"].items()} <= set(winner.overrides)
 
@@ -91,7 +90,7 @@ def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(workdir, tmp_path):
     assert sorted(set(jobs.status)) == ["failed", "ok"], jobs[["seed", "status"]]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_params"]["seed"] == 1
-    assert best["best_value"] == pytest.approx(jobs[jobs.status == "ok"].fidelity_rmse_prior.min())
+    assert best["best_value"] == pytest.approx(jobs[jobs.status == "ok"].fidelity_rmse_gaussian.min())
 
 
 def test_a_search_whose_every_trial_diverges_ends_with_its_summary(workdir, tmp_path):
@@ -127,10 +126,10 @@ def test_an_objective_of_a_target_the_run_lacks_is_refused_before_training(workd
     monkeypatch.chdir(workdir)  # its teacher store
     monkeypatch.setattr(distill, "build_loop", lambda *a, **k: pytest.fail("trained first"))
     cfg = make_config("distill", ["objective=student_rmse_bogus", *QUICK_DISTILL])
-    search.check(cfg)  # the column's name alone looks fine: <column>_<target>
+    objectives.check(cfg.objective, has_rows=True)  # the name alone looks fine: <column>_<target>
     with pytest.raises(UserError, match=r"^objective=student_rmse_bogus is not valid: this run "
                                         r"has one output; expected student_rmse$"):
         distill.run(cfg, tmp_path / "run")
-    search.check_outputs(make_config("distill", ["objective=val_rmse_y2"]), ["y1", "y2"])
+    objectives.check_outputs("val_rmse_y2", ["y1", "y2"])
     with pytest.raises(UserError, match=r"outputs \['y1', 'y2'\]; expected val_rmse or one of"):
-        search.check_outputs(make_config("distill", ["objective=val_rmse_y3"]), ["y1", "y2"])
+        objectives.check_outputs("val_rmse_y3", ["y1", "y2"])

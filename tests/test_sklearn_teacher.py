@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SHARED_DATA, dfkd_here, load_split, load_teacher, make_config, run_here
 from omegaconf import OmegaConf
 
 from dfkd_cli.commands import distill, train_teacher
@@ -14,8 +15,6 @@ from dfkd_cli.errors import UserError
 from dfkd_cli.teachers import loader as teachers
 from dfkd_cli.teachers import onnx_population
 from dfkd_cli.teachers import scikit_learn as sklearn_teacher
-
-from conftest import SHARED_DATA, dfkd_here, load_split, make_config, run_here
 
 pytest.importorskip("sklearn")
 pytest.importorskip("skl2onnx")
@@ -57,9 +56,9 @@ def test_svr_teacher_is_stored_as_onnx_of_raw_features(compositions):
     onnx.checker.check_model(onnx.load(folder / "teacher.onnx"))  # an ONNX graph, no pickle
     cfg = config(compositions, "teacher=svr")
     table = load_table(cfg.dataset, cfg.data_dir)
-    part = split_for(cfg, table, 1)
+    part = split_for(cfg.dataset, table, 1)
     reference = SVR().fit(table.x[part.rows[0]], table.y[part.rows[0], 0])  # raw units
-    teacher = teachers.load(cfg, [1], table, CPU)
+    teacher = load_teacher(cfg, [1], table, CPU)
     assert not teacher.differentiable and [r["split"] for r in teacher.recorded] == [(400, 20)]
     with torch.no_grad():
         got = teacher.module(part.x_test[None])[0, :, 0] * part.scaler.y_std + part.scaler.y_mean
@@ -77,8 +76,8 @@ def test_svr_teacher_is_stored_as_onnx_of_raw_features(compositions):
 
 def test_stored_teacher_is_a_normal_onnx_teacher(compositions):
     folder = compositions / "outputs/teachers/comp/svr/seed2"
-    store = teachers.load(config(compositions, "teacher=svr"), [2], None, CPU)
-    foreign = teachers.load(config(compositions, "teacher=onnx",
+    store = load_teacher(config(compositions, "teacher=svr"), [2], None, CPU)
+    foreign = load_teacher(config(compositions, "teacher=onnx",
                                    f"teacher.path={folder / 'teacher.onnx'}",
                                    f"teacher.spec={folder / 'spec.yaml'}"), [2], None, CPU)
     x = torch.randn(1, 50, 6)
@@ -88,19 +87,19 @@ def test_stored_teacher_is_a_normal_onnx_teacher(compositions):
 
 def test_population_members_use_their_own_teachers(compositions):
     cfg = config(compositions, "teacher=svr")
-    both = teachers.load(cfg, [1, 2], None, CPU)
+    both = load_teacher(cfg, [1, 2], None, CPU)
     x = torch.randn(1, 30, 6).expand(2, -1, -1)
     out = both.module(x)
     for k, seed in enumerate((1, 2)):
-        torch.testing.assert_close(out[k], teachers.load(cfg, [seed], None, CPU).module(x[:1])[0])
+        torch.testing.assert_close(out[k], load_teacher(cfg, [seed], None, CPU).module(x[:1])[0])
     assert not torch.allclose(out[0], out[1])
 
 
 def test_a_population_runs_its_teachers_as_one_session(compositions):
     """The members' ONNX files merged into one onnxruntime session compute, bit for bit, what
     one session per member computes, and what each member's teacher computes alone."""
-    merged = teachers.load(config(compositions, "teacher=svr"), [1, 2], None, CPU).module
-    apart = teachers.load(config(compositions, "teacher=svr", "fast_path=off"), [1, 2], None,
+    merged = load_teacher(config(compositions, "teacher=svr"), [1, 2], None, CPU).module
+    apart = load_teacher(config(compositions, "teacher=svr", "fast_path=off"), [1, 2], None,
                           CPU).module
     assert isinstance(merged, onnx_population.OnnxPopulation)
     assert isinstance(apart, teachers.PerMember)
@@ -109,7 +108,7 @@ def test_a_population_runs_its_teachers_as_one_session(compositions):
         out = merged(x)
         assert torch.equal(out, apart(x)) and not torch.allclose(out[0], out[1])
         for k, seed in enumerate((1, 2)):
-            alone = teachers.load(config(compositions, "teacher=svr"), [seed], None, CPU)
+            alone = load_teacher(config(compositions, "teacher=svr"), [seed], None, CPU)
             assert torch.equal(alone.module(x[k:k + 1])[0], out[k])
 
 
@@ -155,7 +154,7 @@ def test_svr_teacher_distils_with_evolution_and_bounded_refuses_it(compositions)
     with pytest.raises(UserError, match=(
             "train it first with: dfkd train-teacher dataset=csv .*dataset.name=comp .*seed=3 "
             "teacher=sklearn teacher.estimator._target_=sklearn.svm.SVR")):
-        teachers.load(config(root, "teacher=svr"), [3], None, CPU)
+        load_teacher(config(root, "teacher=svr"), [3], None, CPU)
 
 
 def test_svr_spec_carries_the_simplex_of_its_training_rows(compositions):
@@ -164,7 +163,7 @@ def test_svr_spec_carries_the_simplex_of_its_training_rows(compositions):
     [group] = spec.simplex
     assert list(group.features) == features and group.total == pytest.approx(1.0, abs=1e-9)
     assert list(spec.type) == ["continuous"] * 6
-    teacher = teachers.load(config(compositions, "teacher=svr"), [1], None, CPU)
+    teacher = load_teacher(config(compositions, "teacher=svr"), [1], None, CPU)
     assert [g["features"] for g in teacher.domains[0].simplex] == [list(range(6))]
 
 
@@ -184,7 +183,7 @@ def test_a_spec_carries_the_total_its_rows_sum_to(tmp_path):
     [group] = spec.simplex
     assert list(group.features) == ["p1", "p2", "p3"] and group.total == pytest.approx(100)
     cfg = make_config("distill", [*data, f"teacher_store={tmp_path / 'outputs/teachers'}"])
-    [loaded] = teachers.load(cfg, [1], None, CPU).domains[0].simplex
+    [loaded] = load_teacher(cfg, [1], None, CPU).domains[0].simplex
     assert loaded["features"] == [0, 1, 2] and loaded["total"] == pytest.approx(100)
 
 
@@ -256,7 +255,7 @@ def test_any_regressor_by_target_goes_through_skl2onnx(compositions):
     reference = RandomForestRegressor(n_estimators=10, random_state=0).fit(
         table.x[part.rows[0]], table.y[part.rows[0], 0])
     assert row.onnx_max_abs_diff < 1e-4 and row.teacher_r2 > 0.3
-    teacher = teachers.load(cfg, [1], table, CPU)
+    teacher = load_teacher(cfg, [1], table, CPU)
     with torch.no_grad():
         got = teacher.module(part.x_test[None])[0, :, 0] * part.scaler.y_std + part.scaler.y_mean
     np.testing.assert_allclose(got.numpy(), reference.predict(table.x[part.rows[2]]), atol=1e-4)
@@ -325,8 +324,8 @@ def test_svr_spec_carries_the_input_statistics(compositions):
 
     cfg = config(compositions, "teacher=svr")
     table = load_table(cfg.dataset, cfg.data_dir)
-    expected = domains.infer(table.x[split_for(cfg, table, 1).rows[0]])
-    teacher = teachers.load(cfg, [1], None, CPU)
+    expected = domains.infer(table.x[split_for(cfg.dataset, table, 1).rows[0]])
+    teacher = load_teacher(cfg, [1], None, CPU)
     spec = OmegaConf.load(compositions / "outputs/teachers/comp/svr/seed1/spec.yaml")
     for key in domains.STATISTICS:
         np.testing.assert_allclose(np.array(spec[key]), np.array(getattr(expected, key)),
@@ -336,9 +335,9 @@ def test_svr_spec_carries_the_input_statistics(compositions):
     assert priors.Prior("auto", Streams([1], CPU), 6, teacher.domains, means, sds,
                         "t").name == "copula"
     # a population: each member has its own spec's statistics (every member had the last one's)
-    population = teachers.load(cfg, [2, 1], None, CPU)
+    population = load_teacher(cfg, [2, 1], None, CPU)
     assert population.domains[1].copula == expected.copula
-    assert population.domains[0].copula == teachers.load(cfg, [2], None, CPU).domains[0].copula
+    assert population.domains[0].copula == load_teacher(cfg, [2], None, CPU).domains[0].copula
     assert population.domains[0].copula != expected.copula
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import QUICK_TEACHER, dfkd, load_teacher, make_config
 from torch import nn
 
 from dfkd_cli.commands import spec as spec_command
@@ -18,11 +19,8 @@ from dfkd_cli.data import domains, priors
 from dfkd_cli.data.datasets import load_table, split_for
 from dfkd_cli.errors import UserError
 from dfkd_cli.nets import checkpoints
-from dfkd_cli.teachers import loader as teachers
 from dfkd_cli.teachers import spec as teacher_spec
 from dfkd_cli.utils.rng import Streams
-
-from conftest import QUICK_TEACHER, dfkd, make_config
 
 CPU = torch.device("cpu")
 
@@ -46,7 +44,7 @@ def foreign_teacher(tmp_path, spec_path, *extra):
     cfg = make_config("distill", ["dataset=none", "teacher=torchscript",
                                   f"teacher.path={tmp_path / 'teacher.ts'}",
                                   f"teacher.spec={spec_path}", *extra])
-    return teachers.load(cfg, [1], None, CPU)
+    return load_teacher(cfg, [1], None, CPU)
 
 
 def prior_of(teacher, name: str = "auto", seed: int = 1) -> priors.Prior:
@@ -163,7 +161,7 @@ def test_the_commands_spec_is_the_checkpoints_prior(workdir, tmp_path):
     checkpoint: the same scalers, domain and statistics, so the same prior draws."""
     cfg = make_config("train_teacher", QUICK_TEACHER)
     table = load_table(cfg.dataset, cfg.data_dir)
-    train_rows = split_for(cfg, table, 1).rows[0]
+    train_rows = split_for(cfg.dataset, table, 1).rows[0]
     raw = table.x[train_rows]
     payload = checkpoints.load_checkpoint(
         workdir / "outputs/teachers/friedman/mlp64-tanh/seed1/teacher.pt")
@@ -181,10 +179,10 @@ def test_the_commands_spec_is_the_checkpoints_prior(workdir, tmp_path):
                          ("target_sd", "y_std")):
         torch.testing.assert_close(torch.tensor(getattr(spec, ours)),
                                    payload["scaler"][theirs].reshape(-1))
-    dfkd_teacher = teachers.load(make_config("distill", [
+    dfkd_teacher = load_teacher(make_config("distill", [
         f"teacher_store={workdir / 'outputs/teachers'}", "teacher.hidden=[64]"]), [1], None, CPU)
     torch.jit.script(nn.Linear(10, 1)).save(str(tmp_path / "teacher.ts"))
-    foreign = teachers.load(make_config("distill", [
+    foreign = load_teacher(make_config("distill", [
         "dataset=none", "teacher=torchscript", f"teacher.path={tmp_path / 'teacher.ts'}",
         f"teacher.spec={tmp_path / 'spec.yaml'}"]), [1], None, CPU)
     ours, theirs = prior_of(foreign), prior_of(dfkd_teacher)

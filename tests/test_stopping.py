@@ -8,18 +8,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from conftest import QUICK_DISTILL, finish, make_config, small_population
 
 from dfkd_cli.commands import distill
+from dfkd_cli.commands.records import loop_settings
 from dfkd_cli.config import DistillConfig
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop.stopping import reasons
 from dfkd_cli.loop.student_loop import StudentLoop
-from dfkd_cli.nets import checkpoints, mlp
-from dfkd_cli.strategies import STRATEGIES
-from dfkd_cli.teachers.loader import Teacher
-from dfkd_cli.utils.rng import Streams
-
-from conftest import QUICK_DISTILL, make_config
+from dfkd_cli.nets import checkpoints
+from dfkd_cli.strategies.registry import STRATEGIES
 
 CPU = torch.device("cpu")
 SEEDS = [3, 4, 5]
@@ -29,34 +27,18 @@ D = 4
 PLATEAU = ["stop=plateau", "stop_patience=3", "stop_tolerance=0.002", "alpha.horizon=3"]
 
 
-def teachers():
-    states, boxes = [], []
-    for seed in SEEDS:
-        net = mlp.StackedMLP(1, D, [12], "tanh").init_(Streams([100 + seed], CPU))
-        states.append(net.member_state_dict(0))
-        low = -1.5 - torch.rand(D, generator=torch.Generator().manual_seed(seed))
-        boxes.append((low, low + 3.0))
-    return states, boxes
-
-
 def loop_for(members: list[int], extra=(), name: str = "bounded") -> StudentLoop:
     """A population of the given members with a fixed synthetic set of 64 rows each."""
-    states, boxes = teachers()
     cfg = make_config("distill", [f"strategy={name}", "epochs=16", "steps_per_epoch=2",
                                   "batch_size=6", "log_every=1", "selection=fidelity",
                                   "optimizer.lr=0.01", "prior=gaussian", *extra])
-    module = mlp.StackedMLP.from_state_dicts([states[k] for k in members], "tanh")
-    box = (torch.stack([boxes[k][0] for k in members]),
-           torch.stack([boxes[k][1] for k in members]))
-    teacher = Teacher(module.requires_grad_(False), D, box, ["t"] * len(members))
-    rng = Streams([SEEDS[k] for k in members], CPU)
-    student = mlp.StackedMLP(len(members), D, [5], "tanh").init_(rng)
-    strategy = STRATEGIES[name](cfg.strategy, D, box, rng)
+    teacher, rng, student = small_population(members, SEEDS, D)
+    strategy = STRATEGIES[name](cfg.strategy, D, teacher.box, rng)
     x = torch.stack([torch.randn(64, D, generator=torch.Generator().manual_seed(70 + SEEDS[k]))
                      for k in members])
     with torch.no_grad():
-        fidelity = (x, module(x))
-    return StudentLoop(cfg, teacher, student, strategy, None, fidelity)
+        fidelity = (x, teacher.module(x))
+    return StudentLoop(loop_settings(cfg), teacher, student, strategy, None, fidelity)
 
 
 def ran(members: list[int], extra=()) -> StudentLoop:
@@ -83,9 +65,9 @@ def test_a_plateaued_member_stops_alone_and_equals_its_own_run():
                                        alone[k].opt.state[q]["square_avg"][0],
                                        rtol=1e-4, atol=1e-8)
     for selection in ("last", "fidelity"):  # last first: finish() overwrites the weights
-        epochs = population.finish(selection)
+        epochs = finish(population, selection)
         for k, single in enumerate(alone):
-            assert epochs[k] == single.finish(selection)[0]
+            assert epochs[k] == finish(single, selection)[0]
             for p, q in zip(population.student.parameters(), single.student.parameters()):
                 torch.testing.assert_close(p[k], q[0], rtol=1e-4, atol=1e-6)
 
@@ -106,7 +88,7 @@ def test_resume_mid_plateau_is_bit_for_bit(tmp_path):
     for a, b in zip(resumed.plateau.state_dict().values(), straight.plateau.state_dict().values()):
         assert torch.equal(a, b)
     for selection in ("last", "fidelity"):
-        assert resumed.finish(selection) == straight.finish(selection)
+        assert finish(resumed, selection) == finish(straight, selection)
         for p, q in zip(resumed.student.parameters(), straight.student.parameters()):
             assert torch.equal(p, q)
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import QUICK_TEACHER, load_split, make_config
 
 from dfkd_cli.commands import train_teacher
+from dfkd_cli.commands.records import loop_settings
 from dfkd_cli.data.images import ImageView, total_variation
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop import student_loop
 from dfkd_cli.nets import mlp
-from dfkd_cli.strategies import STRATEGIES, batch_diagnostics
+from dfkd_cli.strategies.base import batch_diagnostics
 from dfkd_cli.strategies.bounded import Bounded
+from dfkd_cli.strategies.registry import STRATEGIES
 from dfkd_cli.teachers import loader as teacher
 from dfkd_cli.utils.rng import Streams
-
-from conftest import QUICK_TEACHER, load_split, make_config
 
 CPU = torch.device("cpu")
 
@@ -34,7 +35,7 @@ def trained():
     rng = Streams([0], CPU)
     student = mlp.StackedMLP(1, split.input_dim, [50], "tanh").init_(rng)
     strategy = STRATEGIES["random"](dcfg.strategy, split.input_dim, box, rng)
-    student_loop.train_student(dcfg, tch, student, strategy, None)
+    student_loop.train_student(loop_settings(dcfg), tch, student, strategy, None)
     return tch, student
 
 
@@ -75,7 +76,7 @@ def test_bounded_step_is_torch_rmsprop(trained, tv):
     with the smoothness term when tv > 0."""
     tch, student = trained
     ours = bounded(seed=2, tv=tv)
-    cfg = ours.cfg
+    cfg = ours.config
     x_ours = ours.sample(tch.module, student, 64)
     x = ours.start.clone().requires_grad_(True)
     opt = torch.optim.RMSprop([x], lr=cfg.lr, alpha=cfg.rho, weight_decay=cfg.beta)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
 from conftest import QUICK_DISTILL, dfkd_here
 
 TEACHER = "teacher.hidden=[64]"  # the workdir fixture's quick teacher

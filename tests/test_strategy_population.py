@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import finish, make_config, small_population
 
+from dfkd_cli.commands.records import loop_settings
 from dfkd_cli.data import images
 from dfkd_cli.loop.student_loop import StudentLoop
-from dfkd_cli.nets import checkpoints, mlp
-from dfkd_cli.strategies import STRATEGIES
-from dfkd_cli.teachers.loader import Teacher
-from dfkd_cli.utils.rng import Streams
-
-from conftest import make_config
+from dfkd_cli.nets import checkpoints
+from dfkd_cli.strategies.registry import STRATEGIES
 
 CPU = torch.device("cpu")
 SEEDS = [3, 4, 5]
@@ -47,43 +45,28 @@ def training_rows(members: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     return x, x.sum(dim=2, keepdim=True).sin()
 
 
-def teachers():
-    """One small random teacher and feature box per seed (members differ in both)."""
-    states, boxes = [], []
-    for seed in SEEDS:
-        net = mlp.StackedMLP(1, D, [12], "tanh").init_(Streams([100 + seed], CPU))
-        states.append(net.member_state_dict(0))
-        low = -1.5 - torch.rand(D, generator=torch.Generator().manual_seed(seed))
-        boxes.append((low, low + 3.0))
-    return states, boxes
-
-
-def loop_for(name: str, members: list[int], states, boxes, extra=("log_every=1",),
+def loop_for(name: str, members: list[int], extra=("log_every=1",),
              val=None) -> StudentLoop:
     # selection=last: these loops are built by hand, without a fidelity set
     base = ["epochs=4", "steps_per_epoch=2", "batch_size=6", "selection=last", *extra,
             *QUICK.get(name, [])]
     cfg = make_config("distill", [f"strategy={name}", *base] if name in STRATEGIES else base)
-    module = mlp.StackedMLP.from_state_dicts([states[k] for k in members], "tanh")
-    box = (torch.stack([boxes[k][0] for k in members]),
-           torch.stack([boxes[k][1] for k in members]))
-    teacher = Teacher(module.requires_grad_(False), D, box, ["t"] * len(members))
-    rng = Streams([SEEDS[k] for k in members], CPU)
-    student = mlp.StackedMLP(len(members), D, [5], "tanh").init_(rng)
+    teacher, rng, student = small_population(members, SEEDS, D)
+    box = teacher.box
     cls = STRATEGIES[cfg.strategy.name]
-    extra = {"rows": training_rows(members)} if cls.needs_rows else {}
+    extra = {"rows": training_rows(members)} if cls.Config.needs_rows else {}
     # each member its own pixel scales, so a view that mixed members up would show
     scales = torch.tensor([[0.1 * SEEDS[k]] * D for k in members])
     view = images.ImageView(SHAPE, scales, 1 + scales)
-    if cls.needs_image(cfg.strategy):
+    if cls.Config.needs_image(cfg.strategy):
         extra["image"] = view
     strategy = cls(cfg.strategy, D, box, rng, **extra)
     augment = images.RandomShift(view, cfg.shift, rng, box) if cfg.shift else None
-    return StudentLoop(cfg, teacher, student, strategy, val, augment=augment)
+    return StudentLoop(loop_settings(cfg), teacher, student, strategy, val, augment=augment)
 
 
-def distil(name: str, members: list[int], states, boxes):
-    loop = loop_for(name, members, states, boxes)
+def distil(name: str, members: list[int]):
+    loop = loop_for(name, members)
     loop.run()
     x = loop.strategy.sample(loop.teacher.module, loop.student, 6)
     return loop.history, loop.student, x
@@ -91,10 +74,9 @@ def distil(name: str, members: list[int], states, boxes):
 
 @pytest.mark.parametrize("name", CASES)
 def test_population_member_equals_its_own_run(name):
-    states, boxes = teachers()
-    history, student, x = distil(name, [0, 1, 2], states, boxes)
+    history, student, x = distil(name, [0, 1, 2])
     for k in range(3):
-        alone_history, alone_student, alone_x = distil(name, [k], states, boxes)
+        alone_history, alone_student, alone_x = distil(name, [k])
         assert len(history[k]) == len(alone_history[0]) == 4
         for row, alone in zip(history[k], alone_history[0]):
             assert row == pytest.approx(alone, rel=1e-4, abs=1e-6)
@@ -108,23 +90,22 @@ def test_population_member_equals_its_own_run(name):
 def test_resumed_run_continues_the_same_run(name, tmp_path):
     """Stopped after epoch 1 of 4 with log_every=2: half a log interval's loss sums are in the
     saved state, and the resumed run must end bit for bit as the straight one."""
-    states, boxes = teachers()
     g = torch.Generator().manual_seed(0)
     val = (torch.randn(2, 8, D, generator=g), torch.randn(2, 8, 1, generator=g))
     extra = ["log_every=2", "selection=both"]  # the best-epoch snapshot is resumed too
-    straight = loop_for(name, [0, 1], states, boxes, extra, val)
+    straight = loop_for(name, [0, 1], extra, val)
     straight.run()
-    first = loop_for(name, [0, 1], states, boxes, extra, val)
+    first = loop_for(name, [0, 1], extra, val)
     first.run(should_stop=lambda: True)  # stop after the first epoch, between log rows
     assert first.epoch == 1 and first.steps_logged == 2 and not first.history[0]
     torch.save(first.state_dict(), tmp_path / "state.pt")
-    resumed = loop_for(name, [0, 1], states, boxes, extra, val)
+    resumed = loop_for(name, [0, 1], extra, val)
     resumed.load_state_dict(checkpoints.load_weights_only(tmp_path / "state.pt"))
     resumed.run()
     assert len(resumed.history[0]) == 2
     assert resumed.history == straight.history
     for selection in ("last", "val"):
-        assert resumed.finish(selection) == straight.finish(selection)
+        assert finish(resumed, selection) == finish(straight, selection)
         for p, q in zip(resumed.student.parameters(), straight.student.parameters()):
             assert torch.equal(p, q)
 
@@ -132,8 +113,7 @@ def test_resumed_run_continues_the_same_run(name, tmp_path):
 def poisoned(name: str, on_nonfinite: str, poison: bool = True, at: int = 2) -> StudentLoop:
     """A population of two run for `at` of 4 epochs, member 0's weights then made NaN (unless
     `poison` is false), and run to the end."""
-    states, boxes = teachers()
-    loop = loop_for(name, [0, 1], states, boxes, ["log_every=1", f"on_nonfinite={on_nonfinite}"])
+    loop = loop_for(name, [0, 1], ["log_every=1", f"on_nonfinite={on_nonfinite}"])
     if at:
         loop.run(should_stop=lambda: loop.epoch == at)
     if poison:
@@ -152,8 +132,8 @@ def test_a_diverged_member_stops_alone(name):
     assert loop.epoch == 4 and len(loop.history[1]) == 4
     assert loop.history[1] == clean.history[1] and loop.history[0][:2] == clean.history[0][:2]
     assert loop.history[0][2]["nonfinite"] == 1.0
-    loop.finish("last")
-    clean.finish("last")
+    finish(loop, "last")
+    finish(clean, "last")
     for p, q in zip(loop.student.parameters(), clean.student.parameters()):
         assert torch.equal(p[1], q[1])
         assert bool(torch.isfinite(p[0]).all())
@@ -164,7 +144,7 @@ def test_a_member_diverging_at_the_first_log_row_is_caught():
     weights (the last finite ones)."""
     loop = poisoned("random", "stop", at=0)
     assert loop.status() == ["diverged", "ok"] and loop.diverged_epoch.tolist() == [0, -1]
-    loop.finish("last")
+    finish(loop, "last")
     assert all(bool(torch.isfinite(p[0]).all()) for p in loop.student.parameters())
 
 
@@ -175,8 +155,7 @@ def rmsprop_state(loop: StudentLoop, member: int) -> list[torch.Tensor]:
 def test_nonfinite_skip_rolls_back_one_member_and_resets_its_optimiser():
     """on_nonfinite=skip: the member's weights go back to the last finite log point, its RMSprop
     averages to zero (else the NaN in them would poison every later step), and it trains on."""
-    states, boxes = teachers()
-    loop = loop_for("random", [0, 1], states, boxes, ["log_every=1", "on_nonfinite=skip"])
+    loop = loop_for("random", [0, 1], ["log_every=1", "on_nonfinite=skip"])
     loop.run(should_stop=lambda: loop.epoch == 2)
     finite = [p[0].clone() for p in loop.student.parameters()]
     with torch.no_grad():
@@ -193,8 +172,7 @@ def test_nonfinite_skip_rolls_back_one_member_and_resets_its_optimiser():
 
 
 def test_prepare_diagnostics_join_the_first_history_row():
-    states, boxes = teachers()
-    history, _, _ = distil("impressions", [0, 1], states, boxes)
+    history, _, _ = distil("impressions", [0, 1])
     for rows in history:
         assert {"impressions_fit", "impressions_kl"} <= set(rows[0])
         assert not {"impressions_fit", "impressions_kl"} & set(rows[1])

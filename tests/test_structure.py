@@ -1,6 +1,8 @@
-"""The code's shape: the subpackages are layers and imports flow downwards only (issue 26), no
-command module imports another, no import cycles, no function over 60 lines (issue 17). Read
-from the source with `ast`; nothing is imported or run."""
+"""The code's shape: the subpackages are layers and imports flow downwards only, no command module
+imports another (they share only commands/records.py), no import cycles, no function over 60
+lines; below the commands no function takes the whole config; the schemas (config.py) import no
+module that runs; the report reads runs from their files, never through the loop. Read from the
+source with `ast`; nothing is imported or run."""
 
 from __future__ import annotations
 
@@ -14,10 +16,19 @@ MAX_LINES = 60
 # The layers, top first: a module may import its own layer and the layers below it, never one
 # above. cli and config (the schemas, which list every layer's valid names) sit on top; errors
 # (the one exception type) and utils (files, random streams, run-time, run tables) at the bottom.
-LAYERS = ["__main__", "cli", "config", "commands", "tracking", "report", "loop", "strategies", "teachers",
-          "nets", "data", "utils", "errors"]
+LAYERS = ["__main__", "cli", "config", "commands", "tracking", "report", "loop", "strategies",
+          "teachers", "nets", "data", "utils", "errors"]
 # What report and tracking may read of the loop: its vocabulary, never its machinery.
 LOOP_PUBLIC = {"dfkd_cli.loop", "dfkd_cli.loop.selection", "dfkd_cli.loop.resume"}
+# What the command modules share: the records they build from their config.
+COMMANDS_SHARED = {"dfkd_cli.commands", "dfkd_cli.commands.records"}
+# What the schemas (config.py) may import of these layers: vocabularies, never a module that runs.
+SCHEMA_VOCABULARY = {"dfkd_cli.loop", "dfkd_cli.loop.selection", "dfkd_cli.loop.settings",
+                     "dfkd_cli.strategies", "dfkd_cli.strategies.schemas",
+                     "dfkd_cli.tracking", "dfkd_cli.tracking.objectives"}
+RUNNING_LAYERS = ("commands", "tracking", "report", "loop", "strategies")
+# The layers below the commands: their functions take records, values or one group of the config.
+BELOW_COMMANDS = ("tracking", "report", "loop", "strategies", "teachers", "nets", "data", "utils")
 
 
 def modules(root: Path = PACKAGE) -> dict[str, ast.Module]:
@@ -71,8 +82,37 @@ def long_functions(trees: dict[str, ast.Module]) -> list[str]:
 
 def command_imports(edges: dict[str, set[str]]) -> list[str]:
     return [f"{a} -> {b}" for a, targets in edges.items() for b in sorted(targets)
-            if layer(a) == "commands" and layer(b) == "commands" and "." in b[len("dfkd_cli."):]
-            and "." in a[len("dfkd_cli."):]]
+            if layer(a) == "commands" and layer(b) == "commands" and b not in COMMANDS_SHARED
+            and a not in COMMANDS_SHARED]
+
+
+def schema_imports(edges: dict[str, set[str]]) -> list[str]:
+    """Modules config.py imports from the layers that run things, beyond their vocabularies."""
+    return [f"dfkd_cli.config -> {b}" for b in sorted(edges.get("dfkd_cli.config", ()))
+            if layer(b) in RUNNING_LAYERS and b not in SCHEMA_VOCABULARY]
+
+
+def report_reads_the_loop(edges: dict[str, set[str]]) -> list[str]:
+    return [f"{a} -> {b}" for a, targets in edges.items() for b in sorted(targets)
+            if layer(a) == "report" and layer(b) == "loop"]
+
+
+def whole_config_parameters(trees: dict[str, ast.Module]) -> list[str]:
+    """Functions below the commands with a parameter named `cfg` or typed DictConfig (the whole
+    composed config), except Hydra's callback hooks (`on_*`), which Hydra calls with it."""
+    found = []
+    for name, tree in trees.items():
+        if layer(name) not in BELOW_COMMANDS:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or \
+                    node.name.startswith("on_"):
+                continue
+            for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
+                typed = arg.annotation is not None and "DictConfig" in ast.unparse(arg.annotation)
+                if arg.arg == "cfg" or typed:
+                    found.append(f"{name}.{node.name}({arg.arg})")
+    return found
 
 
 def layer(module: str) -> str:
@@ -107,6 +147,18 @@ def test_no_command_imports_another():
     assert command_imports(imports(modules())) == []
 
 
+def test_below_the_commands_no_function_takes_the_whole_config():
+    assert whole_config_parameters(modules()) == []
+
+
+def test_the_schemas_import_no_module_that_runs():
+    assert schema_imports(imports(modules())) == []
+
+
+def test_the_report_does_not_import_the_loop():
+    assert report_reads_the_loop(imports(modules())) == []
+
+
 def test_no_import_cycles():
     assert cycles(imports(modules())) == []
 
@@ -131,12 +183,28 @@ def test_the_checks_see_what_they_look_for(tmp_path):
     (package / "loop" / "resume.py").write_text("")
     (package / "report" / "gather.py").write_text(
         "from dfkd_cli.loop import resume, student_loop\n")
-    (package / "tracking" / "search.py").write_text("from dfkd_cli.loop.student_loop import x\n")
+    (package / "tracking" / "search.py").write_text(
+        "from dfkd_cli.loop.student_loop import x\nfrom omegaconf import DictConfig\n"
+        "def objective(cfg, frame): pass\n"
+        "def check(config: DictConfig): pass\n"
+        "class Hook:\n    def on_multirun_end(self, config: DictConfig): pass\n")
+    (package / "tracking" / "objectives.py").write_text("")
+    (package / "commands" / "records.py").write_text("from dfkd_cli.loop import student_loop\n")
+    (package / "commands" / "report.py").write_text("from dfkd_cli.commands import records\n"
+                                                    "def main(cfg): pass\n")
+    (package / "config.py").write_text("from dfkd_cli.tracking import objectives, search\n"
+                                       "from dfkd_cli.loop import selection\n")
     (package / "extras" / "stray.py").write_text("")
     trees = modules(package)
     edges = imports(trees)
     assert sorted(command_imports(edges)) == ["dfkd_cli.commands.distill -> dfkd_cli.commands.probe",
                                               "dfkd_cli.commands.probe -> dfkd_cli.commands.distill"]
+    assert whole_config_parameters(trees) == ["dfkd_cli.tracking.search.objective(cfg)",
+                                              "dfkd_cli.tracking.search.check(config)"]
+    assert schema_imports(edges) == ["dfkd_cli.config -> dfkd_cli.tracking.search"]
+    assert report_reads_the_loop(edges) == ["dfkd_cli.report.gather -> dfkd_cli.loop",
+                                            "dfkd_cli.report.gather -> dfkd_cli.loop.resume",
+                                            "dfkd_cli.report.gather -> dfkd_cli.loop.student_loop"]
     assert cycles(edges)
     assert long_functions(trees) == ["dfkd_cli.commands.distill.run: 62 lines"]
     assert sorted(upward_imports(edges)) == [

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import QUICK_DISTILL, QUICK_TEACHER, dfkd, dfkd_here, run_here
 
 event_accumulator = pytest.importorskip(
@@ -98,8 +97,8 @@ def test_a_population_is_one_run_per_member_nested_under_the_job(two_teachers, t
         assert member.data.metrics["student_rmse"] == pytest.approx(row.student_rmse)
         assert tensorboard_scalars(run / f"seed{seed}")["student_rmse"][0][1] == pytest.approx(
             row.student_rmse, rel=1e-6)
-    assert parent[0].data.metrics["fidelity_rmse_prior"] == pytest.approx(
-        sum(m.data.metrics["fidelity_rmse_prior"] for m in members.values()) / 2)
+    assert parent[0].data.metrics["fidelity_rmse_gaussian"] == pytest.approx(
+        sum(m.data.metrics["fidelity_rmse_gaussian"] for m in members.values()) / 2)
 
 
 @pytest.mark.parametrize("selection,kept", [("both", ["last", "val"]),
@@ -116,7 +115,7 @@ def test_each_selection_is_logged_under_its_own_name(two_teachers, tmp_path, sel
     [logged] = runs
     scalars = tensorboard_scalars(run)
     for name, row in rows.iterrows():
-        for column in ("student_rmse", "selected_epoch", "fidelity_rmse_prior"):
+        for column in ("student_rmse", "selected_epoch", "fidelity_rmse_gaussian"):
             key = f"{name}/{column}"
             assert logged.data.metrics[key] == pytest.approx(row[column]), key
             assert scalars[key] == [(row.epochs_run, pytest.approx(row[column], rel=1e-6))], key
@@ -212,7 +211,7 @@ def test_an_unreachable_tracker_costs_seconds_and_one_warning(tmp_path, closed_p
         "_target_": "dfkd_cli.tracking.trackers.MLflow", "tracking_uri": uri}}})
     run = small_run(tmp_path / "run", uri)
     started = time.perf_counter()
-    with Trackers(cfg, [1], [run]) as trackers:
+    with Trackers(cfg.logger, OmegaConf.to_container(cfg), [1], [run]) as trackers:
         trackers.history([[{"epoch": 0, "loss": 1.0}]])
         assert trackers.active == {}  # dropped at the start; the run goes on without it
     assert time.perf_counter() - started < 10

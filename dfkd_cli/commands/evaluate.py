@@ -12,7 +12,6 @@ student-teacher fidelity: the RMSE between the two models' predictions.
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dfkd_cli.errors import UserError, reason
+from dfkd_cli.errors import UserError, one_line_errors, reason
 from dfkd_cli.nets import checkpoints, metrics
 from dfkd_cli.teachers.model_files import KINDS, SAFE_KINDS, load_model_file
-from dfkd_cli.teachers.raw_units import TARGET_KEY, feature_names, network, raw_model, target_names
+from dfkd_cli.teachers.raw_units import (
+    TARGET_KEY,
+    feature_names,
+    network,
+    raw_model,
+    target_names,
+)
 from dfkd_cli.utils.files import write_csv
 
 ROWS = 8192  # rows per forward pass
@@ -216,6 +221,7 @@ def evaluate(model: str | Path, data: str | Path, teacher: str | Path | None = N
     return pd.DataFrame(rows)
 
 
+@one_line_errors("dfkd evaluate")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dfkd evaluate",
@@ -240,12 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="accept torch.export (.pt2) archives; loading one can run code "
                              "stored in the file, so only for files you trust")
     args = parser.parse_args(argv)
-    try:
-        table = evaluate(args.model, args.data, args.teacher, args.target, args.drop,
-                         args.net_target, args.allow_torch_export)
-    except UserError as exc:
-        print(f"dfkd evaluate: error: {exc}", file=sys.stderr)
-        return 2
+    table = evaluate(args.model, args.data, args.teacher, args.target, args.drop,
+                     args.net_target, args.allow_torch_export)
     print(table.to_string(index=False, float_format="{:.6g}".format))
     if args.out:
         write_csv(table, args.out)

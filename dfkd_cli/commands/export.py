@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from dfkd_cli import __version__
-from dfkd_cli.errors import UserError
+from dfkd_cli.errors import UserError, one_line_errors
 from dfkd_cli.nets import architecture
 from dfkd_cli.teachers.model_files import ONNX_EXTRA, load_model_file
 from dfkd_cli.teachers.raw_units import (
@@ -213,6 +213,7 @@ def export(path: str | Path, out: str | Path | None = None,
     return checks, card, note
 
 
+@one_line_errors("dfkd export")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dfkd export",
@@ -239,12 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="largest difference allowed, relative to the target's sd "
                              "(default: 1e-4)")
     args = parser.parse_args(argv)
-    try:
-        checks, card, note = export(args.path, args.out, args.formats, args.samples,
-                                    args.net_target)
-    except UserError as exc:
-        print(f"dfkd export: error: {exc}", file=sys.stderr)
-        return 2
+    checks, card, note = export(args.path, args.out, args.formats, args.samples,
+                                args.net_target)
     if note:
         print(note)
     for c in checks:

@@ -34,13 +34,15 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dfkd_cli.commands import records
 from dfkd_cli.data.datasets import load_table, stacked
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop.student_loop import build_student, train_student
 from dfkd_cli.nets import metrics
 from dfkd_cli.report import probe_figures
-from dfkd_cli.strategies import build_strategy, per_sample
-from dfkd_cli.teachers import loader as teachers
+from dfkd_cli.strategies.base import per_sample
+from dfkd_cli.strategies.registry import build_strategy
+from dfkd_cli.teachers import loader
 from dfkd_cli.utils import run_tables as tables
 from dfkd_cli.utils import runtime
 from dfkd_cli.utils.files import write_csv
@@ -121,16 +123,19 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     device = runtime.resolve_device(cfg.device)
     seed = int(cfg.seed)
     table = load_table(cfg.dataset, cfg.data_dir)
-    teacher = teachers.load(cfg, [seed], table, device)
-    part = teachers.member_splits(cfg, teacher, table, [seed], device)[0]
+    source = records.teacher_source(cfg)
+    teacher = loader.load(source, [seed], table, device)
+    part = loader.member_splits(source, teacher, table, [seed], device)[0]
     runtime.seed_everything(seed)
     rng = Streams([seed], device)
-    _, student = build_student(cfg, teacher, rng)
+    _, student = build_student(cfg.student, cfg.dataset.input_shape, cfg.fast_path, teacher,
+                               rng)
     train = stacked([part], "train")
     prior = teacher.prior(cfg.prior, rng)
     trainer = build_strategy(cfg.strategy, teacher, rng, train, prior,
                              image=teacher.images(cfg.dataset.input_shape, device))
-    history, _ = train_student(cfg, teacher, student, trainer, stacked([part], "val"))
+    history, _ = train_student(records.loop_settings(cfg), teacher, student, trainer,
+                               stacked([part], "val"))
     tables.write_history(run_dir, history[0])
     student.requires_grad_(False)
     x_test, y_test = stacked([part], "test")

@@ -33,14 +33,14 @@ directory.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Sequence
 
-from dfkd_cli.errors import UserError
+from dfkd_cli.errors import one_line_errors
 from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE
 from dfkd_cli.report.write import write_report
 
 
+@one_line_errors("dfkd report")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dfkd report",
@@ -68,12 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also draw plots/ (needs matplotlib: the [plots] extra)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the file names")
     args = parser.parse_args(argv)
-    try:
-        result = write_report(args.paths, args.out, args.baseline, args.reference, args.by,
-                              args.plots, args.reference_arm)
-    except UserError as exc:
-        print(f"dfkd report: error: {exc}", file=sys.stderr)
-        return 2
+    result = write_report(args.paths, args.out, args.baseline, args.reference, args.by,
+                          args.plots, args.reference_arm)
     if not args.quiet:
         print(result["markdown"])
     print("wrote " + ", ".join(str(p) for p in result["written"]))

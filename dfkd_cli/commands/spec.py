@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 from dfkd_cli.data import domains
 from dfkd_cli.data.datasets import Scaler, read_csv
-from dfkd_cli.errors import UserError
+from dfkd_cli.errors import UserError, one_line_errors
 from dfkd_cli.teachers import spec as teacher_spec
 from dfkd_cli.utils.files import atomic_path
 
@@ -57,6 +57,7 @@ def _as_options(message: str) -> str:
     return message
 
 
+@one_line_errors("dfkd spec", _as_options)
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dfkd spec",
@@ -76,14 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "N(0, I)), for a spec that must reveal less of the data")
     parser.add_argument("--out", metavar="FILE.yaml", help="write here (default: stdout)")
     args = parser.parse_args(argv)
-    try:
-        if args.out and Path(args.out).suffix.lower() not in (".yaml", ".yml"):
-            raise UserError(f"--out {args.out}: a spec with statistics is YAML (.yaml or .yml); "
-                            "a CSV spec holds per-feature columns only")
-        values = build(args.data, args.target, args.drop, not args.no_statistics)
-    except UserError as exc:  # the table reader names dataset.<key>: here they are options
-        print(f"dfkd spec: error: {_as_options(str(exc))}", file=sys.stderr)
-        return 2
+    if args.out and Path(args.out).suffix.lower() not in (".yaml", ".yml"):
+        raise UserError(f"--out {args.out}: a spec with statistics is YAML (.yaml or .yml); "
+                        "a CSV spec holds per-feature columns only")
+    values = build(args.data, args.target, args.drop, not args.no_statistics)
     text = teacher_spec.to_yaml(values, f"dfkd spec of {Path(args.data).name}")
     if not args.out:
         sys.stdout.write(text)

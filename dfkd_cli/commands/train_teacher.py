@@ -18,20 +18,20 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from dfkd_cli.commands import records
 from dfkd_cli.data import domains
 from dfkd_cli.data.datasets import Split, load_table, split_for, stacked
 from dfkd_cli.errors import UserError
-from dfkd_cli.loop import population, resume
-from dfkd_cli.utils import run_dirs
+from dfkd_cli.loop import resume
 from dfkd_cli.nets import architecture, checkpoints, factory, metrics, mlp
 from dfkd_cli.nets.optim import make_optimizer
 from dfkd_cli.teachers import scikit_learn as sklearn_teacher
-from dfkd_cli.teachers import store as teacher_store
 from dfkd_cli.teachers import spec as teacher_spec
+from dfkd_cli.teachers import store as teacher_store
 from dfkd_cli.teachers.loader import override_domains
 from dfkd_cli.teachers.store import arch_label
+from dfkd_cli.utils import run_dirs, runtime
 from dfkd_cli.utils import run_tables as tables
-from dfkd_cli.utils import runtime
 from dfkd_cli.utils.files import exclusive_lock
 from dfkd_cli.utils.rng import Streams
 
@@ -156,7 +156,7 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
     Concurrent jobs for the same teacher take turns on a lock file beside it: the first trains
     and writes it atomically, the others find it there and reuse it (status `exists`)."""
     device = runtime.resolve_device(cfg.device)
-    members = population.members(cfg, run_dir)
+    members = records.members(cfg, run_dir)
     seeds, dirs = members.seeds, members.dirs
     try:
         run_dirs.refuse_taken(dirs, run_dir, cfg.resume, cfg.overwrite)
@@ -167,7 +167,8 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
         resume.put_back(run_dir, None)  # left as it is: .hydra/ too
         log.info("resume=true: %s has finished already; nothing to do", run_dir)
         return pd.concat([pd.read_csv(d / tables.METRICS) for d in dirs], ignore_index=True)
-    paths = [teacher_store.store_path(cfg, seed) for seed in seeds]
+    store = records.teacher_store(cfg)
+    paths = [store.path(seed) for seed in seeds]
     table = load_table(cfg.dataset, cfg.data_dir)
     if cfg.domain_spec:  # a bad one is found before any training (applied once fitted)
         domains.override(domains.Domain.continuous(table.x.shape[1]),
@@ -181,9 +182,10 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
             if path.exists() and not cfg.overwrite:
                 log.info("teacher %s exists; keeping it (overwrite=true retrains)", path)
                 stored = (sklearn_teacher.stored_row(path) if cfg.teacher.format == "sklearn"
-                          else teacher_store.read(cfg, path, seed).get("metrics") or {})
-                why = teacher_store.split_mismatch(cfg, str(path), teacher_store.split_size(stored),
-                                      split_for(cfg, table, seed))
+                          else store.read(path, seed).get("metrics") or {})
+                why = teacher_store.split_mismatch(cfg.dataset, str(path),
+                                                   teacher_store.split_size(stored),
+                                                   split_for(cfg.dataset, table, seed))
                 if why:
                     raise UserError(f"{why}; overwrite=true retrains it, or teacher_store=<dir> "
                                     "keeps teachers for these settings apart")
@@ -192,8 +194,9 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
         if todo:
             todo_seeds, todo_paths, todo_dirs = ([v[k] for k in todo] for v in (seeds, paths, dirs))
             trained = (sklearn_teacher.train(
-                cfg, table, todo_seeds, todo_paths, todo_dirs, arch_label(cfg.teacher),
-                lambda rows: override_domains(cfg, [domains.infer(rows)],
+                cfg.teacher, cfg.dataset, table, todo_seeds, todo_paths, todo_dirs,
+                arch_label(cfg.teacher),
+                lambda rows: override_domains(cfg.domain_spec, [domains.infer(rows)],
                                               table.features)[0])
                        if cfg.teacher.format == "sklearn" else
                        _train(cfg, table, todo_seeds, todo_paths, todo_dirs, device))
@@ -205,12 +208,13 @@ def run(cfg, run_dir: Path) -> pd.DataFrame:
 
 def _train(cfg, table, seeds: list[int], paths: list[Path], dirs: list[Path],
            device: torch.device) -> list[pd.DataFrame]:
-    splits = [split_for(cfg, table, s).to(device) for s in seeds]
+    splits = [split_for(cfg.dataset, table, s).to(device) for s in seeds]
     runtime.seed_everything(seeds[0])
     started = time.perf_counter()
     model, arch, history, best_epoch = fit(cfg, splits, seeds, device)
     wall = time.perf_counter() - started
-    found = override_domains(cfg, [domains.infer(table.x[part.rows[0]]) for part in splits],
+    found = override_domains(cfg.domain_spec,
+                             [domains.infer(table.x[part.rows[0]]) for part in splits],
                              table.features)
     domains.write(dirs, found, table.features)
     x_test = torch.stack([s.x_test for s in splits])

@@ -284,8 +284,7 @@ def split(table: Table, n_train: int, val_fraction: float, seed: int,
                  tuple(parts))
 
 
-def split_for(cfg, table: Table, seed: int, scaler: Scaler | None = None) -> Split:
-    """Member `seed`'s split of `table` with the run's dataset.n_train / val_fraction /
+def split_for(ds, table: Table, seed: int, scaler: Scaler | None = None) -> Split:
+    """Member `seed`'s split of `table` with the `dataset` config's n_train / val_fraction /
     max_train_fraction."""
-    ds = cfg.dataset
     return split(table, ds.n_train, ds.val_fraction, seed, scaler, ds.max_train_fraction)

@@ -19,9 +19,10 @@ class Members:
         return len(self.seeds)
 
 
-def members(cfg, run_dir: str | Path) -> Members:
-    """The members a run config describes: a population (`seeds=[...]`), each member writing
-    into <run_dir>/seed<N>/, or the single `seed`, writing into the run directory itself."""
-    seeds = member_seeds(cfg)
+def members(seed: int, seeds: list[int] | None, run_dir: str | Path) -> Members:
+    """A run's members: a population (`seeds`, from seeds=[...]), each member writing into
+    <run_dir>/seed<N>/, or the single `seed`, writing into the run directory itself."""
+    population = member_seeds(seed, seeds)
     run_dir = Path(run_dir)
-    return Members(seeds, [run_dir / f"seed{s}" for s in seeds] if cfg.seeds else [run_dir])
+    return Members(population, [run_dir / f"seed{s}" for s in population] if seeds
+                   else [run_dir])

@@ -17,9 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from dfkd_cli.errors import UserError
-from dfkd_cli.utils.run_dirs import RunDirTaken
 from dfkd_cli.utils import yaml_data
 from dfkd_cli.utils.files import atomic_path
+from dfkd_cli.utils.run_dirs import RunDirTaken
 
 # keys that do not change what a run computes: display, CPU threads (speed; at most rounding in
 # the last bits), malloc tuning, when checkpoints are written, where the (same) data and teachers
@@ -77,13 +77,13 @@ def remember_hydra_files(run_dir: str | Path) -> None:
     BEFORE[run_dir] = hydra_files(run_dir)
 
 
-def saved(cfg) -> dict[str, Any]:
-    """What a checkpoint keeps of the run's config: the YAML (as Hydra saves it), the
+def saved(config: str) -> dict[str, Any]:
+    """What a checkpoint keeps of the run's config: its YAML `config` (as Hydra saves it), the
     command-line overrides and the run's .hydra/ files."""
     initialized = HydraConfig.initialized()
     overrides = list(HydraConfig.get().overrides.task) if initialized else None
     files = hydra_files(Path(HydraConfig.get().runtime.output_dir)) if initialized else None
-    return {"config": OmegaConf.to_yaml(cfg), "overrides": overrides, "hydra_files": files}
+    return {"config": config, "overrides": overrides, "hydra_files": files}
 
 
 def put_back(run_dir: Path, stored: dict[str, Any] | None) -> None:
@@ -121,7 +121,7 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
-def differences(old_yaml: str, cfg) -> dict[str, tuple[Any, Any]]:
+def differences(old_yaml: str, new_yaml: str) -> dict[str, tuple[Any, Any]]:
     """key -> (stored value, new value) for every key outside MAY_CHANGE that differs. Both
     configs are compared as written: the stored one is data, so an interpolation in it is
     never resolved (it would read the environment), and the new one's is left alike."""
@@ -129,18 +129,19 @@ def differences(old_yaml: str, cfg) -> dict[str, tuple[Any, Any]]:
     if not isinstance(stored, dict):
         raise UserError("the run's saved config is not a mapping of keys; start a new run "
                         "directory")
-    old, new = _flat(stored), _flat(OmegaConf.to_container(cfg, resolve=False))
+    old, new = _flat(stored), _flat(yaml_data.load_text(new_yaml, "this run's config"))
     return {key: (old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
             if key.split(".")[0] not in MAY_CHANGE and old.get(key) != new.get(key)}
 
 
-def check(cfg, run_dir: Path, stored: dict[str, Any] | None) -> None:
-    """Refuse a resume whose config differs from the stored run's (`stored`: the dict `saved`
-    made, or None when the run kept none) in a key that changes the result."""
+def check(config: str, run_dir: Path, stored: dict[str, Any] | None) -> None:
+    """Refuse a resume whose config (the YAML `config`) differs from the stored run's
+    (`stored`: the dict `saved` made, or None when the run kept none) in a key that changes the
+    result."""
     if not isinstance(stored, dict) or not isinstance(stored.get("config"), str):
         return
     try:
-        changed = differences(stored["config"], cfg)
+        changed = differences(stored["config"], config)
     except UserError as exc:
         put_back(run_dir, stored)
         raise RunDirTaken(f"cannot resume the run in {run_dir}: {exc}") from exc

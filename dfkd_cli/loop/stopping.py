@@ -23,19 +23,19 @@ from typing import Any
 
 import torch
 
+from dfkd_cli.loop.settings import StopRule
 from dfkd_cli.nets.mlp import per_member
 
-STOPS = ("off", "plateau")
 REASONS = ("plateau", "cap")  # stop_reason of a member that ran; diverged members have none
 
 
 class Plateau:
     """The per-member plateau counters of stop=plateau (inert when stop=off)."""
 
-    def __init__(self, cfg, members: int, device: torch.device):
-        self.on = cfg.get("stop", "off") == "plateau"
-        self.patience = int(cfg.get("stop_patience", 1))
-        self.tolerance = float(cfg.get("stop_tolerance", 0.0))
+    def __init__(self, rule: StopRule, members: int, device: torch.device):
+        self.on = rule.on
+        self.patience = rule.patience
+        self.tolerance = rule.tolerance
         self.best = torch.full((members,), float("inf"), device=device)
         self.wait = torch.zeros(members, dtype=torch.long, device=device)
         self.epoch = torch.full((members,), -1, dtype=torch.long, device=device)  # -1: running

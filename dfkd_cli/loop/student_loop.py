@@ -1,7 +1,8 @@
 """The student loop (Zhou & Chiam 2023, Eq. 6) as a resumable, fault-aware state machine.
 
-For epoch t of E, alpha = alpha(t), and each of n_s steps draws x_g from the strategy and
-x_p ~ N(0, I), both of batch size m, and minimises
+For epoch t of E, alpha = alpha(t) (loop/settings.py Alpha), and each of n_s steps draws x_g
+from the strategy and x_p from the run's prior (prior=: the teacher's copula by default, N(0, I)
+in the paper; data/priors.py), both of batch size m, and minimises
 
     L_S = alpha(t) * mean((T(x_g) - S(x_g))^2) + (1 - alpha(t)) * mean((T(x_p) - S(x_p))^2).
 
@@ -15,46 +16,26 @@ finite weights and either stops (`on_nonfinite=stop`, status `diverged`) or carr
 (`on_nonfinite=skip`). With `stop=plateau` each member stops alone when its fidelity on the
 fixed synthetic set has stopped improving (loop/stopping.py), frozen while the others train;
 the loop ends when no member is left training. `state_dict()` holds everything needed to
-continue bit for bit.
+continue bit for bit. After the run, `selected_epochs(selection)` says which epoch each member
+reports and `use(selection)` puts those weights in the student, in any order.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
-from dfkd_cli.loop.selection import SCORE_COLUMNS, selections
-from dfkd_cli.loop.stopping import Frozen, Plateau
+from dfkd_cli.loop.selection import SCORE_COLUMNS
+from dfkd_cli.loop.settings import LoopSettings
+from dfkd_cli.loop.stopping import Frozen, Plateau, reasons
 from dfkd_cli.nets import architecture, factory, mlp
 from dfkd_cli.nets.mlp import Snapshot, per_member
 from dfkd_cli.nets.optim import make_optimizer
-from dfkd_cli.strategies import batch_diagnostics
+from dfkd_cli.strategies.base import batch_diagnostics
 from dfkd_cli.utils import runtime
 from dfkd_cli.utils.rng import Streams
-
-
-def alpha_horizon(cfg, epochs: int) -> int:
-    """H, the epochs over which alpha moves: `alpha.horizon`, or the run's E when null."""
-    return cfg.get("horizon") or epochs
-
-
-def alpha_at(cfg, epoch: int, epochs: int) -> float:
-    """alpha(t): decreasing 1 - (t+1)/H (the paper's, with H = E), increasing (t+1)/H, or
-    constant; H is `alpha.horizon` (the run's E when null), after which alpha stays at its end."""
-    horizon = alpha_horizon(cfg, epochs)
-    done = min(epoch + 1, horizon) / horizon
-    if cfg.schedule == "decreasing":
-        return 1.0 - done
-    if cfg.schedule == "increasing":
-        return done
-    return float(cfg.value)
-
-
-def alpha_settled(cfg, epoch: int, epochs: int) -> bool:
-    """Whether alpha has reached the end of its schedule by epoch t (a constant alpha always
-    has): stop=plateau counts plateaus only from there."""
-    return cfg.schedule == "constant" or epoch + 1 >= alpha_horizon(cfg, epochs)
 
 
 def row_weights(n_g: int, n_p: int, alpha: float, device: torch.device) -> torch.Tensor:
@@ -87,10 +68,20 @@ def student_step(y: torch.Tensor, student, opt: torch.optim.Optimizer,
     return loss_g, loss_p
 
 
+@dataclass
+class Best:
+    """A selection's best so far, per member: its weights, its RMSE on the set that scores the
+    selection (inf: none yet) and its epoch (-1: none yet)."""
+
+    weights: Snapshot
+    rmse: torch.Tensor
+    epoch: torch.Tensor
+
+
 class StudentLoop:
     """E epochs x n_s steps of L_S for a population; see the module docstring."""
 
-    def __init__(self, cfg, teacher, student, strategy,
+    def __init__(self, settings: LoopSettings, teacher, student, strategy,
                  val: tuple[torch.Tensor, torch.Tensor] | None,
                  fidelity: tuple[torch.Tensor, torch.Tensor] | None = None,
                  project: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -99,26 +90,27 @@ class StudentLoop:
         each selection that names one keeps each member's epoch of least RMSE on it.
         `project`: the input domain's projection (None: none); `augment`: what x_g goes
         through before it is labelled (shift=: data/images.py RandomShift; None: nothing)."""
-        self.cfg, self.teacher, self.student, self.strategy, self.project = (
-            cfg, teacher, student, strategy, project)
+        self.settings, self.teacher, self.student, self.strategy, self.project = (
+            settings, teacher, student, strategy, project)
         self.augment = augment
         members, device = student.members, student.params[0].device
-        self.opt = make_optimizer(cfg.optimizer, student.opt_params,
+        self.opt = make_optimizer(settings.optimizer, student.opt_params,
                                   fast=isinstance(student, mlp.StackedMLP))
         params = student.params
-        self.plateau = Plateau(cfg, members, device)
+        self.plateau = Plateau(settings.stop, members, device)
         self.frozen = Frozen(student, self.opt)
-        wanted = selections(cfg.selection) + (["fidelity"] if self.plateau.on else [])
-        self.sets = {name: rows for name, rows in (("val", val), ("fidelity", fidelity))
-                     if name in wanted}
-        missing = [name for name, rows in self.sets.items() if rows is None]
+        wanted = settings.selections + (["fidelity"] if self.plateau.on else [])
+        sets = {name: rows for name, rows in (("val", val), ("fidelity", fidelity))
+                if name in wanted}
+        missing = [name for name, rows in sets.items() if rows is None]
         if missing:
-            raise ValueError(f"selection={cfg.selection} (or stop=plateau) scores the "
+            raise ValueError(f"selection={settings.selection} (or stop=plateau) scores the "
                              f"{' and '.join(missing)} set, and none was given")
-        self.best = {name: Snapshot(params) for name in self.sets}
-        self.best_loss = {name: torch.full((members,), float("inf"), device=device)
-                          for name in self.sets}
-        self.best_epoch = {name: torch.full((members,), -1, device=device) for name in self.sets}
+        self.sets: dict[str, tuple[torch.Tensor, torch.Tensor]] = sets
+        self.best = {name: Best(Snapshot(params),
+                                torch.full((members,), float("inf"), device=device),
+                                torch.full((members,), -1, device=device))
+                     for name in self.sets}
         self.finite = Snapshot(params)  # each member's weights at its last finite log point
         self.finite_epoch = torch.full((members,), -1, device=device)  # -1: the untrained start
         self.diverged_epoch = torch.full((members,), -1, device=device)
@@ -128,14 +120,18 @@ class StudentLoop:
                      "loss_p": self.zero.clone()}
         self.steps_logged = 0
         self.epoch = 0  # the next epoch to run
+        self.alpha = settings.alpha.at(0, settings.epochs)  # the current epoch's alpha
+        self.diagnostics: dict[str, torch.Tensor] = {}  # the strategy's, this epoch
+        self.x_g: torch.Tensor | None = None  # the last synthetic batch, for the log's figures
         self.history: list[list[dict[str, Any]]] = [[] for _ in range(members)]
         self.scores: dict[str, torch.Tensor] = {}
         self.prepared = False
         self.prepared_stats: dict[str, torch.Tensor] = {}
+        self.ended: Snapshot | None = None  # the weights training ended with, once use() ran
 
     @property
     def done(self) -> bool:
-        return self.epoch >= self.cfg.epochs
+        return self.epoch >= self.settings.epochs
 
     def run(self, should_stop: Callable[[], bool] = lambda: False,
             checkpoint: Callable[[], None] | None = None,
@@ -144,35 +140,38 @@ class StudentLoop:
         (checked after every epoch). `checkpoint()` is called every `checkpoint_every` epochs,
         `on_log()` after every history row (the trackers). With stop=plateau it also ends when
         every member has stopped or diverged."""
-        cfg, T = self.cfg, self.teacher.module
+        settings, T = self.settings, self.teacher.module
         if not self.prepared:
             self.prepared_stats = self.strategy.prepare(T)  # joins the first history row
             self.prepared = True
-        epochs = runtime.progress(range(self.epoch, cfg.epochs), cfg.progress,
-                                  desc=cfg.strategy.name, initial=self.epoch, total=cfg.epochs)
+        epochs = runtime.progress(range(self.epoch, settings.epochs), settings.progress,
+                                  desc=settings.label, initial=self.epoch,
+                                  total=settings.epochs)
         for epoch in epochs:
             self._epoch(epoch)
             self.epoch = epoch + 1
-            if self.epoch % cfg.log_every == 0 or self.done:
+            if self.epoch % settings.log_every == 0 or self.done:
                 none_left = self._log(epoch)
                 on_log()
                 if none_left:
                     break
-            if checkpoint and cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0:
+            if (checkpoint and settings.checkpoint_every
+                    and self.epoch % settings.checkpoint_every == 0):
                 checkpoint()
             if should_stop():
                 break
 
     def _epoch(self, epoch: int) -> None:
-        cfg, T, S, m = self.cfg, self.teacher.module, self.student, self.cfg.batch_size
-        alpha = alpha_at(cfg.alpha, epoch, cfg.epochs)
+        settings, T, S = self.settings, self.teacher.module, self.student
+        m = settings.batch_size
+        alpha = settings.alpha.at(epoch, settings.epochs)
         self.alpha = alpha
         self.diagnostics = self.strategy.update(T, S) if alpha > 0 else {}
         self.x_g = None
         n_g, n_p = (m if alpha > 0 else 0), (m if alpha < 1 else 0)
         weights = row_weights(n_g, n_p, alpha, self.zero.device)
         epoch_g, epoch_p = self.zero.clone(), self.zero.clone()  # summed over the epoch's steps
-        for _ in range(cfg.steps_per_epoch):
+        for _ in range(settings.steps_per_epoch):
             batches = []
             if alpha > 0:
                 self.x_g = self.strategy.sample(T, S, m)
@@ -193,15 +192,16 @@ class StudentLoop:
         self.sums["loss"] += alpha * epoch_g + (1 - alpha) * epoch_p
         self.sums["loss_g"] += epoch_g
         self.sums["loss_p"] += epoch_p
-        self.steps_logged += cfg.steps_per_epoch
+        self.steps_logged += settings.steps_per_epoch
         self.scores = {}
         for name, (x, y) in self.sets.items():
             with torch.no_grad():
                 score = (S(x) - y).pow(2).mean(dim=(1, 2)).sqrt()
-            better = score < self.best_loss[name]  # NaN is never better
-            self.best_loss[name] = torch.where(better, score, self.best_loss[name])
-            self.best_epoch[name] = torch.where(better, epoch, self.best_epoch[name])
-            self.best[name].take(better)
+            best = self.best[name]
+            better = score < best.rmse  # NaN is never better
+            best.rmse = torch.where(better, score, best.rmse)
+            best.epoch = torch.where(better, epoch, best.epoch)
+            best.weights.take(better)
             self.scores[name] = score
 
     @torch.no_grad()
@@ -221,7 +221,7 @@ class StudentLoop:
             finite &= torch.isfinite(p).flatten(1).all(dim=1)
         bad = ~finite & (self.diverged_epoch < 0)
         self.finite.restore(bad)  # roll bad members back to their last finite weights
-        if self.cfg.on_nonfinite == "skip":
+        if self.settings.on_nonfinite == "skip":
             self.skips += bad.long()
             self._reset_optimizer_state(bad)
         else:
@@ -245,10 +245,10 @@ class StudentLoop:
         """stop=plateau at a log point once alpha has settled (a plateau while alpha still moves
         is not the end: docs/results.md): count each training member's improvement of its best
         fidelity RMSE, stop those past their patience and freeze them from now on."""
-        if not self.plateau.on or not alpha_settled(self.cfg.alpha, epoch, self.cfg.epochs):
+        if not self.plateau.on or not self.settings.alpha.settled(epoch, self.settings.epochs):
             return
         active = ~self.plateau.stopped & (self.diverged_epoch < 0)
-        newly = self.plateau.update(self.best_loss["fidelity"], active, epoch)
+        newly = self.plateau.update(self.best["fidelity"].rmse, active, epoch)
         if bool(newly.any()):
             self.frozen.hold(self.plateau.stopped)
 
@@ -265,21 +265,43 @@ class StudentLoop:
                 elif flags[owners[i]]:  # member owners[i]'s own parameter
                     value.zero_()
 
-    def finish(self, selection: str) -> list[int]:
-        """Put each member's selected weights in the student: the best epoch on the validation
-        rows (selection=val) or on the fidelity set (fidelity), or the last finite weights
-        (last); returns the selected epochs (-1: the untrained start). With several kept, call
-        it for last first: the others overwrite the weights."""
-        diverged = self.diverged_epoch >= 0
+    def selected_epochs(self, selection: str) -> list[int]:
+        """Each member's epoch that `selection` picks: the best on the validation rows (val) or
+        on the fidelity set (fidelity), or the last with finite weights (last: where a member
+        stopped, diverged or the run ended); -1 is the untrained start."""
         if selection in self.best:
-            self.best[selection].restore(torch.ones_like(diverged))
-            return self.best_epoch[selection].tolist()
-        self.finite.restore(diverged)
+            return self.best[selection].epoch.tolist()
+        diverged = self.diverged_epoch >= 0
         last = torch.where(self.plateau.stopped, self.plateau.epoch, self.epoch - 1)
         return torch.where(diverged, self.finite_epoch, last).tolist()
 
+    @torch.no_grad()
+    def use(self, selection: str) -> None:
+        """Put each member's weights of `selected_epochs(selection)` in the student. Any order
+        works: the first call keeps the weights training ended with, which `last` starts from."""
+        if self.ended is None:
+            self.ended = Snapshot(self.student.params)
+        everyone = torch.ones_like(self.diverged_epoch, dtype=torch.bool)
+        if selection in self.best:
+            self.best[selection].weights.restore(everyone)
+            return
+        self.ended.restore(everyone)
+        self.finite.restore(self.diverged_epoch >= 0)
+
     def status(self) -> list[str]:
         return ["diverged" if e >= 0 else "ok" for e in self.diverged_epoch.tolist()]
+
+    def outcome(self, interrupted: bool) -> list[dict[str, Any]]:
+        """How each member's training ended, as its metrics columns: epochs_run, stopped_epoch
+        and stop_reason (stop=plateau), diverged_epoch (None when it did not) and
+        nonfinite_skips."""
+        diverged = self.diverged_epoch.tolist()
+        ran = torch.where(self.plateau.stopped, self.plateau.epoch + 1, self.epoch).tolist()
+        stops = reasons(self.plateau.epoch.tolist(), diverged, self.epoch - 1, interrupted,
+                        self.plateau.on)
+        return [{"epochs_run": ran[k], **stops[k],
+                 "diverged_epoch": diverged[k] if diverged[k] >= 0 else None,
+                 "nonfinite_skips": int(self.skips[k])} for k in range(len(diverged))]
 
     # Resuming: everything the loop's future depends on.
 
@@ -289,8 +311,9 @@ class StudentLoop:
                 "student": self.student.state_dict(), "optimizer": self.opt.state_dict(),
                 "strategy": self.strategy.state_dict(), "rng": self.strategy.rng.get_state(),
                 "torch_rng": torch.get_rng_state(),
-                "best": {name: snap.kept for name, snap in self.best.items()},
-                "best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "best": {name: best.weights.kept for name, best in self.best.items()},
+                "best_loss": {name: best.rmse for name, best in self.best.items()},
+                "best_epoch": {name: best.epoch for name, best in self.best.items()},
                 "finite": self.finite.kept, "finite_epoch": self.finite_epoch,
                 "diverged_epoch": self.diverged_epoch,
                 "skips": self.skips, "sums": self.sums, "steps_logged": self.steps_logged,
@@ -303,14 +326,14 @@ class StudentLoop:
         self.strategy.load_state_dict(state["strategy"])
         self.strategy.rng.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
-        for name, snap in self.best.items():
-            for kept, saved in zip(snap.kept, state["best"][name]):
+        for name, best in self.best.items():
+            for kept, saved in zip(best.weights.kept, state["best"][name]):
                 kept.copy_(saved)
+            best.rmse, best.epoch = state["best_loss"][name], state["best_epoch"][name]
         for kept, saved in zip(self.finite.kept, state["finite"]):
             kept.copy_(saved)
         self.epoch, self.prepared = state["epoch"], state["prepared"]
         self.prepared_stats = state["prepared_stats"]
-        self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
         self.diverged_epoch, self.skips = state["diverged_epoch"], state["skips"]
         self.finite_epoch = state["finite_epoch"]
         self.sums, self.steps_logged = state["sums"], state["steps_logged"]
@@ -320,20 +343,24 @@ class StudentLoop:
             self.frozen.hold(self.plateau.stopped)
 
 
-def train_student(cfg, teacher, student, strategy,
+def train_student(settings: LoopSettings, teacher, student, strategy,
                   val: tuple[torch.Tensor, torch.Tensor] | None
                   ) -> tuple[list[list[dict[str, Any]]], list[int]]:
     """Run a StudentLoop start to finish without checkpoints (for probes and tests); returns
-    each member's history rows and selected epoch (the first of selection=both's)."""
-    loop = StudentLoop(cfg, teacher, student, strategy, val)
+    each member's history rows and selected epoch (the first of selection=both's), its weights
+    in the student."""
+    loop = StudentLoop(settings, teacher, student, strategy, val)
     loop.run()
-    return loop.history, loop.finish(selections(cfg.selection)[0])
+    selection = settings.selections[0]
+    loop.use(selection)
+    return loop.history, loop.selected_epochs(selection)
 
 
-def build_student(cfg, teacher, rng: Streams):
-    """The student population `cfg.student` names, sized for the teacher (inputs, outputs, a
-    row's shape from the dataset or the teacher), member k initialised from rng's stream k;
-    returns (architecture, population)."""
-    arch = architecture.describe(cfg.student, teacher.input_dim, teacher.output_dim,
-                             cfg.dataset.input_shape or teacher.input_shape)
-    return arch, factory.build(arch, rng, cfg.fast_path)
+def build_student(net_cfg, input_shape: list[int] | None, fast_path: str, teacher,
+                  rng: Streams):
+    """The student population the `student` config `net_cfg` names, sized for the teacher
+    (inputs, outputs, a row's shape: `input_shape`, the dataset's, or the teacher's), member k
+    initialised from rng's stream k; returns (architecture, population)."""
+    arch = architecture.describe(net_cfg, teacher.input_dim, teacher.output_dim,
+                                 input_shape or teacher.input_shape)
+    return arch, factory.build(arch, rng, fast_path)

@@ -13,8 +13,14 @@ from torch import nn
 
 from dfkd_cli.errors import UserError, reason
 from dfkd_cli.nets import mlp
-from dfkd_cli.nets.architecture import (BUILTINS, arch_name, checkpoint_arch, kind, read_arch,
-                                        uses_fast_path)
+from dfkd_cli.nets.architecture import (
+    BUILTINS,
+    arch_name,
+    checkpoint_arch,
+    kind,
+    read_arch,
+    uses_fast_path,
+)
 from dfkd_cli.nets.population import ModulePopulation
 from dfkd_cli.utils.rng import Streams
 

@@ -4,7 +4,6 @@ for teacher, student and generator, and the update of the bounded strategy's x).
 from __future__ import annotations
 
 import inspect
-
 from typing import Iterable
 
 import torch
@@ -65,19 +64,20 @@ class RMSprop(torch.optim.RMSprop):
         return None
 
 
-def optimizer_class(cfg) -> type:
-    """The torch.optim class `cfg` names (`_target_`, else `name`)."""
-    if cfg._target_:
+def optimizer_class(optimizer) -> type:
+    """The torch.optim class the optimizer config `optimizer` names (`_target_`, else `name`)."""
+    if optimizer._target_:
         from hydra.utils import get_class  # imports only what the user named
         try:
-            cls = get_class(cfg._target_)
+            cls = get_class(optimizer._target_)
         except Exception as exc:  # an import error in the user's name
-            raise UserError(f"optimizer._target_={cfg._target_} could not be imported: "
+            raise UserError(f"optimizer._target_={optimizer._target_} could not be imported: "
                             f"{reason(exc)}") from exc
     else:
-        cls = NAMES.get(cfg.name) or getattr(torch.optim, cfg.name, None)
+        cls = NAMES.get(optimizer.name) or getattr(torch.optim, optimizer.name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        key = f"optimizer._target_={cfg._target_}" if cfg._target_ else f"optimizer.name={cfg.name}"
+        key = (f"optimizer._target_={optimizer._target_}" if optimizer._target_
+               else f"optimizer.name={optimizer.name}")
         raise UserError(f"{key} is not a torch.optim.Optimizer class; valid names: "
                         f"{sorted(NAMES)}, a torch.optim class, or a dotted class (_target_)")
     return cls
@@ -98,17 +98,17 @@ def check_steps_alone(cls: type) -> None:
                         "first-order torch.optim class (Adam, RMSprop, SGD, Rprop, ...)")
 
 
-def make_optimizer(cfg, params: Iterable[torch.nn.Parameter], fast: bool = False
+def make_optimizer(optimizer, params: Iterable[torch.nn.Parameter], fast: bool = False
                    ) -> torch.optim.Optimizer:
     """The configured optimiser over `params`: lr, weight_decay, momentum (for the classes that
     take it) and `kwargs`. `fast` (the StackedMLP path) runs plain RMSprop through `rmsprop_`."""
-    cls = optimizer_class(cfg)
-    extra = cfg.get("kwargs") or {}
+    cls = optimizer_class(optimizer)
+    extra = optimizer.get("kwargs") or {}
     extra = OmegaConf.to_container(extra) if OmegaConf.is_config(extra) else dict(extra)
-    kwargs = {"lr": cfg.lr, **{k: v for k, v in (("weight_decay", cfg.weight_decay),)
-                               if k in accepted(cls)}, **extra}
+    kwargs = {"lr": optimizer.lr, **{k: v for k, v in (("weight_decay", optimizer.weight_decay),)
+                                     if k in accepted(cls)}, **extra}
     if cls in (torch.optim.RMSprop, torch.optim.SGD):
-        kwargs.setdefault("momentum", cfg.momentum)
+        kwargs.setdefault("momentum", optimizer.momentum)
     if fast and cls is torch.optim.RMSprop:
         cls = RMSprop
     try:

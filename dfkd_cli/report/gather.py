@@ -10,43 +10,70 @@ config columns (`add_config_columns`) and a sweep's axes (`swept_keys`) are read
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from dfkd_cli.errors import UserError
-from dfkd_cli.loop.resume import MAY_CHANGE
 from dfkd_cli.nets.architecture import config_arch_name
-from dfkd_cli.report.labels import arm_label
+from dfkd_cli.strategies.labels import arm_label
 from dfkd_cli.teachers.store import arch_label
-from dfkd_cli.utils.run_tables import METRICS
+from dfkd_cli.utils import yaml_data
+from dfkd_cli.utils.run_tables import METRICS, with_current_names
 
 MISSING = "missing"  # a job directory with a config but no metrics.csv below it
 WRITES_METRICS = ("distill", "train-teacher")  # commands whose jobs end with a metrics.csv
+# keys whose values never split a report cell: the replicates (seeds) and the keys that do not
+# change what a run computes (display, speed, where the same data and teachers are found, and
+# resume / overwrite themselves); tests/test_report.py holds them against loop/resume.MAY_CHANGE
+NOT_AXES = ("seed", "seeds", "resume", "overwrite", "progress", "threads", "keep_freed_memory",
+            "checkpoint_every", "data_dir", "teacher_store")
+CONFIG_BYTES = 1 << 20  # a saved config.yaml is a few kB
 
 
-def _job_config(run_dir: Path):
+class Saved(dict):
+    """A job's saved config as plain data whose keys read as attributes too (`cfg.dataset.name`)
+    for the label functions; nothing in it is ever resolved (an `${oc.env:...}` stays text)."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return _saved(self[key])
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return _saved(super().get(key, default))
+
+
+def _saved(value: Any) -> Any:
+    return Saved(value) if isinstance(value, dict) and not isinstance(value, Saved) else value
+
+
+def _read_yaml(path: Path) -> Any:
+    """A YAML file of a job directory as data (no anchors, bounded size), or None when it is
+    damaged, a link or too large (it only loses the extra columns)."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        return yaml_data.load_file(path, max_bytes=CONFIG_BYTES)
+    except UserError:
+        return None
+
+
+def _job_config(run_dir: Path) -> tuple[Saved | None, Path | None]:
     """The composed config Hydra saved for the job that wrote `run_dir` (a population member's
     directory is seed<N>/ below the job's), or None."""
     for folder in (run_dir, run_dir.parent):
         path = folder / ".hydra" / "config.yaml"
         if path.is_file():
-            try:
-                return OmegaConf.load(path), folder
-            except Exception:  # noqa: BLE001 - a damaged file only loses the extra columns
-                return None, folder
+            data = _read_yaml(path)
+            return (Saved(data) if isinstance(data, dict) else None), folder
     return None, None
 
 
 def _override_list(job_dir: Path | None) -> list[str]:
-    path = None if job_dir is None else job_dir / ".hydra" / "overrides.yaml"
-    if path is None or not path.is_file():
-        return []
-    try:
-        return [str(o) for o in OmegaConf.load(path)]
-    except Exception:  # noqa: BLE001
-        return []
+    data = None if job_dir is None else _read_yaml(job_dir / ".hydra" / "overrides.yaml")
+    return [str(o) for o in data] if isinstance(data, list) else []
 
 
 def _overrides(job_dir: Path | None) -> str:
@@ -64,15 +91,14 @@ def _override_keys(job_dir: Path | None) -> dict[str, str]:
     return out
 
 
-def _config_value(cfg, key: str, override: str | None) -> str | None:
-    """A config key's value in a job's saved config, as text (a group's: its override)."""
-    try:
-        value = OmegaConf.select(cfg, key) if cfg is not None else None
-    except Exception:  # noqa: BLE001 - an interpolation we cannot resolve here
-        value = None
-    if OmegaConf.is_dict(value) or value is None:
+def _config_value(config: dict | None, key: str, override: str | None) -> str | None:
+    """A config key's value in a job's saved config, as written (a group's: its override)."""
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, dict) or value is None:
         return override
-    return str(OmegaConf.to_container(value) if OmegaConf.is_list(value) else value)
+    return str(value)
 
 
 def add_config_columns(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -89,15 +115,15 @@ def add_config_columns(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
             continue
         if job not in cache:
             cache[job] = (_job_config(Path(job))[0], _override_keys(Path(job)))
-        cfg, overrides = cache[job]
+        saved, overrides = cache[job]
         for k in keys:
-            values[k].append(_config_value(cfg, k, overrides.get(k)))
+            values[k].append(_config_value(saved, k, overrides.get(k)))
     return runs.assign(**values)
 
 
 def swept_keys(runs: pd.DataFrame) -> list[str]:
     """The overridden keys whose values differ between the runs' jobs (a sweep's axes), except
-    the seeds (replicates) and keys that do not change a result (resume.MAY_CHANGE)."""
+    the seeds (replicates) and keys that do not change a result (NOT_AXES)."""
     if "job_dir" not in runs.columns:
         return []
     seen: dict[str, set] = {}
@@ -106,28 +132,29 @@ def swept_keys(runs: pd.DataFrame) -> list[str]:
     for overrides in per_job:
         for key, value in overrides.items():
             seen.setdefault(key, set()).add(value)
-    ignored = {"seed", "seeds", *MAY_CHANGE}
+    ignored = set(NOT_AXES)
     return [k for k, values in seen.items() if k.split(".")[0] not in ignored
             and (len(values) > 1 or any(k not in o for o in per_job))]
 
 
-def _cell_of(cfg) -> dict:
+def _cell_of(saved: Saved | None) -> dict:
     """dataset / student_hidden / arm / selection / seed(s) of a job from its saved config, for
     rows that do not carry them (a failed job's row, a job that left no row)."""
-    if cfg is None:
+    if saved is None:
         return {}
-    out = {"command": cfg.get("command")}
+    out = {"command": saved.get("command")}
     try:
-        out["dataset"] = cfg.dataset.name
-        if cfg.get("command") == "distill":
-            out["arm"] = arm_label(cfg)
-            out["selection"] = cfg.selection
-            out["student_hidden"] = config_arch_name(cfg.student)
-        out["teacher_hidden"] = arch_label(cfg.teacher)
-        out["seed"] = cfg.seed
-        if cfg.get("seeds"):
-            out["seeds"] = ",".join(str(s) for s in cfg.seeds)
-    except Exception:  # noqa: BLE001 - an interpolation or key we cannot read: keep what we have
+        out["dataset"] = saved.dataset.name
+        if saved.get("command") == "distill":
+            out["arm"] = arm_label(saved.get("label"), saved.strategy, saved.alpha,
+                                   saved.batch_size)
+            out["selection"] = saved.selection
+            out["student_hidden"] = config_arch_name(saved.student)
+        out["teacher_hidden"] = arch_label(saved.teacher)
+        out["seed"] = saved.seed
+        if saved.get("seeds"):
+            out["seeds"] = ",".join(str(s) for s in saved.seeds)
+    except Exception:  # noqa: BLE001 - a key missing or of a wrong type: keep what we have
         pass
     return out
 
@@ -145,16 +172,16 @@ def _fill(frame: pd.DataFrame, values: dict) -> pd.DataFrame:
 
 def _read_metrics(path: Path) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path)
+        frame = with_current_names(pd.read_csv(path))
         if frame.empty:
             raise ValueError("no rows")
     except Exception as exc:  # noqa: BLE001 - a half-written or damaged file is a failed run
         frame = pd.DataFrame([{"status": "unreadable", "error": f"{type(exc).__name__}: {exc}"}])
     frame["run_dir"] = str(path.parent)
     frame["mtime"] = path.stat().st_mtime
-    cfg, job_dir = _job_config(path.parent)
+    saved, job_dir = _job_config(path.parent)
     if "status" not in frame.columns or (frame["status"] != "ok").any():
-        frame = _fill(frame, _cell_of(cfg))
+        frame = _fill(frame, _cell_of(saved))
     frame["overrides"] = _overrides(job_dir)
     frame["job_dir"] = None if job_dir is None else str(job_dir)
     return frame
@@ -189,12 +216,12 @@ def gather(paths: Sequence[str | Path]) -> pd.DataFrame:
                     continue
                 jobs_seen.add(job.resolve())
                 if next(job.rglob(METRICS), None) is None:
-                    cfg, _ = _job_config(job)
-                    if cfg is None or cfg.get("command") not in WRITES_METRICS:
+                    saved, _ = _job_config(job)
+                    if saved is None or saved.get("command") not in WRITES_METRICS:
                         continue  # e.g. a dfkd probe run: it writes probe.csv
                     row = {"status": MISSING, "error": "no metrics.csv (still running, killed, "
                            "or stopped before writing)", "run_dir": str(job),
-                           **_cell_of(cfg), "overrides": _overrides(job), "job_dir": str(job)}
+                           **_cell_of(saved), "overrides": _overrides(job), "job_dir": str(job)}
                     frames.append(pd.DataFrame([row]))
     if not frames:
         raise UserError(f"no {METRICS} below {', '.join(map(str, paths))}")

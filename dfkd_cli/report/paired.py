@@ -56,3 +56,13 @@ def against_reference(mine: pd.Series, ref: pd.Series, arm: str) -> dict:
     return {"reference_arm": arm, "reference_rmse_mean": ref[common].mean(),
             "ratio_to_reference": (mine[common] / ref[common]).mean(),
             **paired(mine, ref, "reference_")}
+
+
+def relative_change(mine: pd.Series, ref: pd.Series) -> dict:
+    """Two per-seed series (indexed alike) over the seeds both have: the mean relative change
+    of mine against ref in % (`change_%`, NaN without a pair), the seeds where mine is lower
+    (`better`) and no higher (`no_worse`) of `n`."""
+    change = (mine / ref.reindex(mine.index) - 1).dropna()
+    return {"change_%": 100 * change.mean() if len(change) else float("nan"),
+            "better": int((change < 0).sum()), "no_worse": int((change <= 0).sum()),
+            "n": len(change)}

@@ -9,7 +9,13 @@ from typing import Sequence
 from dfkd_cli.errors import UserError
 from dfkd_cli.report.gather import gather
 from dfkd_cli.report.plots import plot
-from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE, failures, read_reference, summarize
+from dfkd_cli.report.summary import (
+    BASELINE,
+    REAL_REFERENCE,
+    failures,
+    read_reference,
+    summarize,
+)
 from dfkd_cli.report.text import display, latex_table, render_markdown
 from dfkd_cli.utils.files import atomic_path, write_csv
 

@@ -1,8 +1,8 @@
 """The strategy seam: every synthetic-data strategy answers `update` and `sample`.
 
-The student loop (distill.py) never asks which strategy it holds. Every tensor carries a leading
-population axis K (K = 1 for a single run): inputs are (K, n, d) in the teacher's standardised
-input space, where N(0, I) is the prior; teacher and student map (K, n, d) -> (K, n, out).
+The student loop never asks which strategy it holds. Every tensor carries a leading population
+axis K (K = 1 for a single run): inputs are (K, n, d) in the teacher's standardised input space,
+where the run's prior lives (data/priors.py); teacher and student map (K, n, d) -> (K, n, out).
 Shape after zju-vipa/DataFree's BaseSynthesis.
 
 The student fits `labels(teacher, x, n_g)` on each batch: the teacher's outputs for every
@@ -13,33 +13,25 @@ real targets instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
-from omegaconf import MISSING, OmegaConf
+from omegaconf import OmegaConf
 
 from dfkd_cli.data.datasets import Box, Rows
 from dfkd_cli.data.images import ImageView
 from dfkd_cli.errors import UserError
 from dfkd_cli.nets.population import Net
+from dfkd_cli.strategies.schemas import StrategyConfig, no_rows
 from dfkd_cli.utils.rng import Streams
 
 
-@dataclass
-class StrategyConfig:
-    """Common part of every strategy's schema; each strategy adds its hyper-parameters."""
-
-    name: str = MISSING
-
-
 class Strategy:
-    """Base class: no state, N(0, I) prior. Subclasses override what they change."""
+    """Base class: no state; x_p from the run's prior. Subclasses override what they change."""
 
-    Config: type = StrategyConfig
+    Config: type[StrategyConfig] = StrategyConfig  # its schema (strategies/schemas.py)
     needs_box = False  # samples in the teacher's feature box: a box-less teacher fails at set-up
     needs_gradients = False  # uses dT/dx or dT/dG: a teacher without gradients is refused
-    needs_rows = False  # draws the split's training rows: dataset=none is refused
     # the run's prior (prior=, dfkd_cli/data/domains.py Prior), set by build_strategy; None: N(0, I)
     sampler: Callable[[int], torch.Tensor] | None = None
     # the input domain's projection (domain=on: dfkd_cli/data/domains.py Projection), set by
@@ -50,10 +42,10 @@ class Strategy:
     # sets it (for targets given in the teacher's raw units)
     y_scale: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def __init__(self, cfg: Any, input_dim: int, box: Box | None, rng: Streams,
+    def __init__(self, config: Any, input_dim: int, box: Box | None, rng: Streams,
                  rows: Rows | None = None, image: ImageView | None = None):
         # a plain dataclass: reading a DictConfig attribute costs microseconds, in the hot loop
-        self.cfg = OmegaConf.to_object(cfg) if OmegaConf.is_config(cfg) else cfg
+        self.config = OmegaConf.to_object(config) if OmegaConf.is_config(config) else config
         self.input_dim = input_dim
         self.box = box
         self.rng = rng
@@ -62,24 +54,8 @@ class Strategy:
         self.start: torch.Tensor | None = None  # starting points of the last batch, if any
         if self.needs_box:
             self.need_box()  # fail before any training
-        if self.needs_rows:
+        if self.Config.needs_rows:
             self.need_rows()
-
-    @classmethod
-    def label(cls, cfg: Any) -> str:
-        """The strategy's name in an arm's derived label (labels.arm_label)."""
-        return cfg.name
-
-    @classmethod
-    def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
-        """(key, ok, what is valid) for range checks on this strategy's config."""
-        return ()
-
-    @classmethod
-    def needs_image(cls, cfg: Any) -> str | None:
-        """The setting (e.g. "arch=conv") that makes this config see its rows as images
-        (`self.image`, data/images.py), or None: build_strategy refuses it on other rows."""
-        return None
 
     def prior(self, n: int) -> torch.Tensor:
         """x_p from the run's prior (N(0, I) unless prior= says otherwise), shape (K, n, d)."""
@@ -88,7 +64,7 @@ class Strategy:
     def need_box(self) -> Box:
         """The teacher's per-feature box, or a UserError when the teacher carries none."""
         if self.box is None:
-            raise UserError(f"strategy={self.cfg.name} needs the teacher's per-feature box (the "
+            raise UserError(f"strategy={self.config.name} needs the teacher's per-feature box (the "
                             "input_spec of a dfkd teacher checkpoint); this teacher has none "
                             "(a TorchScript teacher?)")
         return self.box
@@ -96,7 +72,7 @@ class Strategy:
     def need_rows(self) -> Rows:
         """The split's training rows, or a UserError when the run has none (dataset=none)."""
         if self.rows is None:
-            raise no_rows(self.cfg.name)
+            raise no_rows(self.config.name)
         return self.rows
 
     def in_box(self, u: torch.Tensor) -> torch.Tensor:
@@ -133,12 +109,6 @@ class Strategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
-
-
-def no_rows(name: str) -> UserError:
-    """The refusal of a strategy that needs training rows in a run without a dataset."""
-    return UserError(f"strategy={name} trains on the dataset's training rows, and dataset=none "
-                     "has none; give a dataset, or pick a data-free strategy")
 
 
 BOX_SLACK = 1e-5  # standardised units: far below any real excursion, far above float32 rounding

@@ -31,34 +31,13 @@ under torch.no_grad, so a teacher without gradients (a black box) serves as well
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import torch
 
 from dfkd_cli.errors import UserError
-from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
-from dfkd_cli.strategies.registry import register
-
-PAIRS = {"best1bin": 1, "best2bin": 2}  # difference vectors of each DE variant
-TARGET_UNITS = ("standardised", "raw")
-
-
-@dataclass
-class EvolutionConfig(StrategyConfig):
-    name: str = "evolution"
-    variant: str = "best1bin"  # best1bin (DE/best/1/bin) | best2bin (DE/best/2/bin)
-    generations: int = 5  # G
-    starts: Optional[int] = None  # individuals per DE population; None = the whole batch
-    include_starts: bool = False  # the batch: the evolved populations followed by their starts
-    mutation: float = 0.5  # F, the differential weight
-    crossover: float = 0.7  # CR, the crossover probability
-    disagreement: float = 1.0  # a, weight of (T - S)^2
-    coverage: float = 0.0  # w, weight of the target-coverage term (0 = off)
-    target_low: float = -2.0  # r ~ U(target_low, target_high), in target_units
-    target_high: float = 2.0
-    target_units: str = "standardised"  # standardised | raw (the teacher's output units)
-    shared_target: bool = False  # one r per population instead of one per individual
+from dfkd_cli.strategies.base import Net, Strategy
+from dfkd_cli.strategies.schemas import PAIRS, EvolutionConfig
 
 
 def draw_generations(rng, generations: int, groups: int, size: int, d: int, count: int,
@@ -92,32 +71,16 @@ def mutants(x: torch.Tensor, fit: torch.Tensor, partners: torch.Tensor, f: float
     return best + f * (picked[:, :, :, 0::2] - picked[:, :, :, 1::2]).sum(3)
 
 
-@register("evolution")
 class Evolution(Strategy):
     Config = EvolutionConfig
     needs_box = True
 
-    @classmethod
-    def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
-        return [("variant", cfg.variant in PAIRS, f"one of {tuple(PAIRS)}"),
-                ("generations", cfg.generations >= 0, "an integer >= 0"),
-                ("starts", cfg.starts is None or cfg.starts >= 2 * PAIRS.get(cfg.variant, 1) + 1,
-                 "null or an integer >= 3 (DE/best/1) or >= 5 (DE/best/2): each individual "
-                 "needs its own distinct partners"),
-                ("mutation", 0 < cfg.mutation <= 2, "a number in (0, 2]"),
-                ("crossover", 0 <= cfg.crossover <= 1, "a number in [0, 1]"),
-                ("disagreement", cfg.disagreement >= 0, "a number >= 0"),
-                ("coverage", cfg.coverage >= 0, "a number >= 0"),
-                ("target_high", cfg.target_high >= cfg.target_low,
-                 "a number >= strategy.target_low"),
-                ("target_units", cfg.target_units in TARGET_UNITS, f"one of {TARGET_UNITS}")]
-
-    def __init__(self, cfg, input_dim, box, rng):
-        super().__init__(cfg, input_dim, box, rng)
-        self.pairs, self.generations = PAIRS[cfg.variant], int(cfg.generations)
-        self.a, self.weight = float(cfg.disagreement), float(cfg.coverage)
-        self.f, self.cr = float(cfg.mutation), float(cfg.crossover)
-        self.low, self.high = float(cfg.target_low), float(cfg.target_high)
+    def __init__(self, config, input_dim, box, rng):
+        super().__init__(config, input_dim, box, rng)
+        self.pairs, self.generations = PAIRS[config.variant], int(config.generations)
+        self.a, self.weight = float(config.disagreement), float(config.coverage)
+        self.f, self.cr = float(config.mutation), float(config.crossover)
+        self.low, self.high = float(config.target_low), float(config.target_high)
         self.last: dict[str, torch.Tensor] = {}
         self.targets: torch.Tensor | None = None  # r of the last populations, (K, n, 1), if w > 0
         self._eye: torch.Tensor | None = None
@@ -135,14 +98,14 @@ class Evolution(Strategy):
 
     def layout(self, n: int) -> tuple[int, int]:
         """(populations, individuals per population) that give a batch of n rows."""
-        per_start = 2 if self.cfg.include_starts else 1
-        size = self.cfg.starts or n // per_start
+        per_start = 2 if self.config.include_starts else 1
+        size = self.config.starts or n // per_start
         need = 2 * self.pairs + 1
         if size < need or n % (size * per_start):
-            what = (f"populations of strategy.starts={self.cfg.starts}" if self.cfg.starts
+            what = (f"populations of strategy.starts={self.config.starts}" if self.config.starts
                     else "one population")
             raise UserError(
-                f"strategy=evolution ({self.cfg.variant}) cannot fill a batch of {n} with {what}"
+                f"strategy=evolution ({self.config.variant}) cannot fill a batch of {n} with {what}"
                 f"{' plus their starts' if per_start == 2 else ''}: each population needs at "
                 f"least {need} individuals and the batch size must be a multiple of "
                 f"{'2 x ' if per_start == 2 else ''}its size")
@@ -152,11 +115,11 @@ class Evolution(Strategy):
         """r per individual (or per population), (K, groups * size, 1) in standardised units."""
         if self.weight == 0:
             return None
-        shape = (groups, 1) if self.cfg.shared_target else (groups * size, 1)
+        shape = (groups, 1) if self.config.shared_target else (groups * size, 1)
         r = self.low + (self.high - self.low) * self.rng.rand(*shape)
-        if self.cfg.shared_target:
+        if self.config.shared_target:
             r = r.repeat_interleave(size, dim=1)
-        if self.cfg.target_units == "raw":
+        if self.config.target_units == "raw":
             if self.y_scale is None:
                 raise UserError("strategy.target_units=raw needs the teacher's output scaler")
             y_mean, y_sd = self.y_scale
@@ -198,7 +161,7 @@ class Evolution(Strategy):
             fit = torch.where(better, trial_fit, fit)
         self.targets = r
         self.last = {"evo_objective_start": first, "evo_objective_end": fit.mean(1)}
-        if self.cfg.include_starts:
+        if self.config.include_starts:
             self.start = torch.cat([start, start], dim=1)
             return torch.cat([x, start], dim=1)
         self.start = start

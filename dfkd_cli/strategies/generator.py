@@ -20,56 +20,27 @@ from local patterns, in the standardised pixel space as the MLP's are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterable, List
-
 import torch
 
 from dfkd_cli.nets.conv_generator import StackedConvGenerator
 from dfkd_cli.strategies.base import Net
-from dfkd_cli.strategies.network import NetworkConfig, NetworkStrategy
-from dfkd_cli.strategies.registry import register
+from dfkd_cli.strategies.network import NetworkStrategy
+from dfkd_cli.strategies.schemas import GeneratorConfig
 
 
-ARCHS = ("mlp", "conv")
-
-
-@dataclass
-class GeneratorConfig(NetworkConfig):
-    name: str = "generator"
-    steps: int = 1  # n_g generator steps per epoch
-    beta: float = 1e-5  # weight of ||G(z)||^2
-    gamma: float = 1e-5  # weight of S(G(z))^2
-    arch: str = "mlp"  # mlp (Kang & Kang's, `hidden`) | conv (image-shaped inputs, `channels`)
-    channels: List[int] = field(default_factory=lambda: [32, 16])  # conv only: map widths
-
-
-@register("generator")
 class Generator(NetworkStrategy):
     """G: z -> x, the network of NetworkStrategy."""
 
     Config = GeneratorConfig
 
-    @classmethod
-    def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
-        return [*super().checks(cfg), ("beta", cfg.beta >= 0, "a number >= 0"),
-                ("gamma", cfg.gamma >= 0, "a number >= 0"),
-                ("arch", cfg.arch in ARCHS, f"one of {ARCHS}"),
-                ("channels", len(cfg.channels) >= 1 and all(c >= 1 for c in cfg.channels),
-                 "a non-empty list of sizes >= 1")]
-
-    @classmethod
-    def needs_image(cls, cfg: Any) -> str | None:
-        return "arch=conv" if cfg.arch == "conv" else None
-
-    def __init__(self, cfg, input_dim, box, rng, image=None):
-        super().__init__(cfg, input_dim, box, rng, image=image)
-        conv = (StackedConvGenerator(len(rng), cfg.latent_dim, list(image.shape),
-                                     list(cfg.channels)) if cfg.arch == "conv" else None)
-        self.build_network(self.cfg.latent_dim, input_dim, conv)
-        self.beta, self.gamma = float(cfg.beta), float(cfg.gamma)
-        self.steps, self.batch_size = int(cfg.steps), int(cfg.batch_size)
-        self.latent_dim = int(cfg.latent_dim)
+    def __init__(self, config, input_dim, box, rng, image=None):
+        super().__init__(config, input_dim, box, rng, image=image)
+        conv = (StackedConvGenerator(len(rng), config.latent_dim, list(image.shape),
+                                     list(config.channels)) if config.arch == "conv" else None)
+        self.build_network(self.config.latent_dim, input_dim, conv)
+        self.beta, self.gamma = float(config.beta), float(config.gamma)
+        self.steps, self.batch_size = int(config.steps), int(config.batch_size)
+        self.latent_dim = int(config.latent_dim)
 
     def objective(self, teacher: Net, student: Net, z: torch.Tensor) -> dict[str, torch.Tensor]:
         """L_G and its terms on x = G(z), per member ((K,) tensors, differentiable in G)."""

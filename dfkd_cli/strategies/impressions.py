@@ -17,40 +17,27 @@ schedule of Zhou & Chiam (2023, Eq. 6). The generator does not move during the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
 from dfkd_cli.errors import UserError
 from dfkd_cli.strategies.base import Net
-from dfkd_cli.strategies.network import NetworkConfig, NetworkStrategy
-from dfkd_cli.strategies.registry import register
+from dfkd_cli.strategies.network import NetworkStrategy
+from dfkd_cli.strategies.schemas import ImpressionsConfig
 
 
-@dataclass
-class ImpressionsConfig(NetworkConfig):
-    name: str = "impressions"
-    steps: int = 2000  # generator steps in `prepare`, before the student
-    delta: float = 1e-5  # weight of the KL term
-
-
-@register("impressions")
 class Impressions(NetworkStrategy):
     """The conditional generator (z, y*) -> (mu, log sigma^2), the network of NetworkStrategy."""
 
     Config = ImpressionsConfig
 
-    @classmethod
-    def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
-        return [*super().checks(cfg), ("delta", cfg.delta >= 0, "a number >= 0")]
-
-    def __init__(self, cfg, input_dim, box, rng):
-        super().__init__(cfg, input_dim, box, rng)
-        self.latent_dim = int(self.cfg.latent_dim)
+    def __init__(self, config, input_dim, box, rng):
+        super().__init__(config, input_dim, box, rng)
+        self.latent_dim = int(self.config.latent_dim)
         # input (z, y*), output (mu, log sigma^2): a single standardised target, as dfkd teachers
         self.build_network(self.latent_dim + 1, 2 * input_dim)
-        self.delta = float(cfg.delta)
+        self.delta = float(config.delta)
         self.prepared = False
 
     def draw(self, n: int) -> dict[str, torch.Tensor]:
@@ -75,8 +62,8 @@ class Impressions(NetworkStrategy):
     def prepare(self, teacher: Net) -> dict[str, torch.Tensor]:
         if self.prepared:  # a resumed run keeps its fitted generator
             return {}
-        terms = self.fit(int(self.cfg.steps),
-                         lambda: self.objective(teacher, int(self.cfg.batch_size)))
+        terms = self.fit(int(self.config.steps),
+                         lambda: self.objective(teacher, int(self.config.batch_size)))
         self.prepared = True
         if terms is None:
             return {}

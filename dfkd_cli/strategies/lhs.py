@@ -9,20 +9,12 @@ per feature. The student minimises (T(x_g) - S(x_g))^2 in the alpha-mixed loss (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
-from dfkd_cli.strategies.registry import register
+from dfkd_cli.strategies.base import Net, Strategy
+from dfkd_cli.strategies.schemas import LHSConfig
 
 
-@dataclass
-class LHSConfig(StrategyConfig):
-    name: str = "lhs"
-
-
-@register("lhs")
 class LatinHypercube(Strategy):
     Config = LHSConfig
     needs_box = True

@@ -4,26 +4,14 @@ autograd step that moves that network only, and its state in a resumable checkpo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, List
+from typing import Any, Callable
 
 import torch
-from omegaconf import II
 from torch import nn
 
 from dfkd_cli.nets import mlp
-from dfkd_cli.strategies.base import Strategy, StrategyConfig
-
-
-@dataclass
-class NetworkConfig(StrategyConfig):
-    latent_dim: int = 50  # z in R^50
-    hidden: List[int] = field(default_factory=lambda: [500])  # tanh layers of the network
-    steps: int = 1  # the network's optimiser steps (per epoch, or before the student)
-    batch_size: int = II("batch_size")  # draws per network step; default: the student's m
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    rho: float = 0.99  # RMSprop smoothing constant (torch's `alpha`)
+from dfkd_cli.strategies.base import Strategy
+from dfkd_cli.strategies.schemas import NetworkConfig
 
 
 class NetworkStrategy(Strategy):
@@ -33,25 +21,14 @@ class NetworkStrategy(Strategy):
     Config = NetworkConfig
     needs_gradients = True
 
-    @classmethod
-    def checks(cls, cfg: Any) -> Iterable[tuple[str, bool, str]]:
-        return [("latent_dim", cfg.latent_dim >= 1, "an integer >= 1"),
-                ("hidden", len(cfg.hidden) >= 1 and all(h >= 1 for h in cfg.hidden),
-                 "a non-empty list of sizes >= 1"),
-                ("steps", cfg.steps >= 0, "an integer >= 0"),
-                ("batch_size", cfg.batch_size >= 1, "an integer >= 1"),
-                ("lr", cfg.lr > 0, "a number > 0"),
-                ("weight_decay", cfg.weight_decay >= 0, "a number >= 0"),
-                ("rho", 0 <= cfg.rho < 1, "a number in [0, 1)")]
-
     def build_network(self, inputs: int, outputs: int, net: nn.Module | None = None) -> None:
         """The network (`net`, or inputs -> `hidden` tanh layers -> outputs), member k
         initialised from the run's stream k, and its optimiser."""
-        cfg = self.cfg
-        net = net or mlp.StackedMLP(len(self.rng), inputs, list(cfg.hidden), "tanh", outputs)
+        config = self.config
+        net = net or mlp.StackedMLP(len(self.rng), inputs, list(config.hidden), "tanh", outputs)
         self.net = net.to(self.rng.device).init_(self.rng)
-        self.opt = torch.optim.RMSprop(self.net.parameters(), lr=cfg.lr, alpha=cfg.rho,
-                                       weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.RMSprop(self.net.parameters(), lr=config.lr, alpha=config.rho,
+                                       weight_decay=config.weight_decay)
         self.params = list(self.net.parameters())
 
     def fit(self, steps: int, objective: Callable[[], dict[str, torch.Tensor]]

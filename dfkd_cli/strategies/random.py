@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
-from dfkd_cli.strategies.registry import register
+from dfkd_cli.strategies.base import Net, Strategy
+from dfkd_cli.strategies.schemas import RandomConfig
 
 
-@dataclass
-class RandomConfig(StrategyConfig):
-    name: str = "random"
-
-
-@register("random")
 class RandomSampling(Strategy):
     Config = RandomConfig
 

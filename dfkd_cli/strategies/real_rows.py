@@ -11,39 +11,21 @@ labels; the arms set alpha = 1, so every row of every batch is a training row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
-from dfkd_cli.strategies.registry import register
-
-LABELS = ("teacher", "targets")
+from dfkd_cli.strategies.base import Net, Strategy
+from dfkd_cli.strategies.schemas import RealRowsConfig
 
 
-@dataclass
-class RealRowsConfig(StrategyConfig):
-    name: str = "real_rows"
-    labels: str = "teacher"  # teacher (KD with the data) | targets (the real y)
-
-
-@register("real_rows")
 class RealRows(Strategy):
     Config = RealRowsConfig
     needs_rows = True
 
-    def __init__(self, cfg: Any, input_dim: int, box, rng, rows=None):
-        super().__init__(cfg, input_dim, box, rng, rows)
+    def __init__(self, config: Any, input_dim: int, box, rng, rows=None):
+        super().__init__(config, input_dim, box, rng, rows)
         self.picked: torch.Tensor | None = None  # (K, n, 1) row indices of the last batch
-
-    @classmethod
-    def checks(cls, cfg: Any):
-        return [("labels", cfg.labels in LABELS, f"one of {LABELS}")]
-
-    @classmethod
-    def label(cls, cfg: Any) -> str:
-        return cfg.name if cfg.labels == "teacher" else f"{cfg.name}_{cfg.labels}"
 
     def sample(self, teacher: Net, student: Net, n: int) -> torch.Tensor:
         x_rows, _ = self.rows
@@ -51,7 +33,7 @@ class RealRows(Strategy):
         return torch.take_along_dim(x_rows, self.picked, dim=1)
 
     def labels(self, teacher: Net, x: torch.Tensor, n_g: int) -> torch.Tensor:
-        if self.cfg.labels == "teacher" or n_g == 0:
+        if self.config.labels == "teacher" or n_g == 0:
             return teacher(x)
         y = torch.take_along_dim(self.rows[1], self.picked, dim=1)
         return y if n_g == x.shape[1] else torch.cat([y, teacher(x[:, n_g:])], dim=1)

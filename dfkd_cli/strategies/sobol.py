@@ -9,30 +9,23 @@ separate run with seed k; consecutive batches continue the sequence. The student
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.quasirandom import SobolEngine
 
-from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
-from dfkd_cli.strategies.registry import register
+from dfkd_cli.strategies.base import Net, Strategy
+from dfkd_cli.strategies.schemas import SobolConfig
 
 SEED_BITS = 24  # a float32 uniform carries 24 random bits; two make a 48-bit scrambling seed
 
 
-@dataclass
-class SobolConfig(StrategyConfig):
-    name: str = "sobol"
-
-
-@register("sobol")
 class SobolSampling(Strategy):
     Config = SobolConfig
     needs_box = True
 
-    def __init__(self, cfg, input_dim, box, rng):
-        super().__init__(cfg, input_dim, box, rng)
+    def __init__(self, config, input_dim, box, rng):
+        super().__init__(config, input_dim, box, rng)
         bits = (rng.rand(2) * 2 ** SEED_BITS).long().tolist()  # once, at set-up
         self.seeds = [hi * 2 ** SEED_BITS + lo for hi, lo in bits]
         self.engines = [self._engine(s) for s in self.seeds]

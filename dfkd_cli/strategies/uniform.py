@@ -8,20 +8,12 @@ x_p ~ N(0, I) it covers the box evenly, tails and corners included.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from dfkd_cli.strategies.base import Net, Strategy, StrategyConfig
-from dfkd_cli.strategies.registry import register
+from dfkd_cli.strategies.base import Net, Strategy
+from dfkd_cli.strategies.schemas import UniformConfig
 
 
-@dataclass
-class UniformConfig(StrategyConfig):
-    name: str = "uniform"
-
-
-@register("uniform")
 class UniformSampling(Strategy):
     Config = UniformConfig
     needs_box = True

@@ -28,6 +28,19 @@ from dfkd_cli.teachers.model_files import KINDS, load_model_file
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class TeacherSource:
+    """Where a run's teachers come from and how they run: the `teacher` config (a store teacher
+    per seed, or the file `teacher.path` names, with its spec), the store, the network path
+    (`fast_path`) and a `domain_spec` file overriding the stored input domain."""
+
+    teacher: Any
+    store: teacher_store.TeacherStore
+    fast_path: str = "auto"
+    domain_spec: str | None = None
+
+
 @dataclass
 class Teacher:
     """Frozen teachers for a population (one per member, or one shared), in standardised units."""
@@ -105,15 +118,15 @@ class PerMember(nn.Module):
         return torch.cat([net(x[k:k + 1]) for k, net in enumerate(self.nets)])
 
 
-def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
+def _dfkd_teachers(source: TeacherSource, seeds: list[int]) -> Teacher:
     """Checkpoints written by train-teacher: one per seed from the store, or teacher.path."""
-    spec, members = cfg.teacher, len(seeds)
+    spec, members, store = source.teacher, len(seeds), source.store
     if spec.path:
-        payloads = [teacher_store.read(cfg, Path(spec.path), None)] * members
+        payloads = [store.read(Path(spec.path), None)] * members
         sources = [spec.path] * members
     else:
-        paths = [teacher_store.store_path(cfg, seed) for seed in seeds]
-        payloads = [teacher_store.read(cfg, path, seed) for path, seed in zip(paths, seeds)]
+        paths = [store.path(seed) for seed in seeds]
+        payloads = [store.read(path, seed) for path, seed in zip(paths, seeds)]
         sources = [str(p) for p in paths]
     archs = {json.dumps({"name": "mlp", **p["arch"]}, sort_keys=True) for p in payloads}
     if len(archs) > 1:
@@ -121,8 +134,8 @@ def _dfkd_teachers(cfg, seeds: list[int]) -> Teacher:
     arch = architecture.checkpoint_arch(payloads[0]["arch"], teacher_store.named_target(spec),
                                 "teacher=custom teacher.net._target_",
                                 f"teacher checkpoint {sources[0]}")
-    module = factory.from_states(arch, [p["state_dict"] for p in payloads], cfg.fast_path)
-    if architecture.uses_fast_path(arch, cfg.fast_path) and arch["activation"] == "tanh":
+    module = factory.from_states(arch, [p["state_dict"] for p in payloads], source.fast_path)
+    if architecture.uses_fast_path(arch, source.fast_path) and arch["activation"] == "tanh":
         module = mlp.sigmoid_form(module)  # the same function, cheaper to evaluate
     box = (torch.stack([p["input_spec"]["low"] for p in payloads]),
            torch.stack([p["input_spec"]["high"] for p in payloads]))
@@ -149,16 +162,16 @@ def _recorded(payload: dict[str, Any]) -> dict[str, Any]:
             "split": teacher_store.split_size(payload.get("metrics"))}
 
 
-def _store_onnx_teachers(cfg, seeds: list[int]) -> Teacher:
+def _store_onnx_teachers(source: TeacherSource, seeds: list[int]) -> Teacher:
     """Stored scikit-learn teachers (sklearn_teacher.py): per seed an ONNX file of raw features
     and the spec of its training rows, run by onnxruntime as any ONNX teacher; the members' files
     merged into one session (onnx_population.py) unless fast_path=off or they cannot be."""
     nets, scalers, boxes, sizes, paths, found = [], [], [], [], [], []
     for seed in seeds:
-        path = teacher_store.store_path(cfg, seed)
+        path = source.store.path(seed)
         if not path.is_file():
             raise UserError(f"no teacher at {path}; train it first with: "
-                            f"{teacher_store.train_command(cfg, seed)}")
+                            f"{teacher_store.train_command(source.store, seed)}")
         file = load_model_file(path, ("onnx",))
         spec = teacher_spec.from_file(path.with_name(sklearn_teacher.SPEC))
         scaler = Scaler(*teacher_spec.input_scaler(spec, spec.input_dim()),
@@ -172,7 +185,7 @@ def _store_onnx_teachers(cfg, seeds: list[int]) -> Teacher:
                                          str(path.with_name(sklearn_teacher.SPEC))))
     box = (torch.stack([b[0] for b in boxes]), torch.stack([b[1] for b in boxes]))
     merged = (onnx_population.load([Path(p) for p in paths], scalers)
-              if cfg.fast_path == "auto" else None)
+              if source.fast_path == "auto" else None)
     module = merged if merged is not None else nets[0] if len(nets) == 1 else PerMember(nets)
     return Teacher(module, spec.input_dim(), box, paths,
                    len(spec.targets), scalers, False, spec.features, spec.targets,
@@ -188,25 +201,26 @@ def _data_mismatch(recorded: dict[str, Any], seed: int, table: Table) -> list[st
             if recorded.get(key) is not None and recorded[key] != ours[key]]
 
 
-def member_splits(cfg, teacher: Teacher, table: Table, seeds: list[int],
+def member_splits(source: TeacherSource, teacher: Teacher, table: Table, seeds: list[int],
                   device: torch.device) -> list[Split]:
     """Each member's split of `table` (its seed, the dataset's split settings) in its teacher's
     units. A dfkd teacher whose checkpoint records other data (dataset, seed, features, targets)
     or another split is refused, unless teacher.allow_mismatch=true: it may have seen this run's
     test rows, or learned another data set."""
-    parts = [split_for(cfg, table, s, scaler).to(device)
+    dataset = source.store.dataset
+    parts = [split_for(dataset, table, s, scaler).to(device)
              for s, scaler in zip(seeds, teacher.scalers)]
-    if cfg.teacher.allow_mismatch:
+    if source.teacher.allow_mismatch:
         return parts
-    for source, recorded, part, seed in zip(teacher.sources, teacher.recorded or [], parts,
-                                            seeds):
+    for where, recorded, part, seed in zip(teacher.sources, teacher.recorded or [], parts,
+                                           seeds):
         differs = _data_mismatch(recorded, seed, table)
         if differs:
-            raise UserError(f"teacher {source} was trained on other data: {'; '.join(differs)}; "
+            raise UserError(f"teacher {where} was trained on other data: {'; '.join(differs)}; "
                             "its test rows may be the teacher's training rows, or it learned "
                             "another data set. Use the teacher of this dataset and seed, or "
                             "teacher.allow_mismatch=true to use it anyway")
-        why = teacher_store.split_mismatch(cfg, source, recorded["split"], part)
+        why = teacher_store.split_mismatch(dataset, where, recorded["split"], part)
         if why:
             raise UserError(f"{why}; use the split settings the teacher was trained with, or "
                             "train teachers for these settings into another store "
@@ -214,9 +228,9 @@ def member_splits(cfg, teacher: Teacher, table: Table, seeds: list[int],
     return parts
 
 
-def _foreign_teacher(cfg, members: int) -> Teacher:
+def _foreign_teacher(source: TeacherSource, members: int) -> Teacher:
     """A TorchScript, torch.export or ONNX file taking raw features, with the user's spec."""
-    tcfg = cfg.teacher
+    tcfg = source.teacher
     if not tcfg.path:
         raise UserError(f"teacher.format={tcfg.format} needs teacher.path=<file>")
     # teacher=torchscript asks for TorchScript or torch.export by name; teacher=onnx for ONNX
@@ -257,32 +271,35 @@ def feature_names(features: list[str] | None, dim: int) -> list[str]:
     return list(features) if features else [f"x{i + 1}" for i in range(dim)]
 
 
-def override_domains(cfg, found: list[domains.Domain], features: list[str]
+def override_domains(domain_spec: str | None, found: list[domains.Domain], features: list[str]
                      ) -> list[domains.Domain]:
-    """The domains with `domain_spec=<file>` applied (the spec file's domain keys replace what
-    was inferred or stored for the features it names); logged."""
-    if cfg.domain_spec:
-        values = teacher_spec.domain_values(cfg.domain_spec)
-        found = [domains.override(d, values, features, f"domain_spec={cfg.domain_spec}")
+    """The domains with the file `domain_spec` applied (its domain keys replace what was
+    inferred or stored for the features it names); logged."""
+    if domain_spec:
+        values = teacher_spec.domain_values(domain_spec)
+        found = [domains.override(d, values, features, f"domain_spec={domain_spec}")
                  for d in found]
     log.info("input domain: %s", found[0].summary(features))
     return found
 
 
-def load(cfg, seeds: list[int], table: Table | None, device: torch.device) -> Teacher:
-    """The configured teacher for members `seeds`: one store teacher per seed, or the single
+def load(source: TeacherSource, seeds: list[int], table: Table | None, device: torch.device
+         ) -> Teacher:
+    """The teacher `source` names for members `seeds`: one store teacher per seed, or the single
     file the user named, shared by every member; checked against the dataset's columns."""
-    loader = {"dfkd": _dfkd_teachers, "sklearn": _store_onnx_teachers}.get(cfg.teacher.format)
-    teacher = loader(cfg, seeds) if loader else _foreign_teacher(cfg, len(seeds))
-    teacher.domains = override_domains(cfg, teacher.domains,
+    kind = {"dfkd": _dfkd_teachers, "sklearn": _store_onnx_teachers}.get(source.teacher.format)
+    teacher = kind(source, seeds) if kind else _foreign_teacher(source, len(seeds))
+    teacher.domains = override_domains(source.domain_spec, teacher.domains,
                                        feature_names(teacher.features, teacher.input_dim))
     if table is not None:
         if table.x.shape[1] != teacher.input_dim:
             raise UserError(f"teacher {teacher.sources[0]} takes {teacher.input_dim} inputs but "
-                            f"dataset {cfg.dataset.name!r} has {table.x.shape[1]} features")
+                            f"dataset {source.store.dataset.name!r} has {table.x.shape[1]} "
+                            "features")
         if table.y.shape[1] != teacher.output_dim:
             raise UserError(f"teacher {teacher.sources[0]} has {teacher.output_dim} outputs but "
-                            f"dataset {cfg.dataset.name!r} has {table.y.shape[1]} target columns "
+                            f"dataset {source.store.dataset.name!r} has {table.y.shape[1]} target "
+                            "columns "
                             f"{table.targets} (dataset.target=[...] picks them)")
     teacher.module = teacher.module.to(device).eval()
     teacher.module.requires_grad_(False)

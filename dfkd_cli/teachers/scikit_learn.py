@@ -133,17 +133,20 @@ def stored_row(path: Path) -> dict[str, Any]:
     return pd.read_csv(path.with_name(tables.METRICS)).iloc[0].to_dict()
 
 
-def train(cfg, table: Table, seeds: list[int], paths: list[Path], dirs: list[Path],
-          name: str, domain_of: Callable[[np.ndarray], Domain]) -> list[pd.DataFrame]:
-    """Fit, convert and store one teacher per seed, with the input domain `domain_of` finds in
-    its raw training rows (bounds, kinds, simplex groups: spec.yaml's domain keys); score each
-    on its test rows through the stored ONNX file (the model distillation will run)."""
+def train(teacher, dataset, table: Table, seeds: list[int], paths: list[Path],
+          dirs: list[Path], name: str, domain_of: Callable[[np.ndarray], Domain]
+          ) -> list[pd.DataFrame]:
+    """Fit the estimator the `teacher` config names on each seed's split of `table` (the
+    `dataset` config's split settings), convert and store it, with the input domain
+    `domain_of` finds in its raw training rows (bounds, kinds, simplex groups: spec.yaml's
+    domain keys); score each on its test rows through the stored ONNX file (the model
+    distillation will run)."""
     frames = []
     for seed, path, member_dir in zip(seeds, paths, dirs):
-        part = split_for(cfg, table, seed)
+        part = split_for(dataset, table, seed)
         train_rows, _, test_rows = part.rows
         x_train, y_train = table.x[train_rows], table.y[train_rows]
-        estimator = build(cfg.teacher)
+        estimator = build(teacher)
         started = time.perf_counter()
         try:
             estimator.fit(x_train, y_train[:, 0] if y_train.shape[1] == 1 else y_train)

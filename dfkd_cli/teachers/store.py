@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,26 @@ def named_target(net_cfg) -> str | None:
     return net_cfg.net.get(architecture.TARGET) if net_cfg.get("name") == "custom" else None
 
 
-def store_path(cfg, seed: int) -> Path:
-    """Where the teacher for (dataset, architecture, seed) lives in the teacher store."""
-    file = sklearn_teacher.MODEL if cfg.teacher.format == "sklearn" else "teacher.pt"
-    return (Path(cfg.teacher_store) / cfg.dataset.name / store_key(cfg.teacher) / f"seed{seed}"
-            / file)
+@dataclass(frozen=True)
+class TeacherStore:
+    """A run's view of the teacher store: its folder, the dataset and teacher configs that key
+    it, and where the benchmark tables are (for the command that trains a missing teacher)."""
+
+    root: str
+    dataset: Any  # the run's `dataset` config
+    teacher: Any  # the run's `teacher` config
+    data_dir: str
+
+    def path(self, seed: int) -> Path:
+        """Where the teacher for (dataset, architecture, seed) lives."""
+        file = sklearn_teacher.MODEL if self.teacher.format == "sklearn" else "teacher.pt"
+        return (Path(self.root) / self.dataset.name / store_key(self.teacher) / f"seed{seed}"
+                / file)
+
+    def read(self, path: Path, seed: int | None) -> dict[str, Any]:
+        """A stored (or named) dfkd teacher checkpoint; a missing one is a UserError that
+        prints the command that trains it (for a store teacher, `seed`)."""
+        return read(path, None if seed is None else train_command(self, seed))
 
 
 # what a part of the store's key may be: a plain token, never a path ('..' or '/')
@@ -70,13 +86,13 @@ def _override(key: str, value: Any) -> str:
     return shlex.quote(f"{key}={value}")
 
 
-def train_command(cfg, seed: int) -> str:
-    """The train-teacher command that writes the teacher this run looks for: the dataset (a CSV
+def train_command(store: TeacherStore, seed: int) -> str:
+    """The train-teacher command that writes the teacher `store` looks for: the dataset (a CSV
     by its path, name, target and drop keys), its split settings, the architecture and the
     store, whatever differs from the defaults."""
     # the schemas' defaults, from the config nodes' own types (dfkd_cli/config.py)
-    ds, default = cfg.dataset, OmegaConf.get_type(cfg.dataset)()
-    teacher_default = OmegaConf.get_type(cfg.teacher)()
+    ds, teacher = store.dataset, store.teacher
+    default, teacher_default = OmegaConf.get_type(ds)(), OmegaConf.get_type(teacher)()
     keys: dict[str, Any] = {}
     if ds.source == "csv":
         keys = {"dataset": "csv", "dataset.path": ds.path, "dataset.name": ds.name}
@@ -87,35 +103,37 @@ def train_command(cfg, seed: int) -> str:
         if ds.source == "builtin" and ds.name != "friedman":
             keys["dataset.name"] = ds.name
         if ds.source == "benchmark":
-            keys["data_dir"] = cfg.data_dir
+            keys["data_dir"] = store.data_dir
         keys |= {f"dataset.{k}": ds[k] for k in ("n_rows", "noise") if ds.source == "builtin"
                  and ds[k] != getattr(default, k)}
     keys |= {f"dataset.{k}": ds[k] for k in ("n_train", "val_fraction")
              if ds[k] != getattr(default, k)}
     keys["seed"] = seed
-    if cfg.teacher.format == "sklearn":
+    if teacher.format == "sklearn":
         keys |= {"teacher": "sklearn",
-                 "teacher.estimator._target_": cfg.teacher.estimator._target_}
-    elif cfg.teacher.name == "mlp":
-        keys |= {f"teacher.{k}": cfg.teacher[k] for k in ("hidden", "activation")
-                 if cfg.teacher[k] != getattr(teacher_default, k)}
+                 "teacher.estimator._target_": teacher.estimator._target_}
+    elif teacher.name == "mlp":
+        keys |= {f"teacher.{k}": teacher[k] for k in ("hidden", "activation")
+                 if teacher[k] != getattr(teacher_default, k)}
     else:  # a built-in network's keys are in its YAML; a custom one's are added with +
-        keys["teacher"] = cfg.teacher.name
-        custom = named_target(cfg.teacher)
+        keys["teacher"] = teacher.name
+        custom = named_target(teacher)
         if custom:
             keys["teacher.net._target_"] = custom
         keys |= {f"{'+' if custom else ''}teacher.net.{k}": v
-                 for k, v in cfg.teacher.net.items() if k != architecture.TARGET}
+                 for k, v in teacher.net.items() if k != architecture.TARGET}
     if ds.source not in ("builtin", "csv") and "data_dir" not in keys:
-        keys["data_dir"] = cfg.data_dir
-    if cfg.teacher_store != DEFAULT_STORE:
-        keys["teacher_store"] = cfg.teacher_store
+        keys["data_dir"] = store.data_dir
+    if store.root != DEFAULT_STORE:
+        keys["teacher_store"] = store.root
     return "dfkd train-teacher " + " ".join(_override(k, v) for k, v in keys.items())
 
 
-def read(cfg, path: Path, seed: int | None) -> dict[str, Any]:
+def read(path: Path, command: str | None = None) -> dict[str, Any]:
+    """A dfkd teacher checkpoint (weights only, its input spec checked); a missing one is a
+    UserError that prints `command`, the one that trains it, when there is one."""
     if not path.is_file():
-        hint = "" if seed is None else f"; train it first with: {train_command(cfg, seed)}"
+        hint = "" if command is None else f"; train it first with: {command}"
         raise UserError(f"no teacher checkpoint at {path}{hint}")
     payload = checkpoints.load_checkpoint(path)
     spec, d = payload.get("input_spec"), payload["arch"]["input_dim"]
@@ -133,15 +151,16 @@ def split_size(row: Any) -> tuple[int, int] | None:
     return int(row["n_train"]), int(row["n_val"])
 
 
-def split_mismatch(cfg, source: str, trained: tuple[int, int] | None, part: Split
-                    ) -> str | None:
-    """Why teacher `source` does not belong to split `part`, or None when it does."""
+def split_mismatch(dataset, source: str, trained: tuple[int, int] | None, part: Split
+                   ) -> str | None:
+    """Why teacher `source` does not belong to split `part` of the `dataset` config, or None
+    when it does."""
     ours = (len(part.x_train), len(part.x_val))
     if trained is None or tuple(trained) == ours:
         return None
     return (f"teacher {source} was trained on {trained[0]} training and {trained[1]} validation "
-            f"rows of {part.name}, but dataset.n_train={cfg.dataset.n_train} and "
-            f"dataset.val_fraction={cfg.dataset.val_fraction} split it into {ours[0]} and "
+            f"rows of {part.name}, but dataset.n_train={dataset.n_train} and "
+            f"dataset.val_fraction={dataset.val_fraction} split it into {ours[0]} and "
             f"{ours[1]}, so this run's test rows would not be the teacher's held-out rows")
 
 

@@ -28,11 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from dfkd_cli.errors import UserError
 from dfkd_cli.loop import resume
-from dfkd_cli.utils import run_dirs
 from dfkd_cli.report import gather
 from dfkd_cli.report import write as report
 from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE
 from dfkd_cli.report.text import text_cell
+from dfkd_cli.utils import run_dirs
 from dfkd_cli.utils.files import hold_run_lock
 
 log = logging.getLogger("dfkd")
@@ -82,23 +82,20 @@ class WritableOutput(Callback):
         # before any job writes: the same rules as a single run's, for every job directory
         try:
             run_dirs.refuse_symlinks(sweep_dir, "hydra.sweep.dir")
-            if _numbered(config):
-                _refuse_finished_jobs(Path(sweep_dir), config)
+            subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
+            if subdir == "${hydra.job.num}":  # Hydra's default: <sweep dir>/<job number>
+                _refuse_finished_jobs(Path(sweep_dir), bool(config.get("resume", False))
+                                      or bool(config.get("overwrite", False)))
         except UserError as exc:
             print(f"dfkd: error: {exc}", file=sys.stderr)
             sys.exit(2)
 
 
-def _numbered(config: DictConfig) -> bool:
-    """True when the sweep's jobs write into <sweep dir>/<job number> (Hydra's default)."""
-    subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir")
-    return subdir == "${hydra.job.num}"
-
-
-def _refuse_finished_jobs(sweep_dir: Path, config: DictConfig) -> None:
-    """Refuse a sweep, before any job starts, whose directory holds finished or interrupted
-    jobs, unless resume=true (they are skipped or continued) or overwrite=true."""
-    if config.get("resume", False) or config.get("overwrite", False) or not sweep_dir.is_dir():
+def _refuse_finished_jobs(sweep_dir: Path, allowed: bool) -> None:
+    """Refuse a sweep, before any job starts, whose numbered job folders hold finished or
+    interrupted jobs, unless `allowed` (resume=true: they are skipped or continued;
+    overwrite=true: started over)."""
+    if allowed or not sweep_dir.is_dir():
         return
     taken = []
     for job in sorted((p for p in sweep_dir.iterdir() if p.name.isdigit() and p.is_dir()),

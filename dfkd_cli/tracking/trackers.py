@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
 
 from dfkd_cli.utils import run_tables as tables
 from dfkd_cli.utils.files import atomic_path, exclusive_lock
@@ -52,11 +51,10 @@ class RunInfo:
         return self.params | {"seed": self.seeds[k]}
 
 
-def flat_params(cfg) -> dict[str, str | int | float | bool]:
-    """The composed config (less `logger`) as dotted keys with scalar values; lists and null
-    as JSON text."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    container.pop("logger", None)
+def flat_params(config: dict[str, Any]) -> dict[str, str | int | float | bool]:
+    """A run's config (plain containers; `logger` left out) as dotted keys with scalar values;
+    lists and null as JSON text: what a tracker logs as the run's parameters."""
+    container = {k: v for k, v in config.items() if k != "logger"}
     params: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -94,10 +92,13 @@ class Trackers:
     """The run's trackers, called as one (the module docstring); a context manager that closes
     every tracker still open, as failed, when the run raises."""
 
-    def __init__(self, cfg, seeds: list[int], dirs: list[Path]):
-        self.entries = {name: entry for name, entry in (cfg.get("logger") or {}).items()
+    def __init__(self, logger: dict[str, Any], config: dict[str, Any], seeds: list[int],
+                 dirs: list[Path]):
+        """`logger`: the `logger=` group (tracker name -> its config); `config`: the run's
+        config as plain containers, logged as its parameters."""
+        self.entries = {name: entry for name, entry in (logger or {}).items()
                         if entry and "_target_" in entry}
-        self.info = RunInfo(flat_params(cfg), seeds, dirs) if self.entries else None
+        self.info = RunInfo(flat_params(config), seeds, dirs) if self.entries else None
         self.active: dict[str, Any] = {}
         self.logged = [0] * len(seeds)  # history rows handed on so far, per member
 

@@ -13,9 +13,9 @@ import torch
 from dfkd_cli.errors import UserError
 
 
-def member_seeds(cfg) -> list[int]:
-    """The population a run config describes: `seeds=[...]` when given, else the single `seed`."""
-    seeds = [int(s) for s in cfg.seeds] if cfg.seeds else [int(cfg.seed)]
+def member_seeds(seed: int, seeds: list[int] | None) -> list[int]:
+    """A run's population: `seeds` when given (seeds=[...]), else the single `seed`."""
+    seeds = [int(s) for s in seeds] if seeds else [int(seed)]
     if len(set(seeds)) != len(seeds):
         raise UserError(f"seeds={seeds} repeats a seed; each member needs its own")
     return seeds
