@@ -50,6 +50,8 @@ COMMANDS: dict[str, tuple[str | None, Callable, str]] = {
                  "score a model on a labelled CSV: RMSE, MAE, R^2 and fidelity, raw units"),
     "spec": (None, _imported("spec", "main"),
              "write a teacher spec (scalers, domain, input statistics) from a training CSV"),
+    "data": (None, _imported("data", "main"),
+             "download the benchmark datasets into data_dir (dfkd data fetch cpusmall)"),
 }
 
 USAGE = f"""usage: dfkd <command> [hydra overrides...] [--cfg job] [-m] [--help]

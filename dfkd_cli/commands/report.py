@@ -56,8 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the real-data reference arm every other cell is set against "
                              f"(ratio_to_reference; default: {REAL_REFERENCE})")
     parser.add_argument("--reference", metavar="FILE",
-                        help="the authors' per-seed CSV (dataset, student_hidden, seed, teacher, "
-                             "random_gaussian, ...): adds the published mean per cell")
+                        help="the published per-seed results: `paper` (Zhou & Chiam's, shipped "
+                             "with dfkd) or a CSV of the same columns (dataset, student_hidden, "
+                             "seed, teacher, random_gaussian, ...); adds the published mean per "
+                             "cell")
     parser.add_argument("--out", metavar="DIR",
                         help="where report.csv/.md/.tex and runs.csv go (default: the first PATH)")
     parser.add_argument("--by", nargs="*", default=[], metavar="KEY",

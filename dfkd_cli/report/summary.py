@@ -39,6 +39,16 @@ REFERENCE_COLUMNS = ["reference_arm", "reference_rmse_mean", "ratio_to_reference
                      "reference_n_pairs", "reference_wins", "reference_losses",
                      "reference_p_value", "reference_test"]
 SELECTION_ORDER = ["val", "fidelity", "last"]
+# `--reference paper`: the authors' per-seed table (Zhou & Chiam 2023), shipped with dfkd
+PAPER_REFERENCE = "paper"
+
+
+def reference_file(name: str | Path) -> Path:
+    """The per-seed reference file `name` stands for: the shipped paper table for "paper", else
+    the path itself."""
+    if str(name) == PAPER_REFERENCE:
+        return Path(__file__).with_name("paper_results_per_seed.csv")
+    return Path(name)
 
 
 def _newest_per_seed(ok: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -63,7 +73,7 @@ def read_reference(path: str | Path) -> pd.DataFrame:
     """The authors' per-seed file -> per (dataset, student_hidden, arm): paper_mean, paper_sd,
     paper_n, paper_teacher. Dataset names are matched case-insensitively (column _dataset_key);
     student_hidden 25 -> mlp25-tanh."""
-    path = Path(path)
+    path = reference_file(path)
     if not path.is_file():
         raise UserError(f"--reference {path} not found")
     ref = pd.read_csv(path)

@@ -30,7 +30,7 @@ from dfkd_cli.errors import UserError
 from dfkd_cli.loop import resume
 from dfkd_cli.report import gather
 from dfkd_cli.report import write as report
-from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE
+from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE, reference_file
 from dfkd_cli.report.text import text_cell
 from dfkd_cli.utils.files import hold_run_lock
 
@@ -91,7 +91,8 @@ class SweepSummary(Callback):
         if not self.enabled:
             return
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        reference = self.reference if self.reference and Path(self.reference).is_file() else None
+        reference = (self.reference if self.reference and reference_file(self.reference).is_file()
+                     else None)
         if self.reference and reference is None:
             log.warning("sweep summary: reference %s not found; summarising without it",
                         self.reference)
