@@ -30,7 +30,7 @@ from dfkd_cli.utils.rng import Streams
 class StrategyConfig:
     """Common part of every strategy's schema; each strategy adds its hyper-parameters."""
 
-    name: str = MISSING
+    name: str = MISSING  # the strategy, set by strategy=<name>
 
 
 class Strategy:

@@ -38,7 +38,7 @@ from dfkd_cli.strategies.registry import register
 class BoundedConfig(StrategyConfig):
     name: str = "bounded"
     steps: int = 2  # K
-    lr: float = 0.1
+    lr: float = 0.1  # RMSprop's step size on x
     beta: float = 1e-5  # weight decay on x
     gamma: float = 1e-5  # weight of S(x)^2
     rho: float = 0.99  # RMSprop smoothing constant (torch's `alpha`)

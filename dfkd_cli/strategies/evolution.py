@@ -56,7 +56,7 @@ class EvolutionConfig(StrategyConfig):
     disagreement: float = 1.0  # a, weight of (T - S)^2
     coverage: float = 0.0  # w, weight of the target-coverage term (0 = off)
     target_low: float = -2.0  # r ~ U(target_low, target_high), in target_units
-    target_high: float = 2.0
+    target_high: float = 2.0  # the upper end of r's range
     target_units: str = "standardised"  # standardised | raw (the teacher's output units)
     shared_target: bool = False  # one r per population instead of one per individual
 

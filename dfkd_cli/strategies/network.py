@@ -21,8 +21,8 @@ class NetworkConfig(StrategyConfig):
     hidden: List[int] = field(default_factory=lambda: [500])  # tanh layers of the network
     steps: int = 1  # the network's optimiser steps (per epoch, or before the student)
     batch_size: int = II("batch_size")  # draws per network step; default: the student's m
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
+    lr: float = 1e-3  # the network's RMSprop step size
+    weight_decay: float = 1e-5  # the network's RMSprop weight decay
     rho: float = 0.99  # RMSprop smoothing constant (torch's `alpha`)
 
 
