@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"dfkd evaluate: error: {exc}", file=sys.stderr)
         return 2
-    print(table.to_string(index=False, float_format="{:.6g}".format))
+    print(table.to_string(index=False, float_format="{:.6g}".format, na_rep=""))
     if args.out:
         write_csv(table, args.out)
         print(f"wrote {args.out}")

@@ -51,7 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "unfinished jobs are listed.")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="run or sweep directories")
     parser.add_argument("--baseline", default=BASELINE,
-                        help=f"the arm the others are paired against (default: {BASELINE})")
+                        help="the arm the others are paired against: an arm's label (the "
+                             "label arm= sets, else <strategy>_<alpha>_m<batch size>, e.g. "
+                             "random_decreasing_m50) or a strategy run by one arm (random); "
+                             f"default: {BASELINE}, else the one arm of strategy random")
     parser.add_argument("--reference-arm", default=REAL_REFERENCE, metavar="ARM",
                         help="the real-data reference arm every other cell is set against "
                              f"(ratio_to_reference; default: {REAL_REFERENCE})")

@@ -9,7 +9,8 @@ from typing import Sequence
 from dfkd_cli.errors import UserError
 from dfkd_cli.report.gather import gather
 from dfkd_cli.report.plots import plot
-from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE, failures, read_reference, summarize
+from dfkd_cli.report.summary import (BASELINE, REAL_REFERENCE, failures, read_reference,
+                                     resolve_baseline, summarize)
 from dfkd_cli.report.text import display, latex_table, render_markdown
 from dfkd_cli.utils.files import atomic_path, write_csv
 
@@ -28,6 +29,7 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None,
     ref = read_reference(reference) if reference else None  # a bad file fails before any work
     runs = gather(paths)
     table, notes = summarize(runs, baseline, by, ref, reference_arm)
+    baseline = resolve_baseline(runs, baseline)[0]  # the label it stands for (a note says so)
     fails = failures(runs)
     out = Path(out) if out is not None else Path(paths[0])
     if out.is_file():
