@@ -79,6 +79,10 @@ def test_distill_and_train_teacher_log_progress_to_their_log_files(tmp_path):
         epochs = [int(m["epoch"]) for m in lines]
         assert epochs == sorted(set(epochs)) and {m["cap"] for m in lines} == {cap}
     assert progress_lines(tmp_path / "silent" / "distill.log") == []
+    # the logs name the run's own files relative to the run directory
+    for log in (tmp_path / "teacher" / "train-teacher.log", tmp_path / "student" / "distill.log"):
+        assert str(tmp_path) not in log.read_text()
+        assert "the whole input domain: input_domain.yaml" in log.read_text()
 
 
 def test_a_population_counts_its_members_and_a_run_without_scores_shows_its_loss(tmp_path):
