@@ -27,9 +27,10 @@ run: install  ## train the teacher on the built-in dataset, distil it with strat
 test: install  ## the full test suite (CPU)
 	$(BIN)/python -m pytest -q
 
-# Sweeps through Ray on a real Ray (docs/testing.md; about 2 min on 2 cores): a cluster started
+# Sweeps through Ray on a real Ray (docs/testing.md; about 2.5 min on 2 cores): a cluster started
 # with `ray start --head` on 127.0.0.1 with a token, swept by its address, then `ray stop`; and a
-# local instance. Installs the [ray] extra (about 400 MB, so not in EXTRAS). Ray's servers listen
+# local instance. Installs the [ray] extra (about 280 MB on top of `make install`, 400 MB
+# alone; docs/testing.md), so not in EXTRAS. Ray's servers listen
 # on every interface whatever --node-ip-address says: where an unprivileged network namespace can
 # be made (unshare -rn), the test runs in one that holds only loopback.
 RAY_NETNS = $(shell unshare -rn sh -c 'ip link set lo up' >/dev/null 2>&1 && echo yes)

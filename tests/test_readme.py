@@ -28,6 +28,7 @@ from conftest import REPO, SHARED_DATA, dfkd_here
 PAGES = ["README.md", "docs/tutorial.md", *sorted(
     str(p.relative_to(REPO)) for p in (REPO / "docs" / "howto").glob("*.md"))]
 SKIP = re.compile(r"<!-- readme-test: skip \((.+)\) -->")
+FILE = re.compile(r"<!-- readme-test: file (\S+) -->")
 # appended to every command that trains: the shape of each run at a small fraction of its length
 SHORTER = {"train-teacher": ["epochs=2", "batch_size=256", "progress_every=0"],
            "distill": ["epochs=3", "steps_per_epoch=2", "log_every=1", "checkpoint_every=0",
@@ -35,20 +36,24 @@ SHORTER = {"train-teacher": ["epochs=2", "batch_size=256", "progress_every=0"],
            "probe": ["epochs=2", "samples=64", "progress_every=0"]}
 
 
-def blocks(page: Path) -> list[tuple[int, str, str | None]]:
-    """(line, text, why it is skipped or None) of each ```bash block of a page."""
+def blocks(page: Path) -> list[tuple[int, str, str, str | None]]:
+    """(line, language, text, marker) of each fenced block of a page: the marker is why a bash
+    block is skipped, or the file a block of code is (`<!-- readme-test: file NAME -->`, which
+    the test writes where the commands run)."""
     lines = page.read_text().splitlines()
     found, i = [], 0
     while i < len(lines):
-        if lines[i].strip() == "```bash":
-            start = i
+        if lines[i].startswith("```") and lines[i].strip() != "```":
+            start, language = i, lines[i].strip()[3:]
             i += 1
             body = []
             while lines[i].strip() != "```":
                 body.append(lines[i])
                 i += 1
-            skip = SKIP.search(lines[start - 1]) if start else None
-            found.append((start + 1, "\n".join(body), skip.group(1) if skip else None))
+            above = lines[start - 1] if start else ""
+            marker = SKIP.search(above) or FILE.search(above)
+            found.append((start + 1, language, "\n".join(body),
+                          marker.group(1) if marker else None))
         i += 1
     return found
 
@@ -88,7 +93,12 @@ def run(words: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
         args = words[1:]
         if args and args[0] in SHORTER and "--help" not in args and "--cfg" not in args:
             args = [*args, *SHORTER[args[0]]]
-        proc = dfkd_here(*args, cwd=cwd, env=env, check=False)
+        paths = [str(cwd / p) for p in env.get("PYTHONPATH", "").split(":") if p]
+        sys.path[:0] = paths  # PYTHONPATH=. as a new process would have it
+        try:
+            proc = dfkd_here(*args, cwd=cwd, env=env, check=False)
+        finally:
+            del sys.path[:len(paths)]
         return proc.returncode, proc.stdout + proc.stderr
     shell_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                  **env}
@@ -111,8 +121,12 @@ def mirror():
 def test_the_page_runs_as_written(page, tmp_path, mirror):
     env = dict(mirror)
     ran = 0
-    for line, text, skipped in blocks(REPO / page):
-        if skipped:
+    for line, language, text, marker in blocks(REPO / page):
+        if language != "bash":
+            if marker:  # the file the page asks you to write
+                (tmp_path / marker).write_text(text + "\n")
+            continue
+        if marker:  # skipped, and the page says why
             continue
         for words in commands(text):
             code, output = run(list(words), tmp_path, env)
@@ -126,5 +140,7 @@ def test_every_page_is_found_and_every_skip_says_why():
     assert {"README.md", "docs/tutorial.md", "docs/howto/datasets.md"} <= set(PAGES)
     for page in PAGES:
         text = (REPO / page).read_text()
-        assert text.count("<!-- readme-test") == len(SKIP.findall(text)), page
-        assert all(why.strip() for _, _, why in blocks(REPO / page) if why is not None)
+        assert text.count("<!-- readme-test") == len(SKIP.findall(text)) + len(
+            FILE.findall(text)), page
+        for _, language, _, marker in blocks(REPO / page):
+            assert marker is None or marker.strip(), page
