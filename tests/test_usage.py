@@ -143,3 +143,19 @@ def test_the_ray_plugins_address_path_points_to_ray_cluster(tmp_path, monkeypatc
     assert proc.stderr.strip().startswith(
         "dfkd: error: hydra/launcher=ray starts a Ray instance of its own; for the running "
         "cluster at 10.0.0.5:6379 use hydra/launcher=ray_cluster")
+
+
+def test_the_spec_commands_closing_hint_runs_as_printed(tmp_path):
+    """`dfkd spec` ends with the distill command that uses the spec: it runs once <model> is a
+    model (it had no dataset=none, and a distill without data needs it)."""
+    import numpy as np
+    import torch
+
+    x = np.random.default_rng(0).normal(size=(300, 3))
+    rows = "a,b,c,y\n" + "\n".join(",".join(map(str, [*r, r.sum()])) for r in x)
+    (tmp_path / "train.csv").write_text(rows + "\n")
+    torch.jit.script(torch.nn.Linear(3, 1)).save(str(tmp_path / "model.pt"))
+    proc = dfkd_here("spec", "--data", "train.csv", "--out", "spec.yaml", cwd=tmp_path)
+    hint = proc.stderr.split("distil with: ")[1].strip()
+    args = hint.replace("<model>", "model.pt").split()[1:]
+    dfkd_here(*args, "epochs=2", "steps_per_epoch=1", cwd=tmp_path)
