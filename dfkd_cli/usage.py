@@ -268,8 +268,8 @@ def markdown_keys(command: str) -> str:
 def rewrite_reference(path: Path) -> str:
     """The text of `path` with each `<!-- keys:<command> -->` ... `<!-- /keys -->` section
     replaced by markdown_keys(<command>)."""
-    pattern = re.compile(r"(<!-- keys:([\w-]+) -->\n).*?(\n<!-- /keys -->)", re.S)
-    return pattern.sub(lambda m: m.group(1) + markdown_keys(m.group(2)) + m.group(3),
+    pattern = re.compile(r"(<!-- keys:([\w-]+) -->\n).*?(<!-- /keys -->)", re.S)
+    return pattern.sub(lambda m: m.group(1) + markdown_keys(m.group(2)) + "\n" + m.group(3),
                        path.read_text())
 
 
@@ -310,14 +310,19 @@ def complete(line: str, commands: list[str]) -> list[str]:
 
 # --- checks of a command line ------------------------------------------------------------------
 
+def is_override(arg: str) -> bool:
+    """key=value, group=option, +key=value or ~key: not a flag, nor a flag's value (--cfg job)."""
+    return not arg.startswith("-") and ("=" in arg or arg.startswith("~"))
+
+
 def check_arguments(command: str, args: list[str]) -> None:
     """The mistakes Hydra would answer with a usage dump or a traceback, as one line each."""
-    overrides = [a for a in args if not a.startswith("-")]
+    overrides = [a for a in args if is_override(a)]
     if any(flag in args for flag in ("-sc", "--shell-completion")):
         raise UserError("Hydra's shell completion does not work through `dfkd <command>`; use "
                         "dfkd's: eval \"$(dfkd completion bash)\"")
     for flag in ("-m", "--multirun"):
-        if flag in args and any(not a.startswith("-") for a in args[:args.index(flag)]):
+        if flag in args and any(is_override(a) for a in args[:args.index(flag)]):
             moved = " ".join([flag] + [a for a in args if a != flag])
             raise UserError(f"{flag} must come first, right after the command: "
                             f"dfkd {command} {moved}")

@@ -101,6 +101,11 @@ def test_bash_completion_of_commands_keys_and_options():
     assert _bash_complete("dfkd report ") == []
 
 
+def test_a_flags_value_before_m_is_no_override(tmp_path):
+    proc = dfkd_here("distill", "--cfg", "job", "-m", "seed=1,2", cwd=tmp_path, check=False)
+    assert "must come first" not in proc.stderr
+
+
 @pytest.mark.parametrize("args, expected", [
     (["distill", "seed=1,2", "-m", "epochs=5"],
      "-m must come first, right after the command: dfkd distill -m seed=1,2 epochs=5"),
