@@ -27,9 +27,10 @@ run: install  ## train the teacher on the built-in dataset, distil it with strat
 test: install  ## the full test suite (CPU)
 	$(BIN)/python -m pytest -q
 
-# Sweeps through Ray on a real Ray (docs/testing.md; about 2 min on 2 cores): a cluster started
+# Sweeps through Ray on a real Ray (docs/testing.md; about 2.5 min on 2 cores): a cluster started
 # with `ray start --head` on 127.0.0.1 with a token, swept by its address, then `ray stop`; and a
-# local instance. Installs the [ray] extra (about 400 MB, so not in EXTRAS). Ray's servers listen
+# local instance. Installs the [ray] extra (about 280 MB on top of `make install`, 400 MB
+# alone; docs/testing.md), so not in EXTRAS. Ray's servers listen
 # on every interface whatever --node-ip-address says: where an unprivileged network namespace can
 # be made (unshare -rn), the test runs in one that holds only loopback.
 RAY_NETNS = $(shell unshare -rn sh -c 'ip link set lo up' >/dev/null 2>&1 && echo yes)
@@ -59,8 +60,11 @@ mutate: install  ## mutation testing of the promise-carrying modules; prints a t
 # HYDRA_ARGS picks a launcher for both sweeps, e.g.
 #   make reproduce HYDRA_ARGS="hydra/launcher=joblib hydra.launcher.n_jobs=4"
 # DISTILL_ARGS adds overrides to the distill sweep (e.g. epochs=200 for a smoke run).
-DATA_DIR ?= ../shared/datasets
-REFERENCE ?= ../shared/reference/paper_results_per_seed.csv
+# Where the datasets are read from; every target fetches what it needs there first (`dfkd data
+# fetch`: a dataset already there, checked, is kept). Offline, point DATA_DIR at a folder of copies.
+DATA_DIR ?= data
+# the published per-seed results the report sets beside ours (`paper`: shipped with dfkd)
+REFERENCE ?= paper
 # mv first: its teachers train longest (133 s for 10, against 19-41 s for each other dataset),
 # so parallel workers run the others beside it instead of waiting for it at the end
 PAPER_DATASETS ?= mv,compactiv,cpusmall,pole,puma32h
@@ -73,29 +77,30 @@ QUICK_SEEDS ?= 1,2,3
 HYDRA_ARGS ?=
 DISTILL_ARGS ?=
 STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
-REPORT_REFERENCE = $(if $(wildcard $(REFERENCE)),--reference $(REFERENCE))
-SWEEP_REFERENCE = $(if $(wildcard $(REFERENCE)),\
-	hydra.callbacks.sweep_summary.reference=$(REFERENCE))
+comma := ,
+FETCH = $(BIN)/dfkd data fetch --data-dir $(DATA_DIR)
 
 reproduce: install  ## the paper's protocol and the real-data references: teachers, 70 distill jobs, report
+	$(FETCH) $(subst $(comma), ,$(PAPER_DATASETS))
 	$(BIN)/dfkd train-teacher -m \
 		dataset=$(PAPER_DATASETS) "seeds=$(PAPER_SEEDS)" \
 		data_dir=$(DATA_DIR) progress=false $(HYDRA_ARGS)
 	$(BIN)/dfkd distill -m experiment=paper \
 		dataset=$(PAPER_DATASETS) "seeds=$(PAPER_SEEDS)" \
 		data_dir=$(DATA_DIR) hydra.sweep.dir=outputs/reproduce/paper_$(STAMP) \
-		$(SWEEP_REFERENCE) $(HYDRA_ARGS) $(DISTILL_ARGS)
-	$(BIN)/dfkd report outputs/reproduce/paper_$(STAMP) $(REPORT_REFERENCE)
+		hydra.callbacks.sweep_summary.reference=$(REFERENCE) $(HYDRA_ARGS) $(DISTILL_ARGS)
+	$(BIN)/dfkd report outputs/reproduce/paper_$(STAMP) --reference $(REFERENCE)
 
 reproduce-quick: install  ## a first look: cpusmall, seeds 1-3, every arm, both students
+	$(FETCH) $(subst $(comma), ,$(QUICK_DATASETS))
 	$(BIN)/dfkd train-teacher -m \
 		dataset=$(QUICK_DATASETS) "seeds=[$(QUICK_SEEDS)]" \
 		data_dir=$(DATA_DIR) progress=false $(HYDRA_ARGS)
 	$(BIN)/dfkd distill -m experiment=paper_quick \
 		dataset=$(QUICK_DATASETS) "seeds=[$(QUICK_SEEDS)]" \
 		data_dir=$(DATA_DIR) hydra.sweep.dir=outputs/reproduce/paper_quick_$(STAMP) \
-		$(SWEEP_REFERENCE) $(HYDRA_ARGS) $(DISTILL_ARGS)
-	$(BIN)/dfkd report outputs/reproduce/paper_quick_$(STAMP) $(REPORT_REFERENCE)
+		hydra.callbacks.sweep_summary.reference=$(REFERENCE) $(HYDRA_ARGS) $(DISTILL_ARGS)
+	$(BIN)/dfkd report outputs/reproduce/paper_quick_$(STAMP) --reference $(REFERENCE)
 
 # The paper's case studies (docs/case_studies.md): the teachers, then the preset multirun.
 # protein: SVR teachers, rbf student, Gaussian and DE arms, 5 seeds, 1000 x 100 steps;
@@ -118,6 +123,7 @@ protein-mlp: install  ## the protein case study's arms on an MLP teacher, bounde
 		hydra.sweep.dir=outputs/case_studies/protein_mlp_$(STAMP) $(HYDRA_ARGS) $(DISTILL_ARGS)
 
 mnist: install  ## MNIST as regression: cnn teachers, the paper's arms, datafree, real_kd / real_data, cnn4 and MLP students
+	$(FETCH) mnist
 	$(BIN)/dfkd train-teacher dataset=mnist teacher=cnn "teacher.net.channels=[16,32,64,64]" \
 		optimizer=adam epochs=25 patience=8 batch_size=64 "seeds=[1,2,3]" \
 		data_dir=$(DATA_DIR) progress=false
@@ -127,6 +133,7 @@ mnist: install  ## MNIST as regression: cnn teachers, the paper's arms, datafree
 # WIDE_ARGS="--before <git revision>" adds that code's rows beside this tree's (docs/performance.md)
 WIDE_ARGS ?=
 bench: install  ## speed and memory (docs/performance.md), wide inputs too; BENCH_ARGS / WIDE_ARGS="--help"
+	$(FETCH) cpusmall
 	DFKD_DATA_DIR=$(DATA_DIR) $(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/wide_inputs.py $(WIDE_ARGS)
 
@@ -142,6 +149,7 @@ SEARCH_ARGS ?= epochs=500
 SEARCH_DIR ?= outputs/search/$(STAMP)
 
 search: install  ## does the data-free objective pick settings that lower the test RMSE? (docs/search.md)
+	$(FETCH) $(SEARCH_DATASETS)
 	for ds in $(SEARCH_DATASETS); do \
 		$(BIN)/dfkd train-teacher dataset=$$ds "seeds=$(SEARCH_SEEDS)" data_dir=$(DATA_DIR) \
 			progress=false && \

@@ -78,7 +78,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="cpusmall")
     parser.add_argument("--data-dir",
-                        default=os.environ.get("DFKD_DATA_DIR", "../shared/datasets"))
+                        default=os.environ.get("DFKD_DATA_DIR", "data"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2000,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from dfkd_cli import __version__
+from dfkd_cli import __version__, usage
 from dfkd_cli.errors import UserError, explain
 
 log = logging.getLogger("dfkd")
@@ -50,6 +51,8 @@ COMMANDS: dict[str, tuple[str | None, Callable, str]] = {
                  "score a model on a labelled CSV: RMSE, MAE, R^2 and fidelity, raw units"),
     "spec": (None, _imported("spec", "main"),
              "write a teacher spec (scalers, domain, input statistics) from a training CSV"),
+    "data": (None, _imported("data", "main"),
+             "download the benchmark datasets into data_dir (dfkd data fetch cpusmall)"),
 }
 
 USAGE = f"""usage: dfkd <command> [hydra overrides...] [--cfg job] [-m] [--help]
@@ -60,16 +63,19 @@ dfkd {__version__}: data-free knowledge distillation of regression networks
 commands:
 """ + "".join(f"  {name:<15}{text}\n" for name, (_, _, text) in COMMANDS.items()) + """
 examples:
-  dfkd train-teacher dataset=cpusmall seed=1 data_dir=path/to/datasets
+  dfkd data fetch cpusmall              (into ./data, where dataset=cpusmall looks)
+  dfkd train-teacher dataset=cpusmall seed=1
   dfkd distill dataset=cpusmall seed=1 strategy=bounded
-  dfkd distill -m strategy=random,bounded seed=1,2,3
-  dfkd probe dataset=cpusmall seed=1 data_dir=path/to/datasets
+  dfkd train-teacher -m dataset=cpusmall seed=1,2,3
+  dfkd distill -m dataset=cpusmall strategy=random,bounded seed=1,2,3
+  dfkd probe dataset=cpusmall seed=1
   dfkd report outputs/distill-multirun/2024-01-01/12-00-00-000000
   dfkd export outputs/distill/2024-01-01/12-00-00 --formats torchscript onnx
   dfkd evaluate --model student.pt --teacher teacher.pt --data test.csv --out scores.csv
   dfkd spec --data train.csv --target y --out spec.yaml
-  dfkd distill --help          config groups and options of a command
+  dfkd distill --help          a command's groups, options and keys
   dfkd report --help           the report's options
+  eval "$(dfkd completion bash)"   tab completion of commands, groups and keys
 """
 
 
@@ -87,6 +93,11 @@ _composed = False  # set when a job starts: Hydra composed its config
 # jobs of this process's sweep refused for their run directory (another run's files), which
 # write no metrics row of their own
 REFUSED: list[str] = []
+
+
+def full_error() -> bool:
+    """HYDRA_FULL_ERROR=1: show the traceback of every error, a user error's too."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
 def _is_multirun() -> bool:
@@ -132,6 +143,8 @@ def _task(run: Callable) -> Callable[[Any], object]:
         except Exception as exc:
             message = explain(exc, f"lower batch_size (now {cfg.batch_size})"
                               + (" or run fewer seeds at once" if cfg.seeds else ""))
+            if message is not None and full_error():
+                message = None  # HYDRA_FULL_ERROR=1: the traceback of a user error too
             if not _is_multirun():
                 if message is not None:
                     print(f"dfkd: error: {message}", file=sys.stderr)
@@ -141,7 +154,10 @@ def _task(run: Callable) -> Callable[[Any], object]:
                 log.error("job not run: %s", exc)
                 REFUSED.append(str(exc))
                 return None
-            log.error("job failed: %s\n%s", exc, traceback.format_exc())
+            if message is not None:  # the single run's one line (its hint included)
+                log.error("job failed: %s", message)
+            else:  # a bug, or HYDRA_FULL_ERROR=1: its traceback
+                log.error("job failed: %s\n%s", exc, traceback.format_exc())
             write_metrics(run_dir, {"command": cfg.command, "dataset": cfg.dataset.name,
                                     "seed": cfg.seed, "status": "failed",
                                     "error": message or f"{type(exc).__name__}: {exc}"})
@@ -162,12 +178,18 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] == "--version":
         print(f"dfkd {__version__}")
         return
+    if argv[0] in ("completion", "--complete"):
+        _completion(argv[1:] if argv[0] == "completion" else None, " ".join(argv[1:]))
+        return
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"dfkd: error: unknown command {command!r}; valid commands: "
               f"{', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
-    config_name, run, _ = COMMANDS[command]
+    config_name, run, summary = COMMANDS[command]
+    if config_name is not None and any(a in ("-h", "--help") for a in rest):
+        _print_or_exit(lambda: usage.command_help(command, summary, rest), command)
+        return
     if config_name is None:
         try:
             sys.exit(run(rest))
@@ -180,8 +202,33 @@ def main(argv: list[str] | None = None) -> None:
     _hydra_command(command, config_name, run, rest)
 
 
+def _print_or_exit(text: Callable[[], str], command: str) -> None:
+    try:
+        print(text())
+    except UserError as exc:
+        print(f"dfkd {command}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _completion(shell: list[str] | None, line: str) -> None:
+    """`dfkd completion bash` prints the script; the script calls `dfkd --complete <line>`."""
+    if shell is None:
+        print("\n".join(usage.complete(line, list(COMMANDS))))
+    elif shell == ["bash"]:
+        print(usage.BASH, end="")
+    else:
+        print("dfkd: error: dfkd completion supports bash (zsh: autoload bashcompinit && "
+              "bashcompinit, then the bash script)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _hydra_command(command: str, config_name: str, run: Callable, rest: list[str]) -> None:
-    """A command with a config: Hydra composes it (or prints its --help) and runs the job."""
+    """A command with a config: Hydra composes it and runs the job."""
+    try:
+        usage.check_arguments(command, rest)
+    except UserError as exc:
+        print(f"dfkd: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     import hydra
 
     from dfkd_cli.config import register_configs
@@ -216,6 +263,7 @@ def _hydra_command(command: str, config_name: str, run: Callable, rest: list[str
         print(f"dfkd: error: {end['error']}", file=sys.stderr)
         sys.exit(1)
     if end.get("failed"):
+        first = f"; the first, {end['first_failure']}" if end.get("first_failure") else ""
         print(f"dfkd: error: {end['failed']} of {end['jobs']} jobs failed or did not finish "
-              f"(listed in {end['summary']})", file=sys.stderr)
+              f"(listed in {end['summary']}){first}", file=sys.stderr)
         sys.exit(1)

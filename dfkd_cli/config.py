@@ -49,12 +49,12 @@ PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 class DatasetConfig:
     """Where the rows come from and how they are split (the paper: 5000 train, rest 10/90)."""
 
-    name: str = MISSING
+    name: str = MISSING  # the dataset's name in tables and the teacher store (set by dataset=)
     # builtin | csv | benchmark | mnist (IDX files) | none (no rows: nothing to score on)
     source: str = "benchmark"
     path: Optional[str] = None  # csv only
     target: Any = None  # target column, or a list of them (multi-output); None = last column
-    drop: List[str] = field(default_factory=list)
+    drop: List[str] = field(default_factory=list)  # columns to leave out (csv only)
     nonfinite: str = "error"  # rows with missing / infinite values: error | drop (counted in the log)
     n_rows: int = 8000  # builtin only
     noise: float = 1.0  # builtin only
@@ -63,8 +63,8 @@ class DatasetConfig:
     # the shape of one row's inputs, e.g. [1, 28, 28] (a cnn's [channels, length] or [channels,
     # height, width]), flattened in the columns' order
     input_shape: Optional[List[int]] = None
-    n_train: int = 5000
-    val_fraction: float = 0.1
+    n_train: int = 5000  # training rows (the paper's 5000)
+    val_fraction: float = 0.1  # of the rows left after training: validation (the rest: test)
     max_train_fraction: float = 0.7  # a smaller table trains on this fraction of its rows
 
 
@@ -75,9 +75,10 @@ class NetConfig:
     arguments in `net`, or custom: the class `net._target_` with the rest of `net` as keyword
     arguments. Input and output sizes come from the dataset and the teacher."""
 
-    name: str = "mlp"
-    hidden: List[int] = field(default_factory=lambda: [50])  # mlp only
+    name: str = "mlp"  # mlp | rbf | resmlp | cnn | custom (set by the group option)
+    hidden: List[int] = field(default_factory=lambda: [50])  # mlp only: hidden layer sizes
     activation: str = "tanh"  # mlp only
+    # the network's keyword arguments (rbf, resmlp, cnn; custom: _target_, the class)
     net: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,21 +98,21 @@ class TeacherConfig(NetConfig):
     hidden: List[int] = field(default_factory=lambda: [500])
     format: str = "dfkd"  # dfkd | torchscript | onnx | sklearn (fitted into the store as ONNX)
     estimator: Optional[Dict[str, Any]] = None  # sklearn: {_target_: <regressor class>, args}
-    path: Optional[str] = None
+    path: Optional[str] = None  # the teacher's file (default for dfkd: the store's)
     input_dim: Optional[int] = None  # when neither the file nor the spec says
     differentiable: bool = True  # false: refuse the strategies that need dT/dx
     # true: use a dfkd teacher whose checkpoint records other data (dataset, seed, split,
     # features or targets) than the run's; its test rows may then be the teacher's training rows
     allow_mismatch: bool = False
     spec: Optional[str] = None  # a YAML or CSV file with the keys below
-    features: Optional[List[str]] = None
+    features: Optional[List[str]] = None  # the input columns' names, in order
     mean: Optional[List[float]] = None  # per feature: a prior draw z is the input mean + sd * z
-    sd: Optional[List[float]] = None
+    sd: Optional[List[float]] = None  # per feature: the inputs' standard deviation
     low: Optional[List[float]] = None  # per-feature box, raw units
-    high: Optional[List[float]] = None
-    targets: Optional[List[str]] = None
+    high: Optional[List[float]] = None  # per-feature box, raw units
+    targets: Optional[List[str]] = None  # the output columns' names
     target_mean: Optional[List[float]] = None  # per output; default: estimated on prior draws
-    target_sd: Optional[List[float]] = None
+    target_sd: Optional[List[float]] = None  # per output; default: estimated on prior draws
 
 
 @dataclass
@@ -120,12 +121,12 @@ class OptimizerConfig:
     e.g. AdamW) or `_target_` (a dotted torch.optim.Optimizer class); `kwargs` holds any other
     keyword of its constructor (e.g. Adam's betas)."""
 
-    name: str = "rmsprop"
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
+    name: str = "rmsprop"  # rmsprop | adam | sgd | any torch.optim class name (AdamW)
+    lr: float = 1e-3  # learning rate
+    weight_decay: float = 1e-5  # L2 penalty
     momentum: float = 0.0  # sgd and rmsprop
-    _target_: Optional[str] = None
-    kwargs: Dict[str, Any] = field(default_factory=dict)
+    _target_: Optional[str] = None  # a dotted torch.optim.Optimizer class, instead of name
+    kwargs: Dict[str, Any] = field(default_factory=dict)  # more constructor keywords (betas)
 
 
 @dataclass
@@ -143,17 +144,22 @@ class AlphaConfig:
 class RunConfig:
     """Keys every command shares; these names are part of dfkd's interface."""
 
-    command: str = MISSING
-    seed: int = 1
+    command: str = MISSING  # set by the command
+    seed: int = 1  # the split, the teacher and the run's random numbers
     seeds: Optional[List[int]] = None  # a population: K runs in one batched program
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = 1  # torch CPU threads; null = torch's default (every core)
     keep_freed_memory: bool = True  # glibc malloc keeps freed blocks (runtime.keep_freed_memory)
-    epochs: int = MISSING
-    batch_size: int = MISSING
+    epochs: int = MISSING  # training epochs (the command sets its default)
+    batch_size: int = MISSING  # rows per step (the command sets its default)
+    # where dataset=<name> reads <name>.csv.gz (dfkd data fetch puts them there)
     data_dir: str = "${oc.env:DFKD_DATA_DIR,data}"
+    # teachers by dataset / architecture / seed (train-teacher writes, distill reads)
     teacher_store: str = "${oc.env:DFKD_TEACHER_STORE,outputs/teachers}"
     progress: bool = True  # tqdm bars, shown only when stderr is a terminal
+    # seconds between progress lines in the log (epoch, members training, fidelity or
+    # validation figure, elapsed, ETA) of every command that trains; 0: none
+    progress_every: float = 30.0
     log_every: int = 10  # epochs between history rows
     fast_path: str = "auto"  # auto: MLPs on the hand-written StackedMLP path | off: autograd
     # a YAML / CSV file in the teacher-spec format whose domain keys (type, levels, low, high,
@@ -177,12 +183,13 @@ class RunConfig:
 @dataclass
 class TrainTeacherConfig(RunConfig):
     command: str = "train-teacher"
-    epochs: int = 500
-    batch_size: int = 16
-    log_every: int = 1
+    epochs: int = 500  # at most (early stopping: patience)
+    batch_size: int = 16  # the paper's
+    log_every: int = 1  # epochs between history rows
     patience: int = 50  # early stopping on validation loss
     lr_factor: float = 0.5  # ReduceLROnPlateau
-    # retrain a teacher already in the store (and replace a finished run in this run directory)
+    # retrain a teacher the store holds already (else it is kept), and replace a finished run
+    # in this run directory
     overwrite: bool = False
     # a run directory holding a finished run: leave it as it is (nothing to do); without it (or
     # overwrite=true) a rerun there is refused
@@ -199,8 +206,8 @@ class TrainTeacherConfig(RunConfig):
 class StudentRunConfig(RunConfig):
     """The keys of a command that trains a student (the student loop's)."""
 
-    steps_per_epoch: int = 10  # n_s
-    batch_size: int = 50  # m
+    steps_per_epoch: int = 10  # n_s, student steps per epoch
+    batch_size: int = 50  # m, rows per step of x_g and of x_p each
     # last (data-free) | fidelity (data-free: best agreement with the teacher on a fixed set of
     # prior draws) | val (the paper's best epoch on real validation rows) | both (last and val)
     # | all (last, fidelity and val), from one training, a metrics row each
@@ -240,7 +247,7 @@ class DistillConfig(StudentRunConfig):
     # paper's E = 2000 (about a minute for one seed on a 2-core CPU), the teacher's copula
     # prior, and the epoch that agrees best with the teacher on a fixed synthetic set;
     # experiment=paper pins the paper's recipe
-    epochs: int = 8000  # E
+    epochs: int = 8000  # E: four times the paper's 2000 (the data-free recipe, docs/results.md)
     selection: str = "fidelity"
     # auto (copula when the teacher carries its input statistics) | gaussian N(0, I) |
     # correlated N(0, C) | copula (data/priors.py)
@@ -293,8 +300,9 @@ class ProbeConfig(StudentRunConfig):
 
     command: str = "probe"
     epochs: int = 100  # the student's epochs before the probe
-    strategies: Dict[str, Any] = field(default_factory=dict)
+    strategies: Dict[str, Any] = field(default_factory=dict)  # label -> a strategy probed
     samples: int = 2000  # inputs drawn per strategy, in batches of batch_size
+    # the quantiles of (T - S)^2 and ||x|| in probe.csv
     quantiles: List[float] = field(default_factory=lambda: [0.1, 0.5, 0.9, 0.99])
     # probe_images.png and probe_predictions.png; null = when dataset.input_shape is an image
     figures: Optional[bool] = None
@@ -402,6 +410,8 @@ def _check_run(cfg: DictConfig) -> None:
                f"integers in [0, {MAX_SEED}]", list(cfg.seeds))
     _check(cfg.batch_size >= 1, "batch_size", "an integer >= 1", cfg.batch_size)
     _check(cfg.log_every >= 1, "log_every", "an integer >= 1", cfg.log_every)
+    _check(cfg.progress_every >= 0, "progress_every", "a number of seconds >= 0 (0: no lines)",
+           cfg.progress_every)
     _check(cfg.threads is None or cfg.threads >= 1, "threads", "null or an integer >= 1",
            cfg.threads)
     _check_optimizer(cfg.optimizer)

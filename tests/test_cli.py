@@ -51,7 +51,7 @@ def test_help_lists_commands(tmp_path):
 
 def test_command_help_shows_groups(tmp_path):
     out = dfkd_here("distill", "--help", cwd=tmp_path).stdout
-    for group in ("dataset:", "strategy:", "optimizer:", "alpha:", "student:", "teacher:"):
+    for group in ("dataset=", "strategy=", "optimizer=", "alpha=", "student=", "teacher="):
         assert group in out
     assert "bounded" in out and "random" in out
 

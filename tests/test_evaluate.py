@@ -140,3 +140,11 @@ def test_a_model_of_another_width_is_a_user_error(tmp_path, friedman_csv):
     with pytest.raises(UserError, match=f"{model} failed on the 10 feature columns of "
                                         f"{friedman_csv}"):
         evaluate.evaluate(model, friedman_csv, targets=[target])
+
+
+def test_a_score_that_does_not_apply_prints_empty_not_nan(workdir, run_dir, friedman_csv):
+    """The teacher's row has no fidelity: an empty cell, as the report prints one."""
+    proc = dfkd_here("evaluate", "--model", str(run_dir / "student.pt"), "--teacher",
+                     str(teacher_of(run_dir)), "--data", str(friedman_csv), cwd=workdir)
+    assert "NaN" not in proc.stdout and "nan" not in proc.stdout.lower()
+    assert proc.stdout.splitlines()[2].startswith("teacher")

@@ -16,8 +16,8 @@ MAX_LINES = 60
 # The layers, top first: a module may import its own layer and the layers below it, never one
 # above. cli and config (the schemas, which list every layer's valid names) sit on top; errors
 # (the one exception type) and utils (files, random streams, run-time, run tables) at the bottom.
-LAYERS = ["__main__", "cli", "config", "commands", "tracking", "report", "loop", "strategies",
-          "teachers", "nets", "data", "utils", "errors"]
+LAYERS = ["__main__", "cli", "usage", "config", "commands", "tracking", "report", "loop",
+          "strategies", "teachers", "nets", "data", "utils", "errors"]
 # What report and tracking may read of the loop: its vocabulary, never its machinery.
 LOOP_PUBLIC = {"dfkd_cli.loop", "dfkd_cli.loop.selection", "dfkd_cli.loop.resume"}
 # What the command modules share: the records they build from their config.

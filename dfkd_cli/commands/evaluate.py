@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     table = evaluate(args.model, args.data, args.teacher, args.target, args.drop,
                      args.net_target, args.allow_torch_export)
-    print(table.to_string(index=False, float_format="{:.6g}".format))
+    print(table.to_string(index=False, float_format="{:.6g}".format, na_rep=""))
     if args.out:
         write_csv(table, args.out)
         print(f"wrote {args.out}")

@@ -36,7 +36,7 @@ def loop_settings(cfg) -> LoopSettings:
         on_nonfinite=cfg.on_nonfinite,
         stop=StopRule(stop, int(cfg.get("stop_patience", 1)),
                       float(cfg.get("stop_tolerance", 0.0))),
-        progress=cfg.progress, label=cfg.strategy.name)
+        progress=cfg.progress, progress_every=cfg.progress_every, label=cfg.strategy.name)
 
 
 def teacher_store(cfg) -> TeacherStore:

@@ -51,13 +51,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "unfinished jobs are listed.")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="run or sweep directories")
     parser.add_argument("--baseline", default=BASELINE,
-                        help=f"the arm the others are paired against (default: {BASELINE})")
+                        help="the arm the others are paired against: an arm's label (the "
+                             "label arm= sets, else <strategy>_<alpha>_m<batch size>, e.g. "
+                             "random_decreasing_m50) or a strategy run by one arm (random); "
+                             f"default: {BASELINE}, else the one arm of strategy random")
     parser.add_argument("--reference-arm", default=REAL_REFERENCE, metavar="ARM",
                         help="the real-data reference arm every other cell is set against "
                              f"(ratio_to_reference; default: {REAL_REFERENCE})")
     parser.add_argument("--reference", metavar="FILE",
-                        help="the authors' per-seed CSV (dataset, student_hidden, seed, teacher, "
-                             "random_gaussian, ...): adds the published mean per cell")
+                        help="the published per-seed results: `paper` (Zhou & Chiam's, shipped "
+                             "with dfkd) or a CSV of the same columns (dataset, student_hidden, "
+                             "seed, teacher, random_gaussian, ...); adds the published mean per "
+                             "cell")
     parser.add_argument("--out", metavar="DIR",
                         help="where report.csv/.md/.tex and runs.csv go (default: the first PATH)")
     parser.add_argument("--by", nargs="*", default=[], metavar="KEY",

@@ -89,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp.write_text(text)
     print(f"wrote {args.out} ({len(values['features'])} features"
           f"{'' if args.no_statistics else ', with input statistics'}); distil with: dfkd "
-          f"distill teacher=torchscript teacher.path=<model> teacher.spec={args.out} prior=auto",
+          f"distill dataset=none teacher=torchscript teacher.path=<model> "
+          f"teacher.spec={args.out}",
           file=sys.stderr)
     return 0

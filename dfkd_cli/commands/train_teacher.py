@@ -33,6 +33,7 @@ from dfkd_cli.teachers.store import arch_label
 from dfkd_cli.utils import run_dirs, runtime
 from dfkd_cli.utils import run_tables as tables
 from dfkd_cli.utils.files import exclusive_lock
+from dfkd_cli.utils.progress import Progress
 from dfkd_cli.utils.rng import Streams
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,9 @@ def fit(cfg, splits: list[Split], seeds: list[int], device: torch.device):
     lr_scale = [1.0] * members
     best_loss, best_epoch, waited = [float("inf")] * members, [0] * members, [0] * members
     history: list[list[dict[str, Any]]] = [[] for _ in seeds]
-    for epoch in runtime.progress(range(cfg.epochs), cfg.progress, desc="teacher"):
+    progress = Progress("teacher", cfg.epochs, cfg.progress_every, cfg.progress,
+                        early_stop=True)
+    for epoch in range(cfg.epochs):
         order = torch.stack([torch.randperm(x.shape[1], generator=g, device=device)
                              for g in rng.generators])
         total = torch.zeros(members, device=device)
@@ -136,10 +139,19 @@ def fit(cfg, splits: list[Split], seeds: list[int], device: torch.device):
                                    "val_mse": val_loss[k],
                                    "lr": cfg.optimizer.lr * lr_scale[k]})
         best.take(torch.tensor(improved, device=device))
+        progress.update(epoch + 1, lambda: _figures(val_loss, waited, cfg.patience))
         if all(w >= cfg.patience for w in waited):
             break
+    progress.close()
     best.restore(torch.ones(members, dtype=torch.bool, device=device))
     return model.eval(), arch, history, best_epoch
+
+
+def _figures(val_loss: list[float], waited: list[int], patience: int) -> str:
+    """The progress line's figures: members still training and their mean validation MSE."""
+    training = [loss for loss, w in zip(val_loss, waited) if w < patience]
+    figures = f"{len(training)}/{len(val_loss)} members training"
+    return figures + (f", val MSE {sum(training) / len(training):.4g}" if training else "")
 
 
 def finite(state: dict[str, torch.Tensor], row: dict) -> bool:

@@ -220,8 +220,10 @@ def read_mnist(folder: Path, parts: list[str], input_shape: list[int] | None) ->
     if None in files:
         missing = [n for n, f in zip(names, files) if f is None]
         raise UserError(f"dataset 'mnist': {', '.join(m + '.gz' for m in missing)} not found in "
-                        f"{folder}; put MNIST's IDX files in <data_dir>/mnist/ and point "
-                        "data_dir=<folder> (or DFKD_DATA_DIR) at the folder above it")
+                        f"{folder}; `dfkd data fetch mnist --data-dir {folder.parent}` downloads "
+                        "them (mnist-train: "
+                        "the training images), or put MNIST's IDX files in <data_dir>/mnist/ and "
+                        "point data_dir=<folder> (or DFKD_DATA_DIR) at the folder above it")
     xs, ys = [], []
     for images, labels in zip(files[0::2], files[1::2]):
         x, y = read_idx(images), read_idx(labels)
@@ -253,8 +255,9 @@ def load_table(ds, data_dir: str) -> Table | None:
     path = Path(data_dir) / f"{ds.name}.csv.gz"
     if not path.is_file():
         raise UserError(
-            f"dataset {ds.name!r}: {path} not found. Put {ds.name}.csv.gz (a CSV with a header, "
-            f"target last) in a folder and point data_dir=<folder> (or DFKD_DATA_DIR) at it")
+            f"dataset {ds.name!r}: {path} not found; `dfkd data fetch {ds.name} --data-dir "
+            f"{data_dir}` downloads it, or point data_dir=<folder> (or DFKD_DATA_DIR) at a folder "
+            f"holding {ds.name}.csv.gz (a CSV with a header, target last)")
     return read_csv(path, ds.name, ds.target, list(ds.drop), ds.nonfinite)
 
 

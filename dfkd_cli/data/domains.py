@@ -353,4 +353,6 @@ def write(dirs: list[Path], found: list[Domain], features: list[str]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / FILE) as tmp:
             tmp.write_text(yaml.safe_dump(domain.records(features), sort_keys=False))
-    log.info("the whole input domain: %s", dirs[0] / FILE)
+    # named from the run directory, where the log is (a population's members are seed<N>/)
+    log.info("the whole input domain: %s", FILE if len(dirs) == 1 else
+             f"{dirs[0].name}/{FILE} (each member's in its folder)")

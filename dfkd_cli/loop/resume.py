@@ -24,8 +24,8 @@ from dfkd_cli.utils.run_dirs import RunDirTaken
 # keys that do not change what a run computes: display, CPU threads (speed; at most rounding in
 # the last bits), malloc tuning, when checkpoints are written, where the (same) data and teachers
 # are found, and resume (and overwrite) itself
-MAY_CHANGE = ("resume", "overwrite", "progress", "threads", "keep_freed_memory", "checkpoint_every",
-              "data_dir", "teacher_store")
+MAY_CHANGE = ("resume", "overwrite", "progress", "progress_every", "threads",
+              "keep_freed_memory", "checkpoint_every", "data_dir", "teacher_store")
 
 
 HYDRA_DIR = ".hydra"

@@ -56,7 +56,7 @@ class StopRule:
 class LoopSettings:
     """E epochs of n_s steps of batch size m (Eq. 6), and what the loop logs, keeps and stops on.
     `optimizer` is the optimizer config (nets/optim.py make_optimizer); `selection` names the
-    weights the run reports (loop/selection.py); `label` names the progress bar."""
+    weights the run reports (loop/selection.py); `label` names the progress bar and lines."""
 
     epochs: int
     steps_per_epoch: int
@@ -68,7 +68,8 @@ class LoopSettings:
     checkpoint_every: int = 0
     on_nonfinite: str = "stop"
     stop: StopRule = StopRule()
-    progress: bool = False
+    progress: bool = False  # a tqdm bar (where stderr is a terminal)
+    progress_every: float = 30.0  # seconds between progress lines in the log (0: none)
     label: str = "student"
 
     @property

@@ -34,7 +34,7 @@ from dfkd_cli.nets import architecture, factory, mlp
 from dfkd_cli.nets.mlp import Snapshot, per_member
 from dfkd_cli.nets.optim import make_optimizer
 from dfkd_cli.strategies.base import batch_diagnostics
-from dfkd_cli.utils import runtime
+from dfkd_cli.utils.progress import Progress
 from dfkd_cli.utils.rng import Streams
 
 
@@ -144,22 +144,38 @@ class StudentLoop:
         if not self.prepared:
             self.prepared_stats = self.strategy.prepare(T)  # joins the first history row
             self.prepared = True
-        epochs = runtime.progress(range(self.epoch, settings.epochs), settings.progress,
-                                  desc=settings.label, initial=self.epoch,
-                                  total=settings.epochs)
-        for epoch in epochs:
-            self._epoch(epoch)
-            self.epoch = epoch + 1
-            if self.epoch % settings.log_every == 0 or self.done:
-                none_left = self._log(epoch)
-                on_log()
-                if none_left:
+        with Progress(settings.label, settings.epochs, settings.progress_every,
+                      settings.progress, start=self.epoch, early_stop=self.plateau.on) as progress:
+            for epoch in range(self.epoch, settings.epochs):
+                self._epoch(epoch)
+                self.epoch = epoch + 1
+                progress.update(self.epoch, self.progress_figures)
+                if self.epoch % settings.log_every == 0 or self.done:
+                    none_left = self._log(epoch)
+                    on_log()
+                    if none_left:
+                        break
+                if (checkpoint and settings.checkpoint_every
+                        and self.epoch % settings.checkpoint_every == 0):
+                    checkpoint()
+                if should_stop():
                     break
-            if (checkpoint and settings.checkpoint_every
-                    and self.epoch % settings.checkpoint_every == 0):
-                checkpoint()
-            if should_stop():
-                break
+
+    @torch.no_grad()
+    def progress_figures(self) -> str:
+        """The progress line's figures: members still training, and the mean over them of this
+        epoch's RMSE on each scored set (fidelity, val), else of the loss since the last log."""
+        training = ~self.plateau.stopped & (self.diverged_epoch < 0)
+        count = int(training.sum())
+        figures = [f"{count}/{training.numel()} members training"]
+        if not count:
+            return figures[0]
+        for name, score in self.scores.items():
+            figures.append(f"{name} RMSE {float(score[training].mean()):.4g}")
+        if not self.scores and self.steps_logged:
+            loss = self.sums["loss"][training].mean() / self.steps_logged
+            figures.append(f"loss {float(loss):.4g}")
+        return ", ".join(figures)
 
     def _epoch(self, epoch: int) -> None:
         settings, T, S = self.settings, self.teacher.module, self.student

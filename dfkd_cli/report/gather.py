@@ -26,8 +26,8 @@ WRITES_METRICS = ("distill", "train-teacher")  # commands whose jobs end with a 
 # keys whose values never split a report cell: the replicates (seeds) and the keys that do not
 # change what a run computes (display, speed, where the same data and teachers are found, and
 # resume / overwrite themselves); tests/test_report.py holds them against loop/resume.MAY_CHANGE
-NOT_AXES = ("seed", "seeds", "resume", "overwrite", "progress", "threads", "keep_freed_memory",
-            "checkpoint_every", "data_dir", "teacher_store")
+NOT_AXES = ("seed", "seeds", "resume", "overwrite", "progress", "progress_every", "threads",
+            "keep_freed_memory", "checkpoint_every", "data_dir", "teacher_store")
 CONFIG_BYTES = 1 << 20  # a saved config.yaml is a few kB
 
 
@@ -102,7 +102,17 @@ def _config_value(config: dict | None, key: str, override: str | None) -> str | 
 
 
 def add_config_columns(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """A column per config key (e.g. optimizer.lr) from each row's job config (.hydra/)."""
+    """A column per config key (e.g. optimizer.lr) from each row's job config (.hydra/); a key
+    that is a metrics column already is filled in where a row lacks it (a failed job's row, so
+    that it counts in the cell it belongs to), as a number where the column holds numbers."""
+    present = [k for k in keys if k in runs.columns and runs[k].isna().any()]
+    filled = add_config_columns(runs[[c for c in runs.columns if c not in present]], present) \
+        if present and "job_dir" in runs.columns else None
+    for key in present if filled is not None else ():
+        value = filled[key]
+        if pd.api.types.is_numeric_dtype(runs[key]):
+            value = pd.to_numeric(value, errors="coerce")
+        runs = runs.assign(**{key: runs[key].where(runs[key].notna(), value)})
     keys = [k for k in keys if k not in runs.columns]
     if not keys or "job_dir" not in runs.columns:
         return runs.assign(**{k: pd.NA for k in keys})

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from dfkd_cli.errors import UserError
-from dfkd_cli.report.text import split_columns
+from dfkd_cli.report.text import key_text, split_columns
 from dfkd_cli.utils.run_tables import HISTORY
 
 
@@ -43,10 +43,16 @@ def rmse_figures(table: pd.DataFrame, folder: Path) -> list[Path]:
     split = split_columns(table)
     for dataset, by_dataset in done.groupby("dataset", sort=False):
         students = list(dict.fromkeys(by_dataset["student_hidden"]))
-        fig, axes = plt.subplots(1, len(students), figsize=(5 * len(students), 4), squeeze=False)
+        labels = cell_labels(by_dataset, split)
+        # room for every tick label: a panel widens with its cells, the figure deepens with
+        # the longest label (written upwards)
+        width = max(5.0, 0.35 * labels.nunique() + 2)
+        depth = 0.075 * max(len(label) for label in labels)
+        fig, axes = plt.subplots(1, len(students), figsize=(width * len(students), 3.5 + depth),
+                                 squeeze=False)
         for ax, student in zip(axes[0], students):
             cells = by_dataset[by_dataset["student_hidden"] == student]
-            cells = cells.assign(arm=cell_labels(cells, split))
+            cells = cells.assign(arm=labels[cells.index])
             arms = list(dict.fromkeys(cells["arm"]))
             selections = list(dict.fromkeys(cells["selection"]))
             for j, selection in enumerate(selections):
@@ -56,7 +62,7 @@ def rmse_figures(table: pd.DataFrame, folder: Path) -> list[Path]:
                             capsize=3, label=f"selection={selection}")
             teacher = cells["teacher_rmse_mean"].mean()
             ax.axhline(teacher, color="grey", linestyle=":", label="teacher")
-            ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
+            ax.set_xticks(range(len(arms)), arms, rotation=90, fontsize="small")
             ax.set_title(f"{dataset}, student {student}")
             ax.set_ylabel("test RMSE (standardised)")
             ax.legend(fontsize="small")
@@ -65,10 +71,14 @@ def rmse_figures(table: pd.DataFrame, folder: Path) -> list[Path]:
 
 
 def cell_labels(cells: pd.DataFrame, split: list[str]) -> pd.Series:
-    """An x label per cell: its arm, and the keys that split the arm's cells (a swept key)."""
-    return cells["arm"].astype(str) + cells[split].apply(
-        lambda row: "".join(f"\n{k}={v}" for k, v in row.items() if pd.notna(v)), axis=1
-    ) if split else cells["arm"]
+    """An x label per cell, on one line: its arm, and the keys that split the arm's cells (a
+    swept key), written as in the report's table (epochs=200, lr=1e-05)."""
+    labels = cells["arm"].astype(str)
+    if split:
+        labels = labels + cells[split].apply(
+            lambda row: "".join(f", {k}={key_text(v)}" for k, v in row.items() if pd.notna(v)),
+            axis=1)
+    return labels
 
 
 def curve_figures(runs: pd.DataFrame, folder: Path) -> list[Path]:

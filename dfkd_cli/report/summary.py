@@ -39,6 +39,16 @@ REFERENCE_COLUMNS = ["reference_arm", "reference_rmse_mean", "ratio_to_reference
                      "reference_n_pairs", "reference_wins", "reference_losses",
                      "reference_p_value", "reference_test"]
 SELECTION_ORDER = ["val", "fidelity", "last"]
+# `--reference paper`: the authors' per-seed table (Zhou & Chiam 2023), shipped with dfkd
+PAPER_REFERENCE = "paper"
+
+
+def reference_file(name: str | Path) -> Path:
+    """The per-seed reference file `name` stands for: the shipped paper table for "paper", else
+    the path itself."""
+    if str(name) == PAPER_REFERENCE:
+        return Path(__file__).with_name("paper_results_per_seed.csv")
+    return Path(name)
 
 
 def _newest_per_seed(ok: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -63,7 +73,7 @@ def read_reference(path: str | Path) -> pd.DataFrame:
     """The authors' per-seed file -> per (dataset, student_hidden, arm): paper_mean, paper_sd,
     paper_n, paper_teacher. Dataset names are matched case-insensitively (column _dataset_key);
     student_hidden 25 -> mlp25-tanh."""
-    path = Path(path)
+    path = reference_file(path)
     if not path.is_file():
         raise UserError(f"--reference {path} not found")
     ref = pd.read_csv(path)
@@ -80,6 +90,22 @@ def read_reference(path: str | Path) -> pd.DataFrame:
                      paper_n=("rmse", "size"), paper_teacher=("teacher", "mean")).reset_index()
 
 
+def resolve_baseline(runs: pd.DataFrame, baseline: str = BASELINE) -> tuple[str, str | None]:
+    """The arm label `baseline` stands for, and a note when it is not the label itself: an arm
+    label is itself; a strategy name (`random`) is the one arm of that strategy among the runs;
+    the default, random_sampling, is the one arm of strategy random when no arm has that label
+    (a sweep over strategy= labels its arms <strategy>_<alpha>_m<batch size>)."""
+    ok = runs[runs.get("status", pd.Series(dtype=str)) == "ok"]
+    if "arm" not in ok.columns or baseline in set(ok["arm"]) or "strategy" not in ok.columns:
+        return baseline, None
+    strategy = "random" if baseline == BASELINE else baseline
+    arms = sorted(ok.loc[ok["strategy"] == strategy, "arm"].astype(str).unique())
+    if len(arms) != 1:
+        return baseline, None
+    return arms[0], (f"baseline: arm {arms[0]!r}, the one arm of strategy={strategy} here "
+                     f"(for --baseline {baseline}; --baseline picks another arm or strategy)")
+
+
 def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = (),
               reference: pd.DataFrame | None = None, reference_arm: str = REAL_REFERENCE
               ) -> tuple[pd.DataFrame, list[str]]:
@@ -89,6 +115,9 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = 
     notes: list[str] = []
     distill = runs[runs.get("command", pd.Series("distill", index=runs.index))
                    .fillna("distill") == "distill"]
+    baseline, chosen = resolve_baseline(distill, baseline)
+    if chosen:
+        notes.append(chosen)
     distill, keys = _cell_keys(distill, by)
     ok = distill[distill["status"] == "ok"]
     bad = distill[distill["status"] != "ok"]
@@ -99,7 +128,12 @@ def summarize(runs: pd.DataFrame, baseline: str = BASELINE, by: Sequence[str] = 
                       "baseline", "n_pairs", "wins", "losses", "p_value", "test",
                       *REFERENCE_COLUMNS, "seeds"]
     rows = _compare(ok, bad, keys, baseline, reference_arm, notes)
-    table = pd.DataFrame(rows, columns=columns)
+    failed_only = [row for row in rows if not row["n"]]
+    if failed_only:  # listed with the failed runs, not as cells of their own
+        notes.append(f"{len(failed_only)} cells have no finished run, only failed or "
+                     "unfinished ones (listed under 'Failed or incomplete runs'): "
+                     + ", ".join(sorted({str(row.get("arm")) for row in failed_only})))
+    table = pd.DataFrame([row for row in rows if row["n"]], columns=columns)
     if table.empty:
         return table, notes
     table = _order(table, baseline)

@@ -19,6 +19,16 @@ def _num(value, digits: int = 4) -> str:
     return str(value)
 
 
+def key_text(value) -> str:
+    """A cell key as text: a whole number as an integer (epochs=200, not 200.0000), another
+    number in its shortest form (1e-05), text as it is."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:g}"
+    return str(value)
+
+
 def _p(value) -> str:
     if value is None or pd.isna(value):
         return ""
@@ -29,7 +39,7 @@ def display(table: pd.DataFrame, pm: str = "±") -> pd.DataFrame:
     """The summary as strings, as read in the Markdown and LaTeX tables."""
     out = pd.DataFrame()
     for key in KEYS + split_columns(table):
-        out[key] = table[key].map(_num)
+        out[key] = table[key].map(key_text)
     out["n"] = table["n"].map(str)
     out["failed"] = table["n_failed"].map(lambda v: str(int(v)) if v else "")
     out["RMSE mean"] = [f"{_num(m)} {pm} {_num(s)}" if n > 1 else _num(m)

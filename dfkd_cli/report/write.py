@@ -14,6 +14,7 @@ from dfkd_cli.report.summary import (
     REAL_REFERENCE,
     failures,
     read_reference,
+    resolve_baseline,
     summarize,
 )
 from dfkd_cli.report.text import display, latex_table, render_markdown
@@ -34,6 +35,7 @@ def write_report(paths: Sequence[str | Path], out: str | Path | None = None,
     ref = read_reference(reference) if reference else None  # a bad file fails before any work
     runs = gather(paths)
     table, notes = summarize(runs, baseline, by, ref, reference_arm)
+    baseline = resolve_baseline(runs, baseline)[0]  # the label it stands for (a note says so)
     fails = failures(runs)
     out = Path(out) if out is not None else Path(paths[0])
     if out.is_file():

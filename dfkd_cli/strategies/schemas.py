@@ -19,7 +19,7 @@ Checks = Iterable[tuple[str, bool, str]]  # (key, ok, what is valid)
 class StrategyConfig:
     """Common part of every strategy's schema; each strategy adds its hyper-parameters."""
 
-    name: str = MISSING
+    name: str = MISSING  # the strategy, set by strategy=<name>
 
     needs_rows: ClassVar[bool] = False  # draws the split's training rows: dataset=none refuses it
 
@@ -66,7 +66,7 @@ class BoundedConfig(StrategyConfig):
 
     name: str = "bounded"
     steps: int = 2  # RMSprop steps on each batch
-    lr: float = 0.1
+    lr: float = 0.1  # RMSprop's step size on x
     beta: float = 1e-5  # weight decay on x
     gamma: float = 1e-5  # weight of S(x)^2
     rho: float = 0.99  # RMSprop smoothing constant (torch's `alpha`)
@@ -107,7 +107,7 @@ class EvolutionConfig(StrategyConfig):
     disagreement: float = 1.0  # a, weight of (T - S)^2
     coverage: float = 0.0  # w, weight of the target-coverage term (0 = off)
     target_low: float = -2.0  # r ~ U(target_low, target_high), in target_units
-    target_high: float = 2.0
+    target_high: float = 2.0  # the upper end of r's range
     target_units: str = "standardised"  # standardised | raw (the teacher's output units)
     shared_target: bool = False  # one r per population instead of one per individual
 
@@ -136,8 +136,8 @@ class NetworkConfig(StrategyConfig):
     hidden: List[int] = field(default_factory=lambda: [500])  # tanh layers of the network
     steps: int = 1  # the network's optimiser steps (per epoch, or before the student)
     batch_size: int = II("batch_size")  # draws per network step; default: the student's m
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
+    lr: float = 1e-3  # the network's RMSprop step size
+    weight_decay: float = 1e-5  # the network's RMSprop weight decay
     rho: float = 0.99  # RMSprop smoothing constant (torch's `alpha`)
 
     @classmethod

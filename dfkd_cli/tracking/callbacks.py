@@ -11,8 +11,9 @@ on_multirun_end in the process that ran the sweeper, after the launcher has retu
 so the summary is written the same way whichever launcher ran the jobs (basic, joblib,
 submitit, ray, ...). A summary that cannot be written only logs a warning: the jobs' own files
 are the record, and `dfkd report <sweep dir>` rebuilds the summary at any time. It also counts
-the jobs that failed (`SWEEP_END`), so that `dfkd -m` ends with a non-zero exit code after the
-summary is written.
+the jobs that failed and keeps the first one's reason (`SWEEP_END`), so that `dfkd -m` ends
+with a non-zero exit code and that reason after the summary is written, and logs the jobs' wall
+times, naming those that ran long.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,13 +32,15 @@ from dfkd_cli.errors import UserError
 from dfkd_cli.loop import resume
 from dfkd_cli.report import gather
 from dfkd_cli.report import write as report
-from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE
+from dfkd_cli.report.summary import BASELINE, REAL_REFERENCE, reference_file
 from dfkd_cli.report.text import text_cell
 from dfkd_cli.utils import run_dirs
 from dfkd_cli.utils.files import hold_run_lock
+from dfkd_cli.utils.progress import duration
 
 log = logging.getLogger("dfkd")
 
+LONG = 2.0  # a job that took more than this times the sweep's median wall time "ran long"
 # statuses of a job that did not finish (diverged: it finished, with a status the table shows)
 UNFINISHED = ("failed", "unreadable", gather.MISSING, "interrupted", "unknown")
 # set at the end of a multirun, in the launching process: jobs gathered, jobs failed, summary,
@@ -50,6 +54,56 @@ def _unwritable(folder: Path) -> Path | None:
         if path.exists():
             return None if path.is_dir() and os.access(path, os.W_OK | os.X_OK) else path
     return None
+
+
+def _job(run_dir: str, sweep_dir: Path) -> str:
+    """The job's folder under the sweep directory (a population member writes seed<N>/ in it)."""
+    try:
+        return Path(run_dir).relative_to(sweep_dir).parts[0]
+    except (ValueError, IndexError):
+        return str(run_dir)
+
+
+def _job_order(job: str) -> tuple:
+    return (0, int(job), "") if job.isdigit() else (1, 0, job)
+
+
+def first_failure(runs: pd.DataFrame, sweep_dir: Path) -> str | None:
+    """"job <n>: <its error>" of the lowest-numbered job that did not finish, or None."""
+    bad = runs[runs["status"].isin(UNFINISHED)]
+    if bad.empty:
+        return None
+    jobs = {_job(str(row.get("run_dir")), sweep_dir): row for _, row in bad.iterrows()}
+    job = min(jobs, key=_job_order)
+    return f"job {job}: {text_cell(jobs[job].get('error')) or jobs[job].get('status')}"
+
+
+def job_times(runs: pd.DataFrame, sweep_dir: Path) -> dict[str, float]:
+    """Each job's wall time in seconds (a population's: its members'), where it was recorded."""
+    if "wall_s" not in runs.columns:
+        return {}
+    timed = runs[pd.to_numeric(runs["wall_s"], errors="coerce").notna()]
+    times: dict[str, float] = {}
+    for _, row in timed.iterrows():
+        job = _job(str(row.get("run_dir")), sweep_dir)
+        times[job] = max(times.get(job, 0.0), float(row["wall_s"]))
+    return times
+
+
+def ran_long(times: dict[str, float], factor: float = LONG) -> str:
+    """The jobs' wall times in one line: median, longest, and the jobs that took more than
+    `factor` times the median."""
+    median = float(pd.Series(list(times.values())).median())
+    ordered = sorted(times, key=lambda job: -times[job])
+    if len(times) == 1:
+        return f"the job took {duration(median)}"
+    text = (f"{len(times)} jobs took {duration(median)} each (median), the longest "
+            f"{duration(times[ordered[0]])} (job {ordered[0]})")
+    long = [job for job in ordered if times[job] > factor * median]
+    if long:
+        text += (f"; ran long (over {factor:g} x the median): "
+                 + ", ".join(f"{job} ({duration(times[job])})" for job in long))
+    return text
 
 
 class WritableOutput(Callback):
@@ -125,7 +179,8 @@ class SweepSummary(Callback):
         if not self.enabled:
             return
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        reference = self.reference if self.reference and Path(self.reference).is_file() else None
+        reference = (self.reference if self.reference and reference_file(self.reference).is_file()
+                     else None)
         if self.reference and reference is None:
             log.warning("sweep summary: reference %s not found; summarising without it",
                         self.reference)
@@ -135,7 +190,8 @@ class SweepSummary(Callback):
             runs = None
         if runs is not None:
             SWEEP_END.update(jobs=len(runs), summary=sweep_dir / "report.md",
-                             failed=int(runs["status"].isin(UNFINISHED).sum()))
+                             failed=int(runs["status"].isin(UNFINISHED).sum()),
+                             first_failure=first_failure(runs, sweep_dir))
         try:
             result = report.write_report([sweep_dir], sweep_dir, self.baseline, reference,
                                          reference_arm=self.reference_arm)
@@ -149,6 +205,9 @@ class SweepSummary(Callback):
         runs, fails = result["runs"], result["failures"]
         log.info("sweep summary: %d runs, %d failed or incomplete -> %s", len(runs), len(fails),
                  sweep_dir / "report.md")
+        times = job_times(runs, sweep_dir)
+        if times:
+            log.info("sweep summary: %s", ran_long(times))
         for _, row in fails.iterrows():
             log.warning("not ok: %s (%s) %s", row.get("run_dir"), row.get("status"),
                         text_cell(row.get("error")))

@@ -1,5 +1,5 @@
 """hydra/launcher=ray_cluster: a sweep on a running Ray cluster, by its address (the [ray] extra;
-README, "Sweeps on a running Ray cluster").
+docs/howto/sweeps.md, "Sweeps on a running Ray cluster").
 
 hydra-ray-launcher's `ray` launcher (1.2.2) cannot reach a running cluster with today's Ray (2.60):
 it always passes `object_store_memory` to ray.init, which Ray refuses when it connects to a

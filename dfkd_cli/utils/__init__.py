@@ -1,2 +1,2 @@
 """The run's plumbing, imported by every layer: atomic files and locks, random streams, the run-time
-(device, seeding, progress, signals) and the run directory's tables."""
+(device, seeding, signals), progress bars and lines and the run directory's tables."""

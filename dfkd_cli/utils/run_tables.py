@@ -45,4 +45,4 @@ def write_history(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 def show(frame: pd.DataFrame, columns: list[str]) -> str:
     """The columns a person reads first, as a plain text table."""
     present = [c for c in columns if c in frame.columns]
-    return frame[present].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    return frame[present].to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")

@@ -1,4 +1,4 @@
-"""Run-time set-up shared by the commands: device choice, seeding, progress bars, signals."""
+"""Run-time set-up shared by the commands: device choice, seeding, threads, signals."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import random
 import signal
 import sys
 import threading
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from dfkd_cli.errors import UserError
 
@@ -67,12 +66,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def progress(iterable: Iterable, enabled: bool, **kwargs) -> Iterable:
-    """A tqdm bar when `enabled` and stderr is a terminal; the bare iterable otherwise."""
-    show = enabled and sys.stderr.isatty()
-    return tqdm(iterable, disable=not show, dynamic_ncols=True, leave=False, **kwargs)
 
 
 # set by `dfkd` in the process that launches the jobs (cli.main); a job running in a worker
