@@ -107,6 +107,26 @@ def _is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _job_failed(cfg, run_dir: Path, exc: Exception, message: str | None) -> None:
+    """A sweep's job that failed: logged in one line (its traceback for a bug, or with
+    HYDRA_FULL_ERROR=1) and recorded in its own metrics row, the sweep going on; refused for
+    its run directory (another run's files), it writes nothing there."""
+    from dfkd_cli.utils.run_dirs import RunDirTaken
+    from dfkd_cli.utils.run_tables import write_metrics
+
+    if isinstance(exc, RunDirTaken):
+        log.error("job not run: %s", exc)
+        REFUSED.append(str(exc))
+        return
+    if message is not None:  # the single run's one line (its hint included)
+        log.error("job failed: %s", message)
+    else:  # a bug, or HYDRA_FULL_ERROR=1: its traceback
+        log.error("job failed: %s\n%s", exc, traceback.format_exc())
+    write_metrics(run_dir, {"command": cfg.command, "dataset": cfg.dataset.name,
+                            "seed": cfg.seed, "status": "failed",
+                            "error": message or f"{type(exc).__name__}: {exc}"})
+
+
 def _task(run: Callable) -> Callable[[Any], object]:
     """Wrap a command so user errors (bad input, memory running out, a file that cannot be
     written) print one line and exit 2. In a multirun a failing job records its status and
@@ -116,8 +136,6 @@ def _task(run: Callable) -> Callable[[Any], object]:
     from dfkd_cli.config import validate
     from dfkd_cli.utils import runtime
     from dfkd_cli.utils.files import hold_run_lock, release_run_lock
-    from dfkd_cli.utils.run_dirs import RunDirTaken
-    from dfkd_cli.utils.run_tables import write_metrics
 
     def task(cfg) -> object:
         global _composed
@@ -150,17 +168,7 @@ def _task(run: Callable) -> Callable[[Any], object]:
                     print(f"dfkd: error: {message}", file=sys.stderr)
                     sys.exit(2)
                 raise
-            if isinstance(exc, RunDirTaken):  # another run's files: write nothing over them
-                log.error("job not run: %s", exc)
-                REFUSED.append(str(exc))
-                return None
-            if message is not None:  # the single run's one line (its hint included)
-                log.error("job failed: %s", message)
-            else:  # a bug, or HYDRA_FULL_ERROR=1: its traceback
-                log.error("job failed: %s\n%s", exc, traceback.format_exc())
-            write_metrics(run_dir, {"command": cfg.command, "dataset": cfg.dataset.name,
-                                    "seed": cfg.seed, "status": "failed",
-                                    "error": message or f"{type(exc).__name__}: {exc}"})
+            _job_failed(cfg, run_dir, exc, message)
             return None
         finally:
             if _is_multirun():  # the worker goes on to other jobs: one open lock file per job

@@ -65,7 +65,7 @@ def test_the_comments_are_the_schemas():
     assert keys["seed"].text == "the split, the teacher and the run's random numbers"
     assert keys["epochs"].default == "8000" and keys["epochs"].text.startswith("E: four times")
     assert keys["stop"].text.startswith("plateau: each member stops alone")
-    assert keys["strategy.steps"].text == "K"
+    assert keys["strategy.steps"].text == "RMSprop steps on each batch"
     assert keys["dataset.parts"].default == '["t10k"]'
     assert keys["strategy.name"].text == "the strategy, set by strategy=<name>"
     teacher = {k.name: k for k in usage.keys("train-teacher")}
